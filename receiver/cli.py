@@ -1,0 +1,287 @@
+"""The `mms-receiver` command (click): serve, simulate, worker, retry, check, and more."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from receiver.errors import ConfigError, IndexUnavailable, ReceiverError, StorageError
+from receiver.logs import configure_logging
+from receiver.settings import SIMULATE_MEDIA_PORT, Settings
+
+log = logging.getLogger("receiver.cli")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a clean exit naming the variable and the fix."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings)
+    return settings
+
+
+def load_services(settings: Settings) -> Any:
+    """Services for a command, or a clean exit that says what is unreachable."""
+    from receiver.services import build_services
+
+    try:
+        return build_services(settings)
+    except (ConfigError, StorageError, IndexUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="mms-receiver")
+def main() -> None:
+    """Receive Twilio MMS safely and keep every attachment."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--ngrok", "use_ngrok", is_flag=True, help="Open an ngrok tunnel (needs NGROK_AUTHTOKEN)."
+)
+@click.option(
+    "--configure-number", default=None, help="With --ngrok: point this Twilio number at the tunnel."
+)
+def serve(
+    host: str, port: int, workers: int, threads: int, use_ngrok: bool, configure_number: str | None
+) -> None:
+    """Run the production server (gunicorn) on the configured index and storage."""
+    from receiver.server import ReceiverServer, gunicorn_options
+
+    settings = load_settings()
+    if settings.dev_mode and host not in ("127.0.0.1", "localhost", "::1"):
+        raise click.ClickException(
+            "dev mode (no TWILIO_AUTH_TOKEN) only binds to loopback; set TWILIO_AUTH_TOKEN "
+            f"to serve on {host}"
+        )
+    if use_ngrok:
+        tunnel = importlib.import_module("receiver.tunnel")
+        settings = tunnel.open_tunnel(settings, port, configure_number=configure_number)
+    # Build once in the parent to upgrade the schema and fail fast on bad storage,
+    # then resume work left pending by a previous run.
+    services = load_services(settings)
+    backlog = services.index.backlog()
+    services.close()
+    _print_banner(settings, host, port, backlog)
+    ReceiverServer(settings, gunicorn_options(host, port, workers, threads)).run()
+
+
+def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, int]) -> None:
+    base = f"http://{host}:{port}"
+    click.echo(f"mms-receiver listening on {base}")
+    click.echo(f"  webhook URL : {settings.public_url or base}/twilio/messaging")
+    click.echo(f"  index       : {settings.describe()['database_url']}")
+    click.echo(f"  storage     : {settings.storage_url}")
+    pending = backlog.get("pending", 0) + backlog.get("failed", 0)
+    if pending:
+        click.echo(f"  resuming    : {pending} media item(s) left pending by an earlier run")
+    if settings.dev_mode:
+        click.echo("")
+        click.echo(
+            "Dev mode (no TWILIO_AUTH_TOKEN): loopback only, generated credentials in "
+            f"{settings.data_dir / 'secrets.json'}"
+        )
+        click.echo(f"  browser     : {base}/messages  (password: {settings.admin_password})")
+        click.echo(f"  API token   : {settings.api_token}")
+        click.echo("Next, in another shell:")
+        click.echo(
+            f"  mms-receiver simulate --url {base}/twilio/messaging --body hello --media photo.jpg"
+        )
+    sys.stdout.flush()
+
+
+@main.command()
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8080/twilio/messaging",
+    show_default=True,
+    help="The running service's webhook URL.",
+)
+@click.option("--from", "from_", default="+15005550006", show_default=True)
+@click.option("--to", default="+15017122661", show_default=True)
+@click.option("--body", default="", help="Message text.")
+@click.option(
+    "--media", multiple=True, help="A local file (served from a loopback media host) or a URL."
+)
+@click.option(
+    "--message-sid", default=None, help="Reuse a MessageSid (to test duplicate delivery)."
+)
+@click.option(
+    "--media-port",
+    default=SIMULATE_MEDIA_PORT,
+    show_default=True,
+    type=int,
+    help="Loopback port of the temporary media host (must be in RECEIVER_MEDIA_HOSTS).",
+)
+def simulate(
+    url: str,
+    from_: str,
+    to: str,
+    body: str,
+    media: tuple[str, ...],
+    message_sid: str | None,
+    media_port: int,
+) -> None:
+    """Send a correctly signed inbound webhook to a running service and print the TwiML."""
+    import requests
+
+    from receiver import simulate as sim
+
+    settings = load_settings()
+    if not settings.auth_token:
+        raise click.ClickException(
+            "no TWILIO_AUTH_TOKEN and no dev token; run `mms-receiver serve` once"
+        )
+    files: list[Path] = []
+    remote: list[sim.SimulatedMedia] = []
+    for item in media:
+        if item.startswith(("http://", "https://")):
+            remote.append(sim.SimulatedMedia(item, "application/octet-stream"))
+        else:
+            path = Path(item)
+            if not path.is_file():
+                raise click.ClickException(f"--media {item}: no such file")
+            files.append(path)
+    if len(files) + len(remote) > 10:
+        raise click.ClickException(
+            "Twilio delivers at most 10 media per message; pass fewer --media"
+        )
+    sid = message_sid or sim.fake_sid("MM" if media else "SM")
+    account = settings.account_sid or "AC" + "0" * 32
+    with sim.media_host(files, account_sid=account, message_sid=sid, port=media_port) as served:
+        params = sim.inbound_params(
+            message_sid=sid,
+            account_sid=account,
+            from_=from_,
+            to=to,
+            body=body,
+            media=[*served, *remote],
+        )
+        try:
+            resp = sim.post_signed(
+                url,
+                params,
+                settings.auth_token,
+                signed_url=sim.signed_url_for(url, settings.public_url),
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(
+                f"cannot reach {url} ({exc.__class__.__name__}); is `mms-receiver serve` running?"
+            ) from None
+    click.echo(f"MessageSid: {sid}", err=True)
+    click.echo(f"HTTP {resp.status_code} {resp.headers.get('Content-Type', '')}", err=True)
+    click.echo(resp.text)
+    if resp.status_code >= 400:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between idle sweeps.")
+@click.option("--once", is_flag=True, help="Process what is due now, then exit.")
+def worker(interval: float, once: bool) -> None:
+    """Process pending media and due retries (scale-out next to `serve`)."""
+    settings = load_settings()
+    services = load_services(settings)
+    if once:
+        total = 0
+        while (n := services.pipeline.sweep()) > 0:
+            total += n
+        click.echo(f"processed {total} item(s)")
+        services.close()
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"worker {services.pipeline.owner} started")
+    services.pipeline.run_forever(
+        stop, interval=interval, extra=services.extras.get("background_task")
+    )
+    services.pipeline.shutdown(wait=True)
+    services.close()
+
+
+@main.command()
+@click.option("--message", "message_sid", default=None, help="Only this MessageSid.")
+def retry(message_sid: str | None) -> None:
+    """Put failed media back in the queue with a fresh retry budget."""
+    settings = load_settings()
+    services = load_services(settings)
+    n = services.index.requeue_failed(message_sid)
+    click.echo(f"re-queued {n} failed item(s); `serve` or `worker` will process them")
+    services.close()
+
+
+@main.command()
+def check() -> None:
+    """Verify configuration, index and storage; print what is wrong and how to fix it."""
+    from receiver.index import MediaIndex
+    from receiver.storage import open_store
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        click.echo(f"configuration: FAIL  {exc}")
+        sys.exit(1)
+    problems = 0
+    click.echo("configuration: ok")
+    for key, value in settings.describe().items():
+        click.echo(f"  {key:22} {value}")
+    try:
+        index = MediaIndex.open(settings.database_url)
+        index.ping()
+        click.echo(f"index: ok  backlog {index.backlog() or {}}")
+        index.close()
+    except ReceiverError as exc:
+        problems += 1
+        click.echo(f"index: FAIL  {exc}")
+    try:
+        open_store(settings.storage_url).check()
+        click.echo("storage: ok")
+    except (ReceiverError, ValueError) as exc:
+        problems += 1
+        click.echo(f"storage: FAIL  {exc}")
+    if settings.dev_mode:
+        click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
+    if not settings.public_url:
+        click.echo(
+            "note: RECEIVER_PUBLIC_URL is not set; behind ngrok or a proxy set it to the URL "
+            "configured in Twilio, or signatures will not verify"
+        )
+    if not settings.rest_credentials:
+        click.echo(
+            "note: no TWILIO_API_KEY/TWILIO_API_SECRET (or ACCOUNT_SID + AUTH_TOKEN): media "
+            "behind Twilio's HTTP auth cannot be fetched and sending is disabled"
+        )
+    sys.exit(1 if problems else 0)
+
+
+def _register_extensions() -> None:
+    """Commands of features built on the core (outbound, lifecycle)."""
+    for name in ("receiver.commands.outbound", "receiver.commands.lifecycle"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name and not (exc.name and name.startswith(exc.name)):
+                raise
+            continue
+        module.register(main)
+
+
+_register_extensions()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Engine construction and schema upgrades for SQLite (default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver.errors import ConfigError, IndexUnavailable
+from receiver.index.schema import SCHEMA_VERSION, meta, metadata
+
+log = logging.getLogger(__name__)
+
+# Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
+# the initial schema created by `metadata.create_all`.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, tuned for several processes sharing one index."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        # WAL lets readers run beside one writer; the busy timeout makes
+        # concurrent writers (several gunicorn workers) wait instead of failing.
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql+psycopg://"):
+        kwargs.update(
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5},
+        )
+        return create_engine(url, **kwargs)
+    raise ConfigError("RECEIVER_DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def upgrade(engine: Engine) -> int:
+    """Create missing tables and apply pending migrations; returns the schema version."""
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # Serialise concurrent start-ups of several processes.
+                conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
+            metadata.create_all(conn, checkfirst=True)
+            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+            current = int(row[0]) if row else 0
+            if current == 0:
+                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return SCHEMA_VERSION
+            if current > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the index has schema version {current}, newer than this release "
+                    f"({SCHEMA_VERSION}); upgrade mms-receiver"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                log.info("upgrading index schema to version %d", version)
+                MIGRATIONS[version](conn)
+            conn.execute(
+                meta.update()
+                .where(meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
+            return SCHEMA_VERSION
+    except SQLAlchemyError as exc:
+        raise IndexUnavailable(f"cannot open the index: {exc.__class__.__name__}: {exc}") from exc

@@ -1,0 +1,395 @@
+"""Outbound messages and their status events in the index (SQLAlchemy Core, SQLite and PostgreSQL).
+
+A row's life: ``pending`` (recorded under its idempotency key) -> ``submitting``
+(claimed by exactly one sender, the request is on its way) -> Twilio's status
+from then on (``accepted``/``queued`` ... ``delivered``), or ``refused`` (we
+refused it: opted out, invalid) / ``rejected`` (Twilio answered with an error
+and created nothing). A row left in ``submitting`` by a crash is resolved
+against Twilio's message list before anything is sent again.
+
+Status callbacks arrive in any order. Every event is stored; the row's status
+only moves forward (queued < sending < sent < delivered/undelivered/failed/read)
+and never leaves a final state, except delivered -> read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from receiver.index.schema import outbound_messages, status_events, utcnow
+from receiver.index.store import _unavailable
+from receiver.twilio.webhook import StatusCallback
+
+LOCAL_STATES = ("pending", "submitting", "refused", "rejected")
+#: Twilio's outbound statuses by progress; equal ranks are alternatives.
+RANK: dict[str, int] = {
+    "pending": 0,
+    "submitting": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "delivered": 5,
+    "undelivered": 5,
+    "failed": 5,
+    "canceled": 5,
+    "partially_delivered": 5,
+    "read": 6,
+}
+FINAL = frozenset(
+    {
+        "delivered",
+        "undelivered",
+        "failed",
+        "canceled",
+        "partially_delivered",
+        "read",
+        "refused",
+        "rejected",
+    }
+)
+
+
+def can_advance(current: str, new: str) -> bool:
+    """Whether a row in status `current` may move to `new` (forward only; final stays)."""
+    if new not in RANK or current == new:
+        return False
+    if current in FINAL:
+        return current == "delivered" and new == "read"
+    return RANK[new] > RANK.get(current, 0)
+
+
+def sources_for(new: str) -> list[str]:
+    """Every status a row may be in for `new` to apply."""
+    return [s for s in (*RANK, "refused", "rejected") if can_advance(s, new)]
+
+
+class OutboundStore:
+    """Reads and writes of outbound messages and status events against one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def _insert(self) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(outbound_messages)
+        return sqlite.insert(outbound_messages)
+
+    # -- rows ------------------------------------------------------------------
+
+    @_unavailable
+    def reserve(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Record a message to send under its idempotency key, once.
+
+        Returns (row, created). With a key that is already known, nothing is
+        written and the existing row comes back with created False.
+        """
+        now = utcnow()
+        values = {"status": "pending", "created_at": now, "updated_at": now, **row}
+        if not isinstance(values.get("media", "[]"), str):
+            values["media"] = json.dumps(values["media"], sort_keys=True)
+        with self.engine.begin() as conn:
+            stmt = self._insert().values(**values)
+            if values.get("idempotency_key"):
+                stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+            new_id = conn.execute(stmt.returning(outbound_messages.c.id)).scalar()
+            if new_id is None:
+                existing = self._one(
+                    conn, outbound_messages.c.idempotency_key == values["idempotency_key"]
+                )
+                assert existing is not None
+                return existing, False
+            created = self._one(conn, outbound_messages.c.id == new_id)
+            assert created is not None
+            return created, True
+
+    @_unavailable
+    def get(self, row_id: int) -> dict[str, Any] | None:
+        """One row by id."""
+        with self.engine.connect() as conn:
+            return self._one(conn, outbound_messages.c.id == row_id)
+
+    @_unavailable
+    def by_key(self, key: str) -> dict[str, Any] | None:
+        """One row by idempotency key."""
+        with self.engine.connect() as conn:
+            return self._one(conn, outbound_messages.c.idempotency_key == key)
+
+    @_unavailable
+    def by_sid(self, sid: str) -> dict[str, Any] | None:
+        """One row by Twilio MessageSid."""
+        with self.engine.connect() as conn:
+            return self._one(conn, outbound_messages.c.sid == sid)
+
+    @_unavailable
+    def recent(self, limit: int = 50, *, before_id: int | None = None) -> list[dict[str, Any]]:
+        """Newest rows first (keyset on id)."""
+        stmt = select(outbound_messages).order_by(outbound_messages.c.id.desc()).limit(limit)
+        if before_id is not None:
+            stmt = stmt.where(outbound_messages.c.id < before_id)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(stmt).mappings()]
+
+    @_unavailable
+    def in_states(self, states: Iterable[str]) -> list[dict[str, Any]]:
+        """Rows in any of `states`, oldest first."""
+        stmt = (
+            select(outbound_messages)
+            .where(outbound_messages.c.status.in_(list(states)))
+            .order_by(outbound_messages.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(stmt).mappings()]
+
+    @_unavailable
+    def update_prepared(self, row_id: int, *, body: str, media: Any, fallback: str | None) -> None:
+        """Store what preparation produced (final body, hosted media) on a pending row."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbound_messages)
+                .where(outbound_messages.c.id == row_id, outbound_messages.c.status == "pending")
+                .values(
+                    body=body,
+                    media=json.dumps(media, sort_keys=True),
+                    fallback=fallback,
+                    updated_at=utcnow(),
+                )
+            )
+
+    @_unavailable
+    def claim(self, row_id: int) -> bool:
+        """Move a pending row to ``submitting``; False if another sender already did."""
+        return self._move(row_id, ("pending",), status="submitting")
+
+    @_unavailable
+    def retry(self, row_id: int) -> bool:
+        """Make a refused or rejected row pending again (nothing was created on Twilio)."""
+        return self._move(row_id, ("refused", "rejected"), status="pending")
+
+    @_unavailable
+    def release(self, row_id: int, *, error_message: str | None = None) -> bool:
+        """Put a ``submitting`` row back to ``pending``: the request certainly never arrived."""
+        return self._move(row_id, ("submitting",), status="pending", error_message=error_message)
+
+    @_unavailable
+    def finish(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        error_code: int | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """End a pending or submitting row as ``refused`` or ``rejected`` with the reason."""
+        if status not in ("refused", "rejected"):
+            raise ValueError("finish() only ends a row as refused or rejected")
+        return self._move(
+            row_id,
+            ("pending", "submitting"),
+            status=status,
+            error_code=error_code,
+            error_message=error_message,
+        )
+
+    @_unavailable
+    def mark_submitted(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Record Twilio's Message resource for a claimed row, then apply any status events
+        that arrived before it (callbacks can beat the create response)."""
+        now = utcnow()
+        sid = str(message["sid"])
+        status = str(message.get("status") or "queued")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbound_messages)
+                .where(outbound_messages.c.id == row_id)
+                .values(
+                    sid=sid,
+                    account_sid=message.get("account_sid"),
+                    status=status if status in RANK else "queued",
+                    error_code=message.get("error_code"),
+                    error_message=message.get("error_message"),
+                    from_addr=message.get("from") or outbound_messages.c.from_addr,
+                    updated_at=now,
+                )
+            )
+            events = (
+                conn.execute(
+                    select(status_events)
+                    .where(status_events.c.message_sid == sid)
+                    .order_by(status_events.c.id)
+                )
+                .mappings()
+                .all()
+            )
+            for event in events:
+                self._apply(
+                    conn, sid, event["status"], event["error_code"], event["raw_dlr_done_date"], now
+                )
+            row = self._one(conn, outbound_messages.c.id == row_id)
+        assert row is not None
+        return row
+
+    @_unavailable
+    def adopt(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+        """Attach a Message found on Twilio to a row left ``submitting`` by a crash."""
+        return self.mark_submitted(row_id, message)
+
+    def _move(self, row_id: int, from_states: tuple[str, ...], **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(outbound_messages)
+                .where(
+                    outbound_messages.c.id == row_id, outbound_messages.c.status.in_(from_states)
+                )
+                .values(updated_at=utcnow(), **values)
+            )
+            return bool(result.rowcount)
+
+    # -- status callbacks ----------------------------------------------------------
+
+    @_unavailable
+    def record_status(self, event: StatusCallback) -> str | None:
+        """Store a status callback and move the message forward if it is news.
+
+        Returns the message's status afterwards, or None when no outbound row
+        has that MessageSid (yet: the event is kept and applied on submit).
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                status_events.insert().values(
+                    message_sid=event.message_sid,
+                    status=event.status,
+                    error_code=event.error_code,
+                    raw_dlr_done_date=event.raw_dlr_done_date,
+                    params=json.dumps([list(p) for p in event.params]),
+                    received_at=now,
+                )
+            )
+            self._apply(
+                conn,
+                event.message_sid,
+                event.status,
+                event.error_code,
+                event.raw_dlr_done_date,
+                now,
+            )
+            current = conn.execute(
+                select(outbound_messages.c.status).where(
+                    outbound_messages.c.sid == event.message_sid
+                )
+            ).scalar()
+        return str(current) if current is not None else None
+
+    def _apply(
+        self,
+        conn: Connection,
+        sid: str,
+        status: str,
+        error_code: int | None,
+        raw_dlr: str | None,
+        now: datetime,
+    ) -> None:
+        """One conditional UPDATE: atomic under concurrent callbacks on both databases."""
+        sources = sources_for(status)
+        if sources:
+            values: dict[str, Any] = {"status": status, "updated_at": now}
+            if error_code is not None:
+                values["error_code"] = error_code
+            if raw_dlr:
+                values["raw_dlr_done_date"] = raw_dlr
+            conn.execute(
+                update(outbound_messages)
+                .where(outbound_messages.c.sid == sid, outbound_messages.c.status.in_(sources))
+                .values(**values)
+            )
+        # A repeated final event may carry what the first lacked (ErrorCode, DLR date).
+        conn.execute(
+            update(outbound_messages)
+            .where(outbound_messages.c.sid == sid, outbound_messages.c.status == status)
+            .values(
+                error_code=func.coalesce(outbound_messages.c.error_code, error_code),
+                raw_dlr_done_date=func.coalesce(outbound_messages.c.raw_dlr_done_date, raw_dlr),
+            )
+        )
+
+    @_unavailable
+    def events(self, sid: str) -> list[dict[str, Any]]:
+        """Every status event of one message, in arrival order."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(status_events)
+                    .where(status_events.c.message_sid == sid)
+                    .order_by(status_events.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        out = []
+        for r in rows:
+            item = dict(r)
+            item["params"] = json.loads(item["params"])
+            out.append(item)
+        return out
+
+    # -- figures -------------------------------------------------------------------
+
+    @_unavailable
+    def stats(self, *, since: datetime | None = None) -> dict[str, Any]:
+        """Counts by current status, by error code and by day (UTC) of creation."""
+        cond = outbound_messages.c.created_at >= since if since is not None else true()
+        day = func.date(outbound_messages.c.created_at)
+        with self.engine.connect() as conn:
+            by_status = conn.execute(
+                select(outbound_messages.c.status, func.count())
+                .where(cond)
+                .group_by(outbound_messages.c.status)
+            ).all()
+            by_code = conn.execute(
+                select(outbound_messages.c.error_code, func.count())
+                .where(cond, outbound_messages.c.error_code.is_not(None))
+                .group_by(outbound_messages.c.error_code)
+            ).all()
+            by_day = conn.execute(
+                select(day, outbound_messages.c.status, func.count())
+                .where(cond)
+                .group_by(day, outbound_messages.c.status)
+                .order_by(day)
+            ).all()
+        days: dict[str, dict[str, int]] = {}
+        for when, status, n in by_day:
+            entry = days.setdefault(str(when), {"total": 0})
+            entry[status] = int(n)
+            entry["total"] += int(n)
+        counts = {status: int(n) for status, n in by_status}
+        return {
+            "total": sum(counts.values()),
+            "by_status": dict(sorted(counts.items())),
+            "by_error_code": {str(code): int(n) for code, n in sorted(by_code)},
+            "by_day": days,
+        }
+
+    # -- internals -----------------------------------------------------------------
+
+    def _one(self, conn: Connection, cond: Any) -> dict[str, Any] | None:
+        row = conn.execute(select(outbound_messages).where(cond)).mappings().first()
+        return _row(row) if row is not None else None
+
+
+def _row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    try:
+        out["media"] = json.loads(out.get("media") or "[]")
+    except ValueError:
+        out["media"] = []
+    return out

@@ -1,0 +1,482 @@
+"""Read queries of the browser and the JSON API: filtered lists with keyset pagination.
+
+Lists are ordered newest first by ``(received_at, sid)`` and paged with a
+cursor that carries the last row's sort key, never with OFFSET, so page 2,000
+costs what page 1 costs. Every filter is served by an index of
+`receiver.index.schema` (``ix_messages_*`` for sender, state and dates; the
+media indexes for kind and media state).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from receiver.errors import IndexUnavailable
+from receiver.index.schema import media, messages, outbound_messages
+from receiver.index.store import MediaIndex
+from receiver.media.types import KINDS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Message states (the message's own column).
+MESSAGE_STATES = ("pending", "complete", "incomplete")
+#: Media states a message can be filtered by ("has an item in this state").
+MEDIA_STATES = ("stored", "rejected", "failed")
+STATES = (*MESSAGE_STATES, *MEDIA_STATES)
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+MAX_QUERY_LENGTH = 200
+MAX_ADDRESS_LENGTH = 255
+
+#: Every string of this form is a valid cursor (documented in the OpenAPI file).
+CURSOR_PATTERN = r"[0-9]{1,16}-[A-Za-z0-9]{1,64}"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MOMENT = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[Tt ](?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2})(?:[.,](?P<f>[0-9]{1,12}))?)?"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+_CHANNEL = re.compile(r"[a-z]{2,16}")
+
+
+class InvalidParameter(ValueError):
+    """A list parameter that cannot be used; names the parameter and the fix."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+def _unavailable(fn: Callable[P, R]) -> Callable[P, R]:
+    """A lost database connection becomes IndexUnavailable (answered with 503)."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except OperationalError as exc:
+            raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
+            raise
+
+    return wrapper
+
+
+# -- parameters -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """What a message list is narrowed to; every field is optional."""
+
+    from_addr: str | None = None
+    channel: str | None = None
+    kind: str | None = None
+    state: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+    def as_params(self) -> dict[str, str]:
+        """The filter as query parameters (for "next page" links)."""
+        out: dict[str, str] = {}
+        if self.from_addr:
+            out["from"] = f"{self.channel}:{self.from_addr}" if self.channel else self.from_addr
+        if self.kind:
+            out["kind"] = self.kind
+        if self.state:
+            out["state"] = self.state
+        if self.since:
+            out["since"] = _iso(self.since)
+        if self.until:
+            out["until"] = _iso(self.until)
+        if self.q:
+            out["q"] = self.q
+        return out
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The sort key of the last row of a page; the next page starts after it.
+
+    As text: microseconds since 1970 (UTC), a dash, and the row's key, so any
+    string that matches `CURSOR_PATTERN` is a usable cursor.
+    """
+
+    at: datetime
+    key: str
+
+    def encode(self) -> str:
+        """The cursor as a URL-safe token."""
+        micros = (self.at.astimezone(UTC) - EPOCH) // timedelta(microseconds=1)
+        return f"{micros}-{self.key}"
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        """Parse a token made by `encode`; InvalidParameter("cursor") otherwise."""
+        match = re.fullmatch(CURSOR_PATTERN, token) if token else None
+        if match is None:
+            raise InvalidParameter(
+                "cursor",
+                "cursor is malformed; pass the next_cursor value of a previous answer unchanged",
+            )
+        micros, _, key = token.partition("-")
+        return cls(EPOCH + timedelta(microseconds=int(micros)), key)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows and the cursor of the next page (None on the last page)."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: Cursor | None
+
+
+def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT) -> int:
+    """`limit` as a whole number from 1 to MAX_LIMIT; InvalidParameter otherwise."""
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidParameter("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def parse_moment(name: str, raw: str | None, *, end_of_day: bool = False) -> datetime | None:
+    """An ISO 8601 / RFC 3339 date or date-time (UTC unless it has an offset).
+
+    A bare date means the start of that day, or with `end_of_day` the start of
+    the next one, so ``until=2024-05-01`` includes all of 1 May. Anything else
+    raises InvalidParameter naming `name`.
+    """
+    if raw is None or raw == "":
+        return None
+    problem = InvalidParameter(
+        name,
+        f"{name} must be an ISO 8601 date or date-time, like 2024-05-01 or 2024-05-01T13:45:00Z",
+    )
+    match = _MOMENT.fullmatch(raw.strip()) if len(raw) <= 64 else None
+    if match is None:
+        raise problem
+    try:
+        day = date.fromisoformat(match["date"])
+        if match["h"] is None:
+            moment = datetime.combine(day, time.min, tzinfo=UTC)
+            if end_of_day:
+                moment = (
+                    moment + timedelta(days=1)
+                    if day < date.max
+                    else datetime.max.replace(tzinfo=UTC)
+                )
+            return moment
+        # RFC 3339 allows a leap second (:60); it is the last instant of its minute here.
+        second = min(int(match["s"] or 0), 59)
+        micro = int((match["f"] or "0")[:6].ljust(6, "0")) if int(match["s"] or 0) < 60 else 999_999
+        zone = UTC
+        if match["tz"] and match["tz"] not in ("Z", "z"):
+            sign = -1 if match["tz"][0] == "-" else 1
+            digits = match["tz"][1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            zone = timezone(sign * offset)
+        moment = datetime.combine(
+            day, time(int(match["h"]), int(match["m"]), second, micro), tzinfo=zone
+        )
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise problem from None
+
+
+def parse_filter(params: dict[str, str | None]) -> MessageFilter:
+    """A MessageFilter from query parameters (empty values mean "any")."""
+    channel = None
+    sender = (params.get("from") or "").strip() or None
+    if sender:
+        # A raw "+" in a query string decodes to a space: "?from=+1555" is meant.
+        if sender[0].isdigit() and (params.get("from") or "").startswith(" "):
+            sender = "+" + sender
+        prefix, sep, rest = sender.partition(":")
+        if sep and _CHANNEL.fullmatch(prefix.lower()) and rest:
+            channel, sender = prefix.lower(), rest
+        if len(sender) > MAX_ADDRESS_LENGTH or "\x00" in sender:
+            raise InvalidParameter(
+                "from",
+                "from must be a sender address such as +15017122661 "
+                f"(at most {MAX_ADDRESS_LENGTH} characters)",
+            )
+    kind = params.get("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise InvalidParameter("kind", f"kind must be one of {', '.join(KINDS)}")
+    state = params.get("state") or None
+    if state is not None and state not in STATES:
+        raise InvalidParameter("state", f"state must be one of {', '.join(STATES)}")
+    since = parse_moment("since", params.get("since"))
+    until = parse_moment("until", params.get("until"), end_of_day=True)
+    q = params.get("q") or None
+    if q is not None:
+        q = q.strip() or None
+    if q is not None and (len(q) > MAX_QUERY_LENGTH or "\x00" in q):
+        raise InvalidParameter("q", f"q must be text of at most {MAX_QUERY_LENGTH} characters")
+    return MessageFilter(sender, channel, kind, state, since, until, q)
+
+
+def parse_cursor(raw: str | None) -> Cursor | None:
+    """The cursor parameter, or None for the first page."""
+    return Cursor.decode(raw) if raw else None
+
+
+# -- queries --------------------------------------------------------------------
+
+
+def _conditions(flt: MessageFilter, dialect: str) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if flt.from_addr:
+        conds.append(messages.c.from_addr == flt.from_addr)
+    if flt.channel:
+        conds.append(messages.c.from_channel == flt.channel)
+    if flt.state in MESSAGE_STATES:
+        conds.append(messages.c.state == flt.state)
+    item: list[ColumnElement[bool]] = []
+    if flt.kind:
+        item.append(media.c.kind == flt.kind)
+    if flt.state in MEDIA_STATES:
+        item.append(media.c.state == flt.state)
+    if item:
+        conds.append(exists().where(media.c.message_sid == messages.c.sid, *item))
+    if flt.since:
+        conds.append(messages.c.received_at >= flt.since)
+    if flt.until:
+        conds.append(messages.c.received_at < flt.until)
+    if flt.q:
+        conds.append(_contains(messages.c.body, f"%{_escape_like(flt.q)}%", dialect))
+    return conds
+
+
+def _after(at_col: Any, key_col: Any, cursor: Cursor | None, dialect: str) -> ColumnElement[bool]:
+    """Rows after the cursor in (at, key) descending order."""
+    if cursor is None:
+        return true()
+    if dialect == "postgresql":
+        # A row comparison is one index condition on (at, key) with a good row estimate.
+        # Typed binds: a bare aware datetime would arrive as timestamptz and hide the index.
+        return tuple_(at_col, key_col) < tuple_(
+            literal(cursor.at, at_col.type), literal(cursor.key, key_col.type)
+        )
+    # The redundant `at <= c.at` gives SQLite an index range to start from, so a
+    # deep page does not scan the rows before it.
+    return and_(at_col <= cursor.at, or_(at_col < cursor.at, key_col < cursor.key))
+
+
+@_unavailable
+def list_messages(
+    index: MediaIndex,
+    flt: MessageFilter,
+    *,
+    cursor: Cursor | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Page:
+    """Messages matching `flt`, newest first, after `cursor`, with their media rows."""
+    order = (messages.c.received_at.desc(), messages.c.sid.desc())
+    after = _after(messages.c.received_at, messages.c.sid, cursor, index.dialect)
+    conds = _conditions(flt, index.dialect)
+    with index.engine.connect() as conn:
+        if index.dialect == "postgresql":
+            # psycopg prepares repeated statements and PostgreSQL then reuses a generic
+            # plan that cannot see the cursor's position; plan each page for its values.
+            conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        if flt.q:
+            rows = _text_search(conn, flt, after, limit, index.dialect)
+        else:
+            stmt = select(messages).where(*conds, after).order_by(*order).limit(limit + 1)
+            rows = [dict(r) for r in conn.execute(stmt).mappings().all()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        attach_media(conn, rows)
+    last = rows[-1] if more and rows else None
+    return Page(rows, Cursor(last["received_at"], last["sid"]) if last else None)
+
+
+# -- text search ------------------------------------------------------------------
+#
+# `q` is a case-insensitive substring. Two steps, because no single plan is good
+# for both common and rare text:
+#
+# 1. The newest SEARCH_WINDOW candidates (other filters applied, in index order)
+#    are checked with LIKE: a common word fills the page here in a few ms.
+# 2. Otherwise matches are sparse, so all matches are collected first (through
+#    the trigram index of `search_index_ddl` when it exists: pg_trgm's GIN index
+#    on PostgreSQL, an FTS5 trigram table on SQLite; by a scan when it does not)
+#    and only the newest `limit` of them are sorted. Asking for "newest first,
+#    LIMIT n" directly would make the database walk the whole time index
+#    hoping to meet n matches soon.
+
+#: Newest candidates checked with LIKE before collecting all matches.
+SEARCH_WINDOW = 2000
+
+
+def search_index_ddl(dialect: str) -> list[str]:
+    """Statements that create the trigram search index of `dialect` (idempotent).
+
+    PostgreSQL: the pg_trgm extension (trusted since PostgreSQL 13, so the
+    database owner may create it) and a GIN index. SQLite: an FTS5 trigram
+    table over messages.body, kept in step by triggers, filled from the
+    existing rows.
+    """
+    if dialect == "postgresql":
+        return [
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            "CREATE INDEX IF NOT EXISTS ix_messages_body_trgm ON messages "
+            "USING gin (body gin_trgm_ops)",
+        ]
+    if dialect == "sqlite":
+        return [
+            "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
+            "body, content='messages', content_rowid='rowid', tokenize='trigram')",
+            "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN "
+            "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
+            "CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN "
+            "INSERT INTO messages_fts(messages_fts, rowid, body) "
+            "VALUES ('delete', old.rowid, old.body); END",
+            "CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF body ON messages "
+            "BEGIN INSERT INTO messages_fts(messages_fts, rowid, body) "
+            "VALUES ('delete', old.rowid, old.body); "
+            "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
+            "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+        ]
+    return []
+
+
+def _sqlite_fts_ready(conn: Any, q: str) -> bool:
+    # Trigrams need three characters; shorter text is matched by scanning.
+    if len(q) < 3:
+        return False
+    found = conn.execute(
+        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'")
+    ).first()
+    return found is not None
+
+
+def _text_search(
+    conn: Any, flt: MessageFilter, after: ColumnElement[bool], limit: int, dialect: str
+) -> list[dict[str, Any]]:
+    """The newest messages whose body contains `flt.q` (see the two steps above)."""
+    others = _conditions(replace(flt, q=None), dialect)
+    like = f"%{_escape_like(flt.q or '')}%"
+    window = (
+        select(messages)
+        .where(*others, after)
+        .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
+        .limit(SEARCH_WINDOW)
+        .subquery()
+    )
+    recent = (
+        select(window)
+        .where(_contains(window.c.body, like, dialect))
+        .order_by(window.c.received_at.desc(), window.c.sid.desc())
+        .limit(limit + 1)
+    )
+    rows = [dict(r) for r in conn.execute(recent).mappings().all()]
+    if len(rows) > limit:
+        return rows
+    narrow: list[ColumnElement[bool]] = []
+    if dialect == "sqlite" and _sqlite_fts_ready(conn, flt.q or ""):
+        phrase = '"' + (flt.q or "").replace('"', '""') + '"'
+        fts = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :phrase")
+        # The index narrows, LIKE on the row decides: the same answers as without it.
+        narrow.append(literal_column("messages.rowid").in_(fts.bindparams(phrase=phrase)))
+    hits = (
+        select(messages.c.sid, messages.c.received_at)
+        .where(*others, after, *narrow, _contains(messages.c.body, like, dialect))
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    newest = (
+        select(hits.c.sid)
+        .order_by(hits.c.received_at.desc(), hits.c.sid.desc())
+        .limit(limit + 1)
+        .subquery()
+    )
+    stmt = (
+        select(messages)
+        .join(newest, newest.c.sid == messages.c.sid)
+        .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings().all()]
+
+
+def _contains(column: Any, like: str, dialect: str) -> ColumnElement[bool]:
+    # SQLite's LIKE already ignores ASCII case; lower() on every row only costs time.
+    if dialect == "sqlite":
+        return column.like(like, escape="\\")
+    return column.ilike(like, escape="\\")
+
+
+def attach_media(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Give each message row its `media` list (index order) with one query."""
+    by_sid: dict[str, list[dict[str, Any]]] = {r["sid"]: [] for r in rows}
+    for chunk in _chunks(list(by_sid), 500):
+        found = conn.execute(
+            select(media)
+            .where(media.c.message_sid.in_(chunk))
+            .order_by(media.c.message_sid, media.c.idx)
+        ).mappings()
+        for m in found:
+            by_sid[m["message_sid"]].append(dict(m))
+    for row in rows:
+        row["media"] = by_sid[row["sid"]]
+
+
+@_unavailable
+def list_outbound(
+    index: MediaIndex, *, cursor: Cursor | None = None, limit: int = DEFAULT_LIMIT
+) -> Page:
+    """Outbound messages with their current delivery status, newest first."""
+    key = outbound_messages.c.id
+    at = outbound_messages.c.created_at
+    cond: ColumnElement[bool] = true()
+    if cursor is not None:
+        if not cursor.key.isdigit():
+            raise InvalidParameter("cursor", "cursor is malformed; use the link of a previous page")
+        number = int(cursor.key)
+        cond = and_(at <= cursor.at, or_(at < cursor.at, key < number))
+    stmt = select(outbound_messages).where(cond).order_by(at.desc(), key.desc()).limit(limit + 1)
+    with index.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(stmt).mappings().all()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more and rows else None
+    return Page(rows, Cursor(last["created_at"], str(last["id"])) if last else None)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

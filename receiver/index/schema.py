@@ -1,0 +1,189 @@
+"""Tables of the metadata index, shared by SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC on every backend and always returns an aware UTC datetime.
+
+    SQLite has no time zones; keeping one convention makes comparisons and
+    keyset cursors behave the same on both backends.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "receiver_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), nullable=False),
+    Column("messaging_service_sid", String(34)),
+    Column("direction", String(16), nullable=False, default="inbound"),
+    Column("from_addr", String(255), nullable=False),
+    Column("from_channel", String(32), nullable=False),
+    Column("to_addr", String(255), nullable=False),
+    Column("to_channel", String(32), nullable=False),
+    Column("body", Text, nullable=False, default=""),
+    Column("num_media", Integer, nullable=False, default=0),
+    Column("num_segments", Integer),
+    Column("opt_out_type", String(16)),
+    Column("keyword", String(16)),
+    Column("params", Text, nullable=False),  # JSON list of [name, value] pairs as received
+    # pending: media work outstanding; complete: every item stored or rejected;
+    # incomplete: an item failed for good (retry budget spent).
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_messages_received", messages.c.received_at, messages.c.sid)
+Index("ix_messages_from_received", messages.c.from_addr, messages.c.received_at, messages.c.sid)
+Index("ix_messages_state_received", messages.c.state, messages.c.received_at, messages.c.sid)
+# Text search (`q`) walks this index newest first without reading the table. SQLite only:
+# PostgreSQL caps B-tree entries at about 2.7 kB, and plans a sequential scan there instead.
+Index("ix_messages_received_body", messages.c.received_at, messages.c.sid, messages.c.body).ddl_if(
+    dialect="sqlite"
+)
+
+media = Table(
+    "media",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "message_sid",
+        String(34),
+        ForeignKey("messages.sid", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("idx", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("media_sid", String(34)),
+    Column("declared_type", String(255)),
+    Column("detected_type", String(255)),
+    Column("kind", String(16)),
+    Column("size_bytes", BigInteger),
+    Column("sha256", String(64)),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("frames", Integer),
+    Column("animated", Boolean),
+    Column("facts", Text),  # JSON: orientation, contact card, mismatch flag, format
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("storage_key", Text),
+    Column("thumbnail_key", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", UTCDateTime),
+    # Remote (Twilio) deletion after a verified copy: pending, done, failed.
+    Column("remote_delete_state", String(16)),
+    Column("remote_deleted_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("message_sid", "idx", name="uq_media_message_idx"),
+)
+Index("ix_media_work", media.c.state, media.c.next_attempt_at)
+Index("ix_media_kind_message", media.c.kind, media.c.message_sid)
+
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("address", String(255), nullable=False),
+    # The number or Messaging Service the keyword was sent to; "*" for all senders.
+    Column("sender", String(255), nullable=False),
+    Column("opted_out", Boolean, nullable=False),
+    Column("keyword", String(32), nullable=False),
+    Column("source", String(16), nullable=False),  # inbound, twilio-21610, manual
+    Column("message_sid", String(34)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("address", "sender", name="pk_opt_outs"),
+)
+
+outbound_messages = Table(
+    "outbound_messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(128), unique=True),
+    Column("sid", String(34), unique=True),
+    Column("account_sid", String(34)),
+    Column("to_addr", String(255), nullable=False),
+    Column("from_addr", String(255)),
+    Column("messaging_service_sid", String(34)),
+    Column("body", Text, nullable=False, default=""),
+    Column("media", Text, nullable=False, default="[]"),  # JSON list of prepared items
+    Column("fallback", String(16)),
+    Column("status", String(20), nullable=False),
+    Column("error_code", Integer),
+    Column("error_message", Text),
+    Column("raw_dlr_done_date", String(16)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_outbound_created", outbound_messages.c.created_at)
+
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_sid", String(34), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("error_code", Integer),
+    Column("raw_dlr_done_date", String(16)),
+    Column("params", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_status_events_sid", status_events.c.message_sid)
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC: the only clock the index uses."""
+    return datetime.now(UTC)

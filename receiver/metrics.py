@@ -1,0 +1,272 @@
+"""Prometheus metrics: what the service did (counters, histograms) and what waits (gauges).
+
+One `Metrics` object per process records events; `render()` produces the
+Prometheus text for ``GET /metrics``. Under gunicorn several worker processes
+serve the same port, so their values are shared through files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode):
+`setup_multiprocess()` prepares that directory in the master before the first
+fork, `child_exit()` tidies up after a worker dies, and every scrape adds up
+the files of all workers, whichever worker answers it.
+
+Gauges that describe shared state (the media backlog, outbound messages by
+current status) are not kept in processes at all: they are read from the
+index when Prometheus scrapes, so every web process reports the same truth.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+log = logging.getLogger(__name__)
+
+ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "mmsr"
+# Seconds from claiming a media item to its result (download, inspect, store):
+# Twilio's CDN answers in tens of milliseconds, large videos take seconds.
+FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+# Answers of the inbound webhook by HTTP status, when the view did not say more.
+WEBHOOK_STATUS_OUTCOMES = {
+    400: "malformed",
+    403: "forbidden",
+    405: "method_not_allowed",
+    413: "too_large",
+    503: "unavailable",
+}
+
+
+def multiprocess_dir() -> Path | None:
+    """The shared metrics directory of this process tree, or None (single-process mode)."""
+    raw = os.environ.get(ENV_DIR, "").strip()
+    return Path(raw) if raw else None
+
+
+def setup_multiprocess(directory: Path | None = None) -> Path:
+    """Switch this process (and the workers it forks) to multiprocess metrics.
+
+    Call it in the gunicorn master before any worker forks. The directory is
+    ``PROMETHEUS_MULTIPROC_DIR`` when set, else `directory`, else a private
+    temporary directory removed when the master exits. Files left by an
+    earlier run are deleted: their counters belong to processes that are gone.
+    """
+    chosen = multiprocess_dir() or directory
+    created = chosen is None
+    path = Path(tempfile.mkdtemp(prefix="mms-receiver-metrics-")) if chosen is None else chosen
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ[ENV_DIR] = str(path)
+    # prometheus-client picks its value store when it is first imported; metrics
+    # created from now on (in the forked workers) must write to the shared files.
+    values.ValueClass = values.get_value_class()
+    if created:
+        owner = os.getpid()
+
+        def _remove() -> None:
+            # Forked workers inherit this hook; only the master removes the directory.
+            if os.getpid() == owner:
+                shutil.rmtree(path, ignore_errors=True)
+
+        atexit.register(_remove)
+    return path
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Gunicorn `child_exit` hook: forget the dead worker's live gauges."""
+    path = multiprocess_dir()
+    if path is not None:
+        mark_process_dead(worker.pid, str(path))
+
+
+class Metrics:
+    """The service's counters and histograms, for one process.
+
+    In multiprocess mode the values live in the shared directory and this
+    object only writes them; otherwise they live in a private registry, so
+    several apps in one process (tests) never see each other's counts.
+    """
+
+    def __init__(self) -> None:
+        self.multiprocess_path = multiprocess_dir()
+        registry = (
+            None if self.multiprocess_path is not None else CollectorRegistry(auto_describe=True)
+        )
+        self.registry = registry
+        self.webhooks = Counter(
+            f"{PREFIX}_webhooks",
+            "Inbound message webhooks answered, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.media = Counter(
+            f"{PREFIX}_media",
+            "Media items processed, by final verdict (state), reason and kind.",
+            ["state", "reason", "kind"],
+            registry=registry,
+        )
+        self.stored_bytes = Counter(
+            f"{PREFIX}_stored_bytes",
+            "Bytes of original media written to object storage.",
+            ["kind"],
+            registry=registry,
+        )
+        self.fetch_seconds = Histogram(
+            f"{PREFIX}_media_fetch_seconds",
+            "Seconds from claiming a media item to its verdict (download, inspect, store).",
+            ["state"],
+            buckets=FETCH_BUCKETS,
+            registry=registry,
+        )
+        self.outbound = Counter(
+            f"{PREFIX}_outbound_status_callbacks",
+            "Verified outbound status callbacks, by reported status.",
+            ["status"],
+            registry=registry,
+        )
+
+    # -- recording ---------------------------------------------------------
+
+    def webhook(self, outcome: str) -> None:
+        """Count one inbound webhook answer (recorded, duplicate, forbidden, ...)."""
+        self.webhooks.labels(outcome=_label(outcome)).inc()
+
+    def observe_item(self, outcome: Any, seconds: float) -> None:
+        """The pipeline's observer: count one processed media item and time it.
+
+        `outcome` is a `receiver.pipeline.ItemOutcome`; items that went back to
+        the queue (index unavailable) or whose message was deleted meanwhile
+        are timed but not counted as verdicts.
+        """
+        state = _label(outcome.state)
+        self.fetch_seconds.labels(state=state).observe(max(seconds, 0.0))
+        if state in ("pending", "deleted"):
+            return
+        kind = _label(outcome.kind or "unknown")
+        self.media.labels(state=state, reason=_label(outcome.reason or "none"), kind=kind).inc()
+        if state == "stored" and outcome.size_bytes:
+            self.stored_bytes.labels(kind=kind).inc(outcome.size_bytes)
+
+    def outbound_status(self, status: str) -> None:
+        """Count one verified outbound status callback."""
+        self.outbound.labels(status=_label(status)).inc()
+
+    # -- exposition --------------------------------------------------------
+
+    def render(self, index: Any = None) -> tuple[bytes, str]:
+        """The Prometheus text of every process's values plus gauges read from `index` now."""
+        scrape = CollectorRegistry(auto_describe=False)
+        if self.multiprocess_path is not None:
+            MultiProcessCollector(scrape, path=str(self.multiprocess_path))
+        elif self.registry is not None:
+            scrape.register(_Forward(self.registry.collect))
+        if index is not None:
+            scrape.register(IndexCollector(index))
+        return generate_latest(scrape), CONTENT_TYPE_LATEST
+
+
+class _Forward:
+    """Adds another registry's metrics to a scrape."""
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterator[Metric]:
+        """The other registry's metrics, unchanged."""
+        yield from self._collect()
+
+
+class IndexCollector:
+    """Gauges read from the index at scrape time: backlog and outbound messages by status."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gauges; `mmsr_index_up` is 0 (and the others absent) when the index is down."""
+        from receiver.errors import IndexUnavailable
+
+        up = GaugeMetricFamily(f"{PREFIX}_index_up", "Whether the index answered this scrape.")
+        try:
+            backlog = self.index.backlog()
+            outbound = outbound_by_status(self.index)
+        except IndexUnavailable as exc:
+            log.warning("metrics: index unavailable: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        pending = GaugeMetricFamily(
+            f"{PREFIX}_media_backlog",
+            "Media items waiting for work (pending, or failed and retryable), by state.",
+            labels=["state"],
+        )
+        for state in ("pending", "failed"):
+            pending.add_metric([state], backlog.get(state, 0))
+        yield pending
+        items = GaugeMetricFamily(
+            f"{PREFIX}_media_items", "Media items in the index, by state.", labels=["state"]
+        )
+        for state, count in sorted(backlog.items()):
+            items.add_metric([state], count)
+        yield items
+        out = GaugeMetricFamily(
+            f"{PREFIX}_outbound_messages",
+            "Outbound messages in the index, by current status.",
+            labels=["status"],
+        )
+        for status, count in sorted(outbound.items()):
+            out.add_metric([status], count)
+        yield out
+
+
+def outbound_by_status(index: Any) -> dict[str, int]:
+    """Outbound messages by their current status (IndexUnavailable if the database is down)."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from receiver.errors import IndexUnavailable
+    from receiver.index.schema import outbound_messages
+
+    stmt = select(outbound_messages.c.status, func.count()).group_by(outbound_messages.c.status)
+    try:
+        with index.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+    except SQLAlchemyError as exc:
+        raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
+    return {str(status): int(count) for status, count in rows}
+
+
+def instrument(services: Any) -> Metrics:
+    """Attach this process's `Metrics` to `services` (once) and observe its pipeline."""
+    metrics: Metrics | None = services.extras.get("metrics")
+    if metrics is None:
+        metrics = Metrics()
+        services.extras["metrics"] = metrics
+    if getattr(services.pipeline, "observer", None) is None:
+        services.pipeline.observer = metrics.observe_item
+    return metrics
+
+
+def _label(value: str) -> str:
+    """A bounded label value: label sets stay small whatever a caller passes."""
+    text = str(value).strip().lower()[:40]
+    return "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in text) or "none"

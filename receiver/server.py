@@ -1,0 +1,84 @@
+"""`serve`: gunicorn (gthread) over create_app, with background work started after fork."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from receiver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReceiverServer(BaseApplication):
+    """Gunicorn application: each worker builds its own services after the fork."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any], *, background: bool = True):
+        self.settings = settings
+        self.options = options
+        self.background = background
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+        self.cfg.set("post_worker_init", self._post_worker_init)
+        # Metrics from every worker process are merged at scrape time.
+        from receiver.metrics import child_exit, setup_multiprocess
+
+        setup_multiprocess()
+        self.cfg.set("child_exit", child_exit)
+
+    def _post_worker_init(self, worker: Any) -> None:
+        if not self.background:
+            return
+        # Threads do not survive fork: start this worker's sweeper now.
+        services = worker.wsgi.extensions["receiver"]
+        start_sweeper(services)
+
+    def load(self) -> Any:
+        from receiver import create_app
+
+        return create_app(self.settings)
+
+
+def start_sweeper(services: Any, *, interval: float = 2.0) -> threading.Event:
+    """Resume pending and due failed media in the background of this process."""
+    stop = threading.Event()
+    extra = services.extras.get("background_task")
+    thread = threading.Thread(
+        target=services.pipeline.run_forever,
+        args=(stop,),
+        kwargs={"interval": interval, "extra": extra},
+        name="sweeper",
+        daemon=True,
+    )
+    thread.start()
+    services.extras["sweeper_stop"] = stop
+    return stop
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    """Gunicorn settings for a webhook service answering within Twilio's 15 s."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+        "preload_app": False,
+        "logger_class": "receiver.logs.GunicornLogger",
+        # Several `serve` processes may share a host; none needs the control socket.
+        "control_socket_disable": True,
+    }

@@ -1,0 +1,193 @@
+"""JSON API over the index and the store (thin views; queries live in receiver.index)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from receiver.errors import StorageError
+from receiver.index.queries import (
+    InvalidParameter,
+    list_messages,
+    parse_cursor,
+    parse_filter,
+    parse_limit,
+)
+from receiver.index.serialize import message_json
+from receiver.services import Services
+from receiver.web import openapi, serve_media
+from receiver.web.auth import api_auth
+from receiver.web.hooks import services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+SID = re.compile(r"^(SM|MM)[A-Za-z0-9]{32}$")
+MEDIA_ID = re.compile(r"^[1-9][0-9]{0,9}$")
+MAX_MEDIA_ID = 2**31 - 1
+LIST_PARAMETERS = ("from", "kind", "state", "since", "until", "q")
+LIST_QUERY = (*LIST_PARAMETERS, "cursor", "limit")
+OWN_ENDPOINTS = frozenset(
+    {
+        "api.list_messages_view",
+        "api.get_message",
+        "api.delete_message",
+        "api.media_content",
+        "api.media_thumbnail",
+        "api.openapi_document",
+    }
+)
+
+
+def valid_sid(sid: str) -> str:
+    """404 for anything that is not a message SID (also stops path tricks)."""
+    if not SID.match(sid):
+        abort(404, description="no message with that SID")
+    return sid
+
+
+def valid_media_id(raw: str) -> int:
+    """404 for anything that is not a media id the index can hold."""
+    if not MEDIA_ID.match(raw) or int(raw) > MAX_MEDIA_ID:
+        abort(404, description="no media item with that id")
+    return int(raw)
+
+
+@bp.before_request
+def known_parameters_only() -> tuple[Response, int] | None:
+    """A misspelt filter (`?form=...`) must not silently list everything: 400 instead."""
+    allowed = LIST_QUERY if request.endpoint == "api.list_messages_view" else ()
+    unknown = sorted(name for name in request.args if name not in allowed)
+    if not unknown or request.endpoint not in OWN_ENDPOINTS:
+        return None
+    return invalid(
+        InvalidParameter(
+            unknown[0],
+            f"unknown query parameter {unknown[0]!r}; "
+            + (f"this route takes {', '.join(allowed)}" if allowed else "this route takes none"),
+        )
+    )
+
+
+def invalid(exc: InvalidParameter) -> tuple[Response, int]:
+    """A 400 answer that names the parameter and the fix."""
+    return jsonify(error="invalid_parameter", parameter=exc.parameter, message=exc.message), 400
+
+
+def erase_message(svc: Services, message: dict[str, Any]) -> int:
+    """Delete a message's stored objects, then its rows; returns how many objects went.
+
+    Objects go first: if the store fails, the rows stay and the erasure can be
+    retried; the other order could leave files nobody can find any more.
+    """
+    sid = message["sid"]
+    removed = 0
+    for top in ("media", "derived"):
+        prefix = f"{top}/{message['account_sid']}/{sid}/"
+        try:
+            removed += svc.store.delete_prefix(prefix)
+        except ValueError:
+            log.warning("message %s: cannot delete by prefix %r", sid, prefix)
+    for item in message["media"]:
+        for key in (item.get("storage_key"), item.get("thumbnail_key")):
+            if key:
+                with contextlib.suppress(ValueError, FileNotFoundError):
+                    svc.store.delete(key)  # stored elsewhere than the usual layout
+    svc.index.delete_message(sid)
+    log.info("erased message %s and %d stored objects", sid, removed)
+    return removed
+
+
+@bp.get("/messages")
+@api_auth
+def list_messages_view() -> Response | tuple[Response, int]:
+    """Messages newest first, filtered, one page at a time (keyset cursor)."""
+    empty = [name for name in LIST_QUERY if request.args.get(name) == ""]
+    if empty:
+        return invalid(
+            InvalidParameter(empty[0], f"{empty[0]} is empty; leave it out to not filter by it")
+        )
+    try:
+        flt = parse_filter({name: request.args.get(name) for name in LIST_PARAMETERS})
+        cursor = parse_cursor(request.args.get("cursor"))
+        limit = parse_limit(request.args.get("limit"))
+    except InvalidParameter as exc:
+        return invalid(exc)
+    page = list_messages(services().index, flt, cursor=cursor, limit=limit)
+    return jsonify(
+        messages=[message_json(row, include_params=False) for row in page.rows],
+        next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+    )
+
+
+@bp.get("/messages/<sid>")
+@api_auth
+def get_message(sid: str) -> Response:
+    """One message with its media items."""
+    message = services().index.get_message(valid_sid(sid))
+    if message is None:
+        abort(404, description="no message with that SID")
+    return jsonify(message_json(message))
+
+
+@bp.delete("/messages/<sid>")
+@api_auth
+def delete_message(sid: str) -> Response | tuple[Response, int]:
+    """Erase a message: its stored files first, then its index rows."""
+    svc = services()
+    message = svc.index.get_message(valid_sid(sid))
+    if message is None:
+        abort(404, description="no message with that SID")
+    try:
+        removed = erase_message(svc, message)
+    except StorageError as exc:
+        log.error("erasing %s failed in storage: %s", sid, exc)
+        return jsonify(
+            error="storage_unavailable",
+            message="the object store failed; nothing was removed from the index; "
+            "retry the deletion",
+        ), 503
+    return jsonify(deleted=sid, objects_deleted=removed)
+
+
+@bp.get("/media/<media_id>/content")
+@api_auth
+def media_content(media_id: str) -> BaseResponse:
+    """The stored original with safe headers (presigned redirect or Range-aware stream)."""
+    return _serve(media_id, "content")
+
+
+@bp.get("/media/<media_id>/thumbnail")
+@api_auth
+def media_thumbnail(media_id: str) -> BaseResponse:
+    """The thumbnail of an image."""
+    return _serve(media_id, "thumbnail")
+
+
+@bp.get("/openapi.json")
+@api_auth
+def openapi_document() -> Response:
+    """The OpenAPI 3 description of this API."""
+    return jsonify(openapi.document(current_app))
+
+
+def _serve(raw_id: str, which: str) -> BaseResponse:
+    svc = services()
+    row = svc.index.get_media(valid_media_id(raw_id))
+    if row is None:
+        abort(404, description="no media item with that id")
+    try:
+        chosen = serve_media.choose(row, which, svc.store)
+        if isinstance(chosen, Response):
+            return chosen
+        return serve_media.send(svc.store, row, chosen)
+    except StorageError as exc:
+        log.error("serving media %s failed in storage: %s", row["id"], exc)
+        return serve_media.problem(
+            503, "storage_unavailable", "the object store is unavailable; retry later"
+        )

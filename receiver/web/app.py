@@ -1,0 +1,89 @@
+"""Application assembly: settings, services, blueprints, error pages."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from receiver.errors import IndexUnavailable
+from receiver.replies import templates_dir
+from receiver.services import Services, build_services
+from receiver.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Create the app; nothing is built at import time."""
+    if services is None:
+        settings = settings or Settings.from_env()
+        services = build_services(settings)
+    settings = services.settings
+    app = Flask(__name__, template_folder=str(templates_dir()), static_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.https,
+        SESSION_COOKIE_NAME="mmsr_session",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["receiver"] = services
+
+    from receiver.web import api, hooks, ops
+
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(api.bp)
+    _register_optional(app)
+    _register_errors(app)
+    return app
+
+
+def _register_optional(app: Flask) -> None:
+    """Blueprints of features that build on the core (browser, outbound, metrics)."""
+    import importlib
+
+    for name in (
+        "receiver.web.browse",
+        "receiver.web.outbound_api",
+        "receiver.web.media_links",
+        "receiver.web.metrics_view",
+    ):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(IndexUnavailable)
+    def index_down(exc: IndexUnavailable) -> tuple[Response, int]:
+        """The database is down: 503 so Twilio's retry or fallback URL takes over."""
+        log.error(
+            "index unavailable, answering 503 for %s %s: %s", request.method, request.path, exc
+        )
+        resp = jsonify(
+            error="index_unavailable", message="the message index is unavailable; retry later"
+        )
+        resp.headers["Retry-After"] = "5"
+        return resp, 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        """Every HTTP error as a short JSON (API) or text answer with its reason."""
+        code = exc.code or 500
+        message = exc.description or exc.name
+        if (
+            request.path.startswith(("/api/", "/twilio/"))
+            or request.accept_mimetypes.best == "application/json"
+        ):
+            return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), code
+        return Response(f"{code} {exc.name}: {message}\n", mimetype="text/plain"), code

@@ -1,0 +1,79 @@
+"""Twilio webhooks: inbound messages and outbound status callbacks (thin views)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, current_app, g, request
+
+from receiver.errors import WebhookError
+from receiver.services import Services
+from receiver.twilio.twiml import empty_response
+from receiver.twilio.webhook import parse_inbound
+from receiver.web.twilio_request import read_verified
+
+log = logging.getLogger(__name__)
+bp = Blueprint("hooks", __name__)
+
+TWIML = "application/xml"
+
+
+def services() -> Services:
+    """The services of the running app."""
+    svc: Services = current_app.extensions["receiver"]
+    return svc
+
+
+@bp.route("/twilio/messaging", methods=["POST", "GET"])
+def messaging() -> Response:
+    """Inbound SMS/MMS: verify, record, fetch media within the deadline, answer TwiML."""
+    svc = services()
+    verified = read_verified(request, svc)
+    try:
+        msg = parse_inbound(verified.params)
+    except WebhookError as exc:
+        log.warning("malformed inbound webhook: %s", exc)
+        abort(400, description=str(exc))
+    result = svc.pipeline.ingest(msg)
+    g.webhook_outcome = (
+        "keyword"
+        if result.keyword in ("STOP", "START")
+        else ("recorded" if result.created else "duplicate")
+    )
+    svc.pipeline.process_message(
+        msg.message_sid, deadline=svc.settings.inline_deadline, leased=result.created
+    )
+    if result.keyword in ("STOP", "START"):
+        # Twilio answers opt-out keywords itself; a reply here would be dropped or doubled.
+        xml = empty_response()
+    else:
+        message = svc.index.get_message(msg.message_sid) or {"media": []}
+        name = "help.txt" if result.keyword == "HELP" else "message.txt"
+        xml = svc.replies.twiml(name, **svc.replies.context(message))
+    log.info(
+        "inbound %s from %s: %s, %d media",
+        msg.message_sid,
+        msg.from_.channel,
+        "recorded" if result.created else "duplicate",
+        msg.num_media,
+        extra={"message_sid": msg.message_sid},
+    )
+    return _twiml(xml)
+
+
+@bp.post("/twilio/status")
+def status() -> Response:
+    """Outbound status callback: verified, stored, status only moves forward."""
+    svc = services()
+    verified = read_verified(request, svc)
+    handler = svc.extras.get("status_handler")
+    if handler is not None:
+        try:
+            handler(verified.params)
+        except WebhookError as exc:
+            abort(400, description=str(exc))
+    return Response(status=204)
+
+
+def _twiml(xml: bytes) -> Response:
+    return Response(xml, status=200, mimetype=TWIML)

@@ -1,0 +1,34 @@
+"""Health, readiness and metrics routes for load balancers and monitoring."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from receiver.errors import IndexUnavailable, StorageError
+from receiver.web.hooks import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: the index and the object store are reachable."""
+    svc = services()
+    problems = {}
+    try:
+        svc.index.ping()
+    except IndexUnavailable as exc:
+        problems["index"] = str(exc)
+    try:
+        svc.store.check()
+    except StorageError as exc:
+        problems["storage"] = str(exc)
+    if problems:
+        return jsonify(status="unavailable", problems=problems), 503
+    return jsonify(status="ready"), 200

@@ -1,0 +1,305 @@
+"""Outbound JSON API: send (POST /api/messages), delivery figures, per-message status (thin views).
+
+`register(app)` also wires the status-callback handler that `POST /twilio/status`
+calls after verifying Twilio's signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
+
+from receiver.errors import ConfigError, OutboundError, TwilioApiError
+from receiver.outbound import Outbound, OutboundRequest
+from receiver.web.auth import api_auth
+from receiver.web.openapi import add_paths
+
+log = logging.getLogger(__name__)
+bp = Blueprint("outbound_api", __name__, url_prefix="/api")
+
+OUTBOUND_REF = re.compile(r"^(?:(?:SM|MM)[A-Za-z0-9]{32}|[1-9][0-9]{0,9})$")
+MAX_LIST = 200
+
+
+def outbound() -> Outbound:
+    """The outbound workflow of the running app."""
+    ob: Outbound = current_app.extensions["receiver"].extras["outbound"]
+    return ob
+
+
+@bp.post("/messages")
+@api_auth
+def send_message() -> tuple[Response, int]:
+    """Send an outbound MMS (same as `mms-receiver send`); idempotent with Idempotency-Key."""
+    data = request.get_json(silent=True)
+    try:
+        req = OutboundRequest.from_json(
+            data, idempotency_key=request.headers.get("Idempotency-Key")
+        )
+    except ValueError as exc:
+        return jsonify(error="invalid_request", message=str(exc)), 400
+    dry_run = isinstance(data, dict) and data.get("dry_run") is True
+    try:
+        result = outbound().send(req, dry_run=dry_run)
+    except OutboundError as exc:
+        return jsonify(error=exc.reason, message=str(exc)), 422
+    except ConfigError as exc:
+        return jsonify(error="not_configured", message=str(exc)), 503
+    except TwilioApiError as exc:
+        client_side = 400 <= exc.status < 500 and exc.status not in (401, 403, 429)
+        body = jsonify(
+            error="twilio_error", code=exc.code, message=str(exc), more_info=exc.more_info
+        )
+        return body, 422 if client_side else 502
+    return jsonify(result.to_json()), 200 if result.duplicate or dry_run else 201
+
+
+@bp.get("/stats")
+@api_auth
+def stats() -> Response:
+    """Delivery figures: outbound counts by current status, by error code and by day."""
+    raw = request.args.get("days", "")
+    if raw and not (raw.isdigit() and 0 < int(raw) <= 3660):
+        abort(400, description="days must be a whole number from 1 to 3660")
+    return jsonify(outbound().stats(days=int(raw) if raw else None))
+
+
+@bp.get("/outbound")
+@api_auth
+def list_outbound() -> Response:
+    """Recent outbound messages, newest first (`limit`, `before` = an id for the next page)."""
+    limit, before = request.args.get("limit", "50"), request.args.get("before", "")
+    if not limit.isdigit() or not 0 < int(limit) <= MAX_LIST:
+        abort(400, description=f"limit must be a whole number from 1 to {MAX_LIST}")
+    if before and not (before.isdigit() and len(before) <= 10):
+        abort(400, description="before must be an outbound message id")
+    rows = outbound().outbox.recent(int(limit), before_id=int(before) if before else None)
+    return jsonify(messages=[_json(r) for r in rows])
+
+
+@bp.get("/outbound/<ref>")
+@api_auth
+def get_outbound(ref: str) -> Response:
+    """One outbound message (by MessageSid or id) with every status event received."""
+    if not OUTBOUND_REF.match(ref):
+        abort(404, description="no outbound message with that SID or id")
+    row = outbound().message(ref)
+    if row is None:
+        abort(404, description="no outbound message with that SID or id")
+    return jsonify(_json(row))
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["from"] = out.pop("from_addr", None)
+    out["to"] = out.pop("to_addr", None)
+    for name in ("created_at", "updated_at"):
+        if out.get(name) is not None:
+            out[name] = out[name].isoformat()
+    for event in out.get("events", []):
+        event["received_at"] = event["received_at"].isoformat()
+    return out
+
+
+def register(app: Flask) -> None:
+    """Add the routes, build the outbound workflow and hand its status handler to the hooks."""
+    services = app.extensions["receiver"]
+    ob = services.extras.get("outbound")
+    if ob is None:
+        ob = services.extras["outbound"] = Outbound.from_services(services)
+    services.extras["status_handler"] = ob.handle_status
+    app.register_blueprint(bp)
+    add_paths(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
+
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "SendRequest": {
+        "type": "object",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "description": "E.164 recipient, e.g. +15558675310"},
+            "from": {"type": "string", "description": "One of your Twilio numbers"},
+            "messaging_service_sid": {"type": "string", "pattern": "^MG[0-9a-fA-F]{32}$"},
+            "body": {"type": "string", "maxLength": 1600},
+            "media": {
+                "type": "array",
+                "maxItems": 10,
+                "items": {"type": "string", "format": "uri"},
+            },
+            "fallback": {"type": "string", "enum": ["link"]},
+            "carrier_budget": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+            "validity_period": {"type": "integer", "minimum": 1, "maximum": 36000},
+            "idempotency_key": {"type": "string", "maxLength": 100},
+            "dry_run": {"type": "boolean"},
+        },
+    },
+    "SendResult": {
+        "type": "object",
+        "required": ["id", "sid", "status", "duplicate"],
+        "properties": {
+            "id": {"type": ["integer", "null"]},
+            "sid": {"type": ["string", "null"]},
+            "status": {"type": "string"},
+            "idempotency_key": {"type": ["string", "null"]},
+            "duplicate": {"type": "boolean"},
+            "mode": {"type": "string", "enum": ["mms", "sms", "link"]},
+            "body": {"type": "string"},
+            "media": {"type": "array", "items": {"type": "object"}},
+            "notes": {"type": "array", "items": {"type": "string"}},
+            "error_code": {"type": ["integer", "null"]},
+            "error_message": {"type": ["string", "null"]},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["outbound"],
+        "properties": {
+            "outbound": {
+                "type": "object",
+                "required": ["by_status", "by_error_code", "by_day", "total"],
+                "properties": {
+                    "total": {"type": "integer"},
+                    "by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "by_error_code": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                    },
+                    "by_day": {"type": "object", "additionalProperties": {"type": "object"}},
+                },
+            }
+        },
+    },
+    "Outbound": {"type": "object", "required": ["id", "status", "to"]},
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/messages": {
+        "post": {
+            "operationId": "sendMessage",
+            "summary": "Send an MMS through the media core (checked, fixed, hosted, sent)",
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 100},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}
+                },
+            },
+            "responses": {
+                "201": {
+                    "description": "Sent.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SendResult"}}
+                    },
+                },
+                "200": {
+                    "description": "Already sent under this key, or a dry run.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SendResult"}}
+                    },
+                },
+                "400": {"description": "Malformed request.", "content": _ERROR},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "422": {
+                    "description": "Cannot be sent as asked; the message says why.",
+                    "content": _ERROR,
+                },
+                "502": {"description": "Twilio failed.", "content": _ERROR},
+                "503": {
+                    "description": "Not configured for sending, or the index is down.",
+                    "content": _ERROR,
+                },
+            },
+        }
+    },
+    "/api/stats": {
+        "get": {
+            "operationId": "getStats",
+            "summary": "Delivery figures by current status, error code and day",
+            "parameters": [
+                {
+                    "name": "days",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 3660},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "Figures.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}
+                    },
+                },
+                "400": {"description": "Bad parameter.", "content": _ERROR},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+        }
+    },
+    "/api/outbound": {
+        "get": {
+            "operationId": "listOutbound",
+            "summary": "Recent outbound messages, newest first",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "Messages.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "400": {"description": "Bad parameter.", "content": _ERROR},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+        }
+    },
+    "/api/outbound/{ref}": {
+        "parameters": [
+            {
+                "name": "ref",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "MessageSid or outbound id",
+            }
+        ],
+        "get": {
+            "operationId": "getOutbound",
+            "summary": "One outbound message with its status events",
+            "responses": {
+                "200": {
+                    "description": "The message.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Outbound"}}
+                    },
+                },
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+        },
+    },
+}

@@ -1,0 +1,99 @@
+"""Reads a Twilio webhook from the Flask request and verifies its signature."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote
+
+from flask import Request
+from werkzeug.exceptions import BadRequest, Forbidden
+
+from receiver.errors import SignatureError
+from receiver.services import Services
+from receiver.twilio.signature import rebuild_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    """A webhook whose signature verified: its parameters and the URL that matched."""
+
+    params: tuple[tuple[str, str], ...]
+    url: str
+
+
+def _raw_path_and_query(req: Request) -> tuple[str, str]:
+    raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI")
+    if raw and raw.startswith("/"):
+        path, _, query = raw.partition("?")
+        path = path.split("#", 1)[0]
+        return req.environ.get("SCRIPT_NAME", "") + path, query.split("#", 1)[0]
+    return quote(req.script_root + req.path), req.query_string.decode("latin-1")
+
+
+def signed_url(req: Request, svc: Services) -> str:
+    """The URL Twilio signed, rebuilt from configuration, trusted proxy headers or the request."""
+    path, query = _raw_path_and_query(req)
+    return rebuild_url(
+        public_url=svc.settings.public_url,
+        proxy_hops=svc.settings.proxy_hops,
+        scheme=req.scheme,
+        host=req.host,
+        raw_path=path,
+        query=query,
+        headers=req.headers,
+    )
+
+
+def read_verified(req: Request, svc: Services) -> VerifiedRequest:
+    """Parse the body or query and verify X-Twilio-Signature; 403/400 otherwise."""
+    body = req.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
+    url = signed_url(req, svc)
+    _, _, query = url.partition("?")
+    ctype = (req.mimetype or "").lower()
+    try:
+        query_params = tuple(parse_qsl(query, keep_blank_values=True, errors="strict"))
+        if req.method == "GET":
+            params: tuple[tuple[str, str], ...] = query_params
+            signed_params: tuple[tuple[str, str], ...] = ()
+        elif ctype == "application/json":
+            params = _json_params(body)
+            signed_params = ()
+        else:
+            params = tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
+            signed_params = params
+    except UnicodeDecodeError:
+        raise BadRequest("the request body or query is not valid UTF-8") from None
+    except ValueError as exc:
+        raise BadRequest(f"the request body cannot be parsed: {exc}") from None
+    signature = req.headers.get("X-Twilio-Signature")
+    try:
+        matched = svc.verifier.verify(
+            url, signed_params, signature, body=body if ctype == "application/json" else None
+        )
+    except SignatureError as exc:
+        # Say which URL was checked (never the token) so users behind ngrok
+        # or a proxy can see why; the caller learns nothing beyond 403.
+        log.warning(
+            "rejected %s %s: %s; checked URL %s (set RECEIVER_PUBLIC_URL to the exact URL "
+            "configured in Twilio, or RECEIVER_PROXY_HOPS behind a proxy)",
+            req.method,
+            req.path,
+            exc,
+            url,
+        )
+        raise Forbidden("invalid or missing X-Twilio-Signature") from None
+    return VerifiedRequest(params=params, url=matched)
+
+
+def _json_params(body: bytes) -> tuple[tuple[str, str], ...]:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the JSON body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the JSON body must be an object")
+    return tuple((str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items())

@@ -1,0 +1,330 @@
+"""Inbound throughput and memory, with the tutorial approach as the baseline in the same run.
+
+    python tests/benchmarks/bench_inbound.py [--messages 200] [--senders 8] [--latency 0.2]
+
+Both servers run under gunicorn with the same workers and threads on this
+machine, against one local media server that adds `--latency` seconds per
+file. Each of `--messages` messages carries 3 JPEGs of about 300 KB, posted by
+`--senders` concurrent senders. The baseline is the approach of Twilio's
+tutorial apps: each MediaUrl fetched in turn with `requests.get(url).content`
+and written to disk, inside the webhook. It also measures storing one 100 MB
+file (cap raised) and the peak RSS growth that costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from receiver.twilio.signature import compute_signature  # noqa: E402
+from tests.support.mediaserver import MediaServer  # noqa: E402
+from tests.support.services import free_port  # noqa: E402
+from tests.support.webhooks import TOKEN, inbound_params, media_path, new_sid  # noqa: E402
+
+BASELINE_APP = textwrap.dedent(
+    """
+    import os, requests
+    from flask import Flask, request
+    app = Flask(__name__)
+    OUT = os.environ["BASELINE_DIR"]
+
+    @app.post("/twilio/messaging")
+    def sms():
+        sid = request.form["MessageSid"]
+        for i in range(int(request.form.get("NumMedia", 0))):
+            data = requests.get(request.form[f"MediaUrl{i}"]).content
+            with open(os.path.join(OUT, f"{sid}-{i}.jpg"), "wb") as fh:
+                fh.write(data)
+        return ('<?xml version="1.0" encoding="UTF-8"?><Response/>', 200,
+                {"Content-Type": "application/xml"})
+    """
+)
+
+
+def noisy_jpeg(target: int = 300_000) -> bytes:
+    """A JPEG of about `target` bytes (noise compresses poorly, like a photo)."""
+    side = 400
+    while True:
+        buf = io.BytesIO()
+        Image.effect_noise((side, side), 40).convert("RGB").save(buf, "JPEG", quality=85)
+        if buf.tell() >= target:
+            return buf.getvalue()
+        side += 50
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (from /proc)."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                pids.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    """Samples a process tree's RSS every 50 ms and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            time.sleep(0.05)
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def load(
+    url: str, media: MediaServer, payload: bytes, messages: int, senders: int
+) -> dict[str, float]:
+    """Post signed MMS webhooks concurrently; returns throughput and latency figures."""
+    jobs = []
+    for _ in range(messages):
+        sid = new_sid()
+        items = [
+            (media.add(media_path(sid, i), payload, content_type="image/jpeg"), "image/jpeg")
+            for i in range(3)
+        ]
+        params = inbound_params(sid, media=items)
+        jobs.append((params, compute_signature(TOKEN, url, params)))
+    latencies: list[float] = []
+    errors = 0
+    session_local = threading.local()
+
+    def send(job: tuple[list[tuple[str, str]], str]) -> None:
+        nonlocal errors
+        session = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = session
+        started = time.perf_counter()
+        resp = session.post(url, data=job[0], headers={"X-Twilio-Signature": job[1]}, timeout=60)
+        latencies.append(time.perf_counter() - started)
+        if resp.status_code != 200:
+            errors += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(senders) as pool:
+        list(pool.map(send, jobs))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "msgs_per_s": messages / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "errors": errors,
+    }
+
+
+def run_server(cmd: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_up(health, proc)
+    return proc
+
+
+def bench_service(
+    work: Path, media: MediaServer, payload: bytes, args: argparse.Namespace
+) -> dict[str, float]:
+    port = free_port()
+    env = {
+        "RECEIVER_DATA_DIR": str(work / "svc"),
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "RECEIVER_MEDIA_HOSTS": media.host_port,
+        "RECEIVER_API_TOKEN": "bench",
+        "RECEIVER_ADMIN_PASSWORD": "bench",
+    }
+    proc = run_server(
+        [
+            sys.executable,
+            "-m",
+            "receiver",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+        ],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    try:
+        figures = load(
+            f"http://127.0.0.1:{port}/twilio/messaging", media, payload, args.messages, args.senders
+        )
+    finally:
+        sampler.stop.set()
+        proc.terminate()
+        proc.wait(20)
+    figures["peak_rss_mb"] = sampler.peak / 2**20
+    return figures
+
+
+def bench_baseline(
+    work: Path, media: MediaServer, payload: bytes, args: argparse.Namespace
+) -> dict[str, float]:
+    port = free_port()
+    app_dir = work / "baseline"
+    (app_dir / "out").mkdir(parents=True)
+    (app_dir / "tutorial.py").write_text(BASELINE_APP)
+    proc = run_server(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(app_dir),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(args.workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(args.threads),
+            "tutorial:app",
+        ],
+        {"BASELINE_DIR": str(app_dir / "out")},
+        f"http://127.0.0.1:{port}/",
+    )
+    sampler = RssSampler(proc.pid)
+    sampler.start()
+    try:
+        figures = load(
+            f"http://127.0.0.1:{port}/twilio/messaging", media, payload, args.messages, args.senders
+        )
+    finally:
+        sampler.stop.set()
+        proc.terminate()
+        proc.wait(20)
+    figures["peak_rss_mb"] = sampler.peak / 2**20
+    return figures
+
+
+LARGE_FILE_CHILD = textwrap.dedent(
+    """
+    import resource, sys, json
+    from receiver.media.fetch import Fetcher, FetchConfig
+    from receiver.storage import open_store
+    url, host, dest = sys.argv[1], sys.argv[2], sys.argv[3]
+    fetcher = Fetcher(FetchConfig(allowed_hosts=(host,), deadline=120))
+    store = open_store("file://" + dest)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = fetcher.fetch(url, max_bytes=200 * 2**20)
+    with result.file as fp:
+        store.put("media/big.bin", fp, content_type="application/octet-stream", size=result.size)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"size": result.size, "growth_kb": after - before}))
+    """
+)
+
+
+def bench_large_file(work: Path) -> dict[str, float]:
+    """Store a 100 MB file through fetch + storage in a fresh process; peak RSS growth."""
+    import json
+
+    big = os.urandom(1024 * 1024) * 100
+    with MediaServer() as media:
+        url = media.add("/big", big, content_type="application/octet-stream")
+        out = subprocess.run(
+            [sys.executable, "-c", LARGE_FILE_CHILD, url, media.host_port, str(work / "big")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    data = json.loads(out)
+    return {"size_mb": data["size"] / 2**20, "rss_growth_mb": data["growth_kb"] / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    payload = noisy_jpeg()
+    with tempfile.TemporaryDirectory() as tmp, MediaServer() as media:
+        work = Path(tmp)
+        # Every route of this server answers after the configured latency.
+        original_add = media.add
+        media.add = lambda path, body=b"", **kw: original_add(
+            path, body, latency=args.latency, **kw
+        )  # type: ignore[method-assign]
+        base = bench_baseline(work, media, payload, args)
+        ours = bench_service(work, media, payload, args)
+        large = bench_large_file(work)
+    print(
+        f"inbound benchmark: {args.messages} messages x 3 JPEGs of {len(payload) // 1000} KB, "
+        f"{args.senders} senders, {args.latency * 1000:.0f} ms media latency, "
+        f"gunicorn {args.workers} workers x {args.threads} threads, {os.cpu_count()} cores"
+    )
+    print(f"{'':28}{'msgs/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'peak RSS MB':>13}{'errors':>8}")
+    for name, fig in (("tutorial baseline", base), ("mms-receiver serve", ours)):
+        print(
+            f"{name:28}{fig['msgs_per_s']:>10.1f}{fig['p50_ms']:>10.0f}{fig['p99_ms']:>10.0f}"
+            f"{fig['peak_rss_mb']:>13.0f}{fig['errors']:>8.0f}"
+        )
+    print(
+        f"throughput ratio: {ours['msgs_per_s'] / base['msgs_per_s']:.2f}x (target >= 2.5x); "
+        f"p99 {ours['p99_ms']:.0f} ms (target < 1000 ms)"
+    )
+    print(
+        f"100 MB file stored: {large['size_mb']:.0f} MB, peak RSS growth {large['rss_growth_mb']:.1f} MB "
+        f"(target < 30 MB)"
+    )
+    print(
+        f"benchmark process max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

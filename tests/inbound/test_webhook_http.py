@@ -1,0 +1,321 @@
+"""POST /twilio/messaging through the app: verify, record, fetch, answer TwiML; bad input."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from lxml import etree
+from PIL import Image
+
+from tests.conftest import API_TOKEN
+from tests.support.mediaserver import MediaServer
+from tests.support.webhooks import FORM, WebhookPoster, inbound_params, media_path, new_sid
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def jpeg(width: int = 320, height: int = 240) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def media_app(make_app: Any, media_server: MediaServer) -> Any:
+    return make_app(RECEIVER_MEDIA_HOSTS=media_server.host_port)
+
+
+@pytest.fixture
+def media_poster(media_app: Any) -> WebhookPoster:
+    return WebhookPoster(media_app.test_client())
+
+
+def recorded(client: Any, sid: str) -> dict[str, Any] | None:
+    resp = client.get(f"/api/messages/{sid}", headers=AUTH)
+    return resp.get_json() if resp.status_code == 200 else None
+
+
+def reply_text(xml: bytes) -> str:
+    root = etree.fromstring(xml)
+    assert root.tag == "Response"
+    return " ".join(root.itertext()).strip()
+
+
+def test_signed_mms_is_recorded_stored_and_answered(
+    media_poster: WebhookPoster, media_server: MediaServer, media_app: Any
+) -> None:
+    sid = new_sid()
+    data = jpeg()
+    url = media_server.add(media_path(sid, 0), data, content_type="image/jpeg")
+    vcard = b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ada Lovelace\r\nTEL:+15550001111\r\nEND:VCARD\r\n"
+    url2 = media_server.add(media_path(sid, 1), vcard, content_type="text/vcard")
+    resp = media_poster.post(
+        inbound_params(sid, body="hello", media=[(url, "image/jpeg"), (url2, "text/vcard")])
+    )
+    assert resp.status_code == 200
+    assert resp.mimetype == "application/xml"
+    text = reply_text(resp.data)
+    assert text.startswith("Got a photo and a contact card")
+    msg = recorded(media_poster.client, sid)
+    assert msg is not None
+    assert msg["state"] == "complete" and msg["body"] == "hello" and msg["num_media"] == 2
+    photo, card = msg["media"]
+    assert photo["state"] == "stored" and photo["kind"] == "image"
+    assert photo["detected_type"] == "image/jpeg" and photo["declared_type"] == "image/jpeg"
+    assert (photo["width"], photo["height"]) == (320, 240)
+    assert photo["size_bytes"] == len(data)
+    assert photo["storage_key"].startswith(f"media/{msg['account_sid']}/{sid}/0-ME")
+    # The thumbnail follows the answer.
+    deadline = time.monotonic() + 10
+    while photo["thumbnail_key"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        photo = recorded(media_poster.client, sid)["media"][0]
+    assert photo["thumbnail_key"].startswith("derived/")
+    with media_app.extensions["receiver"].store.open(photo["thumbnail_key"]) as fp:
+        thumb = Image.open(fp)
+        assert max(thumb.size) <= 320 and "exif" not in thumb.info
+    store = media_app.extensions["receiver"].store
+    with store.open(photo["storage_key"]) as fp:
+        assert fp.read() == data  # byte-exact
+    assert card["kind"] == "contact" and card["contact"]["name"] == "Ada Lovelace"
+
+
+def test_duplicate_delivery_records_once_and_fetches_once(
+    media_poster: WebhookPoster, media_server: MediaServer
+) -> None:
+    sid = new_sid()
+    path = media_path(sid, 0)
+    url = media_server.add(path, jpeg(), content_type="image/jpeg")
+    params = inbound_params(sid, media=[(url, "image/jpeg")])
+    first = media_poster.post(params)
+    second = media_poster.post(params)
+    assert first.status_code == second.status_code == 200
+    assert media_server.count(path) == 1
+    msg = recorded(media_poster.client, sid)
+    assert msg is not None and len(msg["media"]) == 1
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        pytest.param(lambda p, s: ({}, s[:-2] + "AA"), id="wrong-signature"),
+        pytest.param(lambda p, s: ({}, ""), id="empty-signature"),
+        pytest.param(lambda p, s: ({"Body": "changed"}, s), id="tampered-body"),
+    ],
+)
+def test_forged_requests_change_nothing(poster: WebhookPoster, client: Any, mutate: Any) -> None:
+    sid = new_sid("SM")
+    params = inbound_params(sid, body="original")
+    good = poster.sign("http://localhost/twilio/messaging", params)
+    changes, signature = mutate(params, good)
+    params = [(k, changes.get(k, v)) for k, v in params]
+    resp = poster.post(params, signature=signature)
+    assert resp.status_code == 403
+    assert recorded(client, sid) is None
+
+
+def test_missing_signature_header_is_403_and_logs_the_checked_url(
+    client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sid = new_sid("SM")
+    with caplog.at_level(logging.WARNING):
+        resp = client.post(
+            "/twilio/messaging", data=urlencode(inbound_params(sid)), content_type=FORM
+        )
+    assert resp.status_code == 403
+    assert recorded(client, sid) is None
+    assert "checked URL http://localhost/twilio/messaging" in caplog.text
+    assert "test-auth-token" not in caplog.text
+
+
+def test_secondary_token_is_accepted_during_rotation(make_app: Any) -> None:
+    app = make_app(TWILIO_AUTH_TOKEN_SECONDARY="rotated-token")
+    poster = WebhookPoster(app.test_client(), token="rotated-token")
+    resp = poster.post(inbound_params(body="hi"))
+    assert resp.status_code == 200
+
+
+def test_public_url_is_what_gets_verified(make_app: Any) -> None:
+    app = make_app(RECEIVER_PUBLIC_URL="https://abc.ngrok-free.app")
+    poster = WebhookPoster(app.test_client())
+    sid = new_sid("SM")
+    params = inbound_params(sid)
+    # Twilio called the public https URL; the app sees http://localhost.
+    ok = poster.post(params, signed_url="https://abc.ngrok-free.app/twilio/messaging")
+    assert ok.status_code == 200
+    bad = poster.post(inbound_params(new_sid("SM")))
+    assert bad.status_code == 403
+
+
+def test_fragment_connection_overrides_are_not_signed(make_app: Any) -> None:
+    app = make_app(RECEIVER_PUBLIC_URL="https://hooks.example.com")
+    poster = WebhookPoster(app.test_client())
+    params = inbound_params()
+    # Twilio is configured with ...#rc=2&rp=all; the fragment never reaches us
+    # and is not part of the signed URL.
+    resp = poster.post(params, signed_url="https://hooks.example.com/twilio/messaging")
+    assert resp.status_code == 200
+
+
+def test_trusted_proxy_headers_rebuild_the_url(make_app: Any) -> None:
+    app = make_app(RECEIVER_PROXY_HOPS="1")
+    poster = WebhookPoster(app.test_client())
+    params = inbound_params()
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "sms.example.com"}
+    resp = poster.post(
+        params, signed_url="https://sms.example.com/twilio/messaging", headers=headers
+    )
+    assert resp.status_code == 200
+    # Without trusting proxies the same headers are ignored.
+    untrusting = WebhookPoster(make_app().test_client())
+    resp = untrusting.post(
+        params, signed_url="https://sms.example.com/twilio/messaging", headers=headers
+    )
+    assert resp.status_code == 403
+
+
+def test_get_webhooks_are_verified_over_the_query(client: Any, poster: WebhookPoster) -> None:
+    sid = new_sid("SM")
+    query = urlencode(inbound_params(sid, body="via get"))
+    url = f"http://localhost/twilio/messaging?{query}"
+    resp = client.get(
+        f"/twilio/messaging?{query}", headers={"X-Twilio-Signature": poster.sign(url, [])}
+    )
+    assert resp.status_code == 200
+    msg = recorded(client, sid)
+    assert msg is not None and msg["body"] == "via get"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"MessageSid": None}, "MessageSid"),
+        ({"From": None}, "From"),
+        ({"NumMedia": "two"}, "NumMedia"),
+        ({"NumMedia": "11"}, "NumMedia"),
+        ({"NumMedia": "1"}, "MediaUrl0"),
+        ({"NumMedia": "1", "MediaUrl0": "file:///etc/passwd"}, "MediaUrl0"),
+        ({"MessageSid": "../../etc/passwd"}, "MessageSid"),
+    ],
+)
+def test_malformed_requests_get_400_with_a_reason(
+    poster: WebhookPoster, client: Any, changes: dict[str, str | None], reason: str
+) -> None:
+    params = [(k, v) for k, v in inbound_params("SM" + "5" * 32) if changes.get(k, "") is not None]
+    params = [(k, changes.get(k, v) or v) for k, v in params]
+    params += [(k, v) for k, v in changes.items() if v is not None and k not in dict(params)]
+    resp = poster.post(params)
+    assert resp.status_code == 400
+    assert reason in resp.get_json()["message"]
+    assert recorded(client, "SM" + "5" * 32) is None
+
+
+def test_oversized_body_is_413(poster: WebhookPoster) -> None:
+    resp = poster.post(inbound_params(body="x" * 70_000))
+    assert resp.status_code == 413
+
+
+def test_non_utf8_body_is_400(client: Any) -> None:
+    resp = client.post(
+        "/twilio/messaging",
+        data=b"Body=%ff%fe&From=x",
+        content_type=FORM,
+        headers={"X-Twilio-Signature": "abc"},
+    )
+    assert resp.status_code == 400
+    assert "UTF-8" in resp.get_json()["message"]
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", " Unsubscribe ", "QUIT", "optout"])
+def test_stop_keywords_opt_out_and_get_an_empty_answer(
+    app: Any, poster: WebhookPoster, word: str
+) -> None:
+    resp = poster.post(inbound_params(body=word, from_="+15550009999"))
+    assert resp.status_code == 200
+    assert etree.fromstring(resp.data).tag == "Response" and len(etree.fromstring(resp.data)) == 0
+    index = app.extensions["receiver"].index
+    assert index.is_opted_out("+15550009999", ["+15557654321"]) is True
+    poster.post(inbound_params(body="START", from_="+15550009999"))
+    assert index.is_opted_out("+15550009999", ["+15557654321"]) is False
+
+
+def test_opt_out_type_from_advanced_opt_out_wins(app: Any, poster: WebhookPoster) -> None:
+    poster.post(
+        inbound_params(
+            body="arrêt",
+            from_="+15550008888",
+            OptOutType="STOP",
+            MessagingServiceSid="MG" + "2" * 32,
+        )
+    )
+    assert app.extensions["receiver"].index.is_opted_out("+15550008888", ["MG" + "2" * 32]) is True
+
+
+def test_help_gets_the_help_template(poster: WebhookPoster) -> None:
+    resp = poster.post(inbound_params(body="help"))
+    assert "Reply STOP to opt out" in reply_text(resp.data)
+
+
+def test_plain_sms_gets_an_empty_response(poster: WebhookPoster) -> None:
+    resp = poster.post(inbound_params(body="just text"))
+    assert resp.status_code == 200
+    assert resp.data.strip().endswith(b"<Response/>")
+
+
+def test_markup_in_body_cannot_break_the_twiml(make_app: Any, tmp_path: Any) -> None:
+    app = make_app()
+    override = app.extensions["receiver"].settings.data_dir / "templates"
+    override.mkdir()
+    (override / "message.txt").write_text("You said: {{ message.body }}")
+    app = make_app()  # picks up the override on start
+    poster = WebhookPoster(app.test_client())
+    body = "</Body><Redirect>https://evil.example</Redirect>&amp;"
+    resp = poster.post(inbound_params(body=body))
+    root = etree.fromstring(resp.data)
+    assert [el.tag for el in root.iter()] == ["Response", "Message", "Body"]
+    assert root.findtext("Message/Body") == f"You said: {body}"
+
+
+def test_database_down_answers_503_so_twilio_fails_over(
+    make_app: Any, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    app = make_app(RECEIVER_DATABASE_URL=pg_url)
+    poster = WebhookPoster(app.test_client())
+    assert poster.post(inbound_params(body="before")).status_code == 200
+    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with caplog.at_level(logging.ERROR):
+        resp = poster.post(inbound_params(body="during outage"))
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"]
+    assert "index unavailable" in caplog.text
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def test_readyz_and_healthz(client: Any) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    resp = client.get("/readyz")
+    assert resp.status_code == 200 and resp.get_json()["status"] == "ready"
+
+
+def test_api_needs_the_token(client: Any, poster: WebhookPoster) -> None:
+    sid = new_sid("SM")
+    poster.post(inbound_params(sid))
+    assert client.get(f"/api/messages/{sid}").status_code == 401
+    assert (
+        client.get(f"/api/messages/{sid}", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    got = client.get(f"/api/messages/{sid}", headers=AUTH).get_json()
+    assert got["sid"] == sid
+    assert [name for name, _ in got["params"]].count("MessageSid") == 1

@@ -1,0 +1,172 @@
+"""The index on SQLite and the local PostgreSQL: idempotent ingest, atomic claims, opt-outs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from receiver.index import MediaIndex
+from receiver.index.schema import utcnow
+
+ACCOUNT = "AC" + "a" * 32
+
+
+def sid(n: int) -> str:
+    return f"MM{n:032d}"
+
+
+def message(n: int, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "sid": sid(n),
+        "account_sid": ACCOUNT,
+        "from_addr": "+15550001111",
+        "from_channel": "sms",
+        "to_addr": "+15550002222",
+        "to_channel": "sms",
+        "body": f"message {n}",
+        "num_media": 3,
+        "params": json.dumps([["MessageSid", sid(n)]]),
+    }
+    row.update(extra)
+    return row
+
+
+def media_rows(count: int = 3) -> list[dict[str, object]]:
+    return [
+        {"idx": i, "url": f"https://api.twilio.com/m/{i}", "declared_type": "image/jpeg"}
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def index(db_url: str):
+    ix = MediaIndex.open(db_url)
+    yield ix
+    ix.close()
+
+
+def test_record_is_idempotent(index: MediaIndex) -> None:
+    assert index.record_message(message(1), media_rows()) is True
+    assert index.record_message(message(1, body="changed"), media_rows(5)) is False
+    got = index.get_message(sid(1))
+    assert got is not None
+    assert got["body"] == "message 1"
+    assert [m["idx"] for m in got["media"]] == [0, 1, 2]
+    assert all(m["state"] == "pending" for m in got["media"])
+    assert got["state"] == "pending"
+
+
+def test_fifty_concurrent_deliveries_store_one_message(index: MediaIndex) -> None:
+    barrier = threading.Barrier(50)
+
+    def deliver(_: int) -> bool:
+        barrier.wait()
+        return index.record_message(message(7), media_rows(3))
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(deliver, range(50)))
+    assert results.count(True) == 1
+    got = index.get_message(sid(7))
+    assert got is not None and len(got["media"]) == 3
+
+
+def test_message_without_media_is_complete(index: MediaIndex) -> None:
+    index.record_message(message(2, num_media=0), [])
+    got = index.get_message(sid(2))
+    assert got is not None and got["state"] == "complete" and got["media"] == []
+
+
+def test_claims_never_overlap(index: MediaIndex) -> None:
+    for n in range(10):
+        index.record_message(message(100 + n), media_rows(3))
+    claimed: dict[str, list[int]] = {}
+    barrier = threading.Barrier(4)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        got: list[int] = []
+        while rows := index.claim_media(owner, lease_seconds=60, limit=3, max_attempts=5):
+            got.extend(r["id"] for r in rows)
+        claimed[owner] = got
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    all_ids = [i for ids in claimed.values() for i in ids]
+    assert len(all_ids) == 30
+    assert len(set(all_ids)) == 30
+
+
+def test_only_lease_holder_finishes_and_expired_lease_is_taken_over(index: MediaIndex) -> None:
+    index.record_message(message(3), media_rows(1))
+    (row,) = index.claim_media("a", lease_seconds=60, limit=5, max_attempts=5)
+    assert index.claim_media("b", lease_seconds=60, limit=5, max_attempts=5) == []
+    later = utcnow() + timedelta(seconds=61)
+    (again,) = index.claim_media("b", lease_seconds=60, limit=5, max_attempts=5, now=later)
+    assert again["id"] == row["id"] and again["attempts"] == 2
+    assert index.finish_media(row["id"], "a", state="stored") is False
+    assert index.finish_media(row["id"], "b", state="stored", sha256="0" * 64) is True
+    got = index.get_message(sid(3))
+    assert got is not None and got["state"] == "complete"
+    assert got["media"][0]["lease_owner"] is None
+
+
+def test_failed_items_wait_for_their_retry_time_and_respect_attempts(index: MediaIndex) -> None:
+    index.record_message(message(4), media_rows(1))
+    (row,) = index.claim_media("a", lease_seconds=60, limit=1, max_attempts=2)
+    retry_at = utcnow() + timedelta(seconds=30)
+    index.finish_media(
+        row["id"], "a", state="failed", reason="fetch_failed", next_attempt_at=retry_at
+    )
+    assert index.get_message(sid(4))["state"] == "incomplete"
+    assert index.claim_media("a", lease_seconds=60, limit=1, max_attempts=2) == []
+    (second,) = index.claim_media(
+        "a", lease_seconds=60, limit=1, max_attempts=2, now=retry_at + timedelta(seconds=1)
+    )
+    index.finish_media(second["id"], "a", state="failed", reason="fetch_failed")
+    # Two attempts used: nothing more is claimed until `retry` re-queues it.
+    assert (
+        index.claim_media(
+            "a", lease_seconds=60, limit=1, max_attempts=2, now=retry_at + timedelta(hours=1)
+        )
+        == []
+    )
+    assert index.requeue_failed(sid(4)) == 1
+    assert len(index.claim_media("a", lease_seconds=60, limit=1, max_attempts=2)) == 1
+    assert index.backlog() == {"failed": 1}
+
+
+def test_opt_outs_follow_the_latest_keyword(index: MediaIndex) -> None:
+    assert index.is_opted_out("+15550001111", ["+15550002222"]) is False
+    index.set_opt_out(
+        "+15550001111", "+15550002222", opted_out=True, keyword="STOP", source="inbound"
+    )
+    assert index.is_opted_out("+15550001111", ["+15550002222"]) is True
+    assert index.is_opted_out("+15550001111", ["+15559999999"]) is False
+    index.set_opt_out(
+        "+15550001111", "+15550002222", opted_out=False, keyword="START", source="inbound"
+    )
+    assert index.is_opted_out("+15550001111", ["+15550002222"]) is False
+    index.set_opt_out("+15550001111", "*", opted_out=True, keyword="21610", source="twilio-21610")
+    assert index.is_opted_out("+15550001111", ["+15559999999"]) is True
+
+
+def test_delete_message_removes_rows(index: MediaIndex) -> None:
+    index.record_message(message(5), media_rows(2))
+    assert index.delete_message(sid(5)) is True
+    assert index.get_message(sid(5)) is None
+    assert index.media_of(sid(5)) == []
+    assert index.delete_message(sid(5)) is False
+
+
+def test_schema_upgrade_is_repeatable(db_url: str) -> None:
+    MediaIndex.open(db_url).close()
+    again = MediaIndex.open(db_url)
+    again.ping()
+    again.close()

@@ -1,0 +1,106 @@
+"""Fixtures for the outbound suite: the fake Twilio API, a media server, and the service
+running on a real loopback HTTP server (Twilio's callbacks and media fetches reach it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, base_env
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.mediaserver import MediaServer
+from tests.support.services import free_port
+
+API_KEY = "SK" + "2" * 32
+API_SECRET = "test-api-secret-0123456789"
+SENDER = "+15017122661"
+TOLL_FREE = "+18005550123"
+RECIPIENT = "+15558675310"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTwilio]:
+    """The fake Twilio REST API, owning SENDER and a toll-free number."""
+    with FakeTwilio(
+        account_sid=ACCOUNT_SID,
+        auth_token=TOKEN,
+        api_key=API_KEY,
+        api_secret=API_SECRET,
+        numbers=(SENDER, TOLL_FREE),
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def media() -> Iterator[MediaServer]:
+    """A loopback media server whose host:port is allowlisted for outbound URLs."""
+    with MediaServer() as server:
+        yield server
+
+
+@dataclass
+class Running:
+    """The service on a loopback port: its URL, app, services, and environment."""
+
+    url: str
+    app: Any
+    env: dict[str, str]
+
+    @property
+    def services(self) -> Any:
+        return self.app.extensions["receiver"]
+
+    @property
+    def outbound(self) -> Any:
+        return self.services.extras["outbound"]
+
+
+@pytest.fixture
+def outbound_env(tmp_path: Path, fake: FakeTwilio, media: MediaServer) -> dict[str, str]:
+    """Environment for the service and the CLI: REST at the fake, media hosts allowlisted."""
+    port = free_port()
+    return base_env(
+        tmp_path,
+        TWILIO_API_BASE=fake.url,
+        TWILIO_API_KEY=API_KEY,
+        TWILIO_API_SECRET=API_SECRET,
+        RECEIVER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        RECEIVER_MEDIA_HOSTS=f"{media.host_port},{fake.host_port}",
+    )
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
+    """Factory: run the app for an environment on the port of its RECEIVER_PUBLIC_URL."""
+    from receiver import create_app
+    from receiver.settings import Settings
+
+    started: list[tuple[Any, Any]] = []
+
+    def start(env: dict[str, str]) -> Running:
+        app = create_app(Settings.from_env(env))
+        port = int(env["RECEIVER_PUBLIC_URL"].rsplit(":", 1)[1])
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        started.append((server, app))
+        return Running(f"http://127.0.0.1:{port}", app, env)
+
+    yield start
+    for server, app in started:
+        server.shutdown()
+        server.server_close()
+        app.extensions["receiver"].extras["outbound"].close()
+        app.extensions["receiver"].close()
+
+
+@pytest.fixture
+def service(serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str]) -> Running:
+    """The service, configured for sending through the fake."""
+    return serve(outbound_env)

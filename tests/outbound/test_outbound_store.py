@@ -1,0 +1,129 @@
+"""Outbound rows and status events on SQLite and PostgreSQL: idempotency, monotonic status, stats."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receiver.index import MediaIndex
+from receiver.index.outbound_store import OutboundStore, can_advance
+from receiver.twilio.webhook import parse_status
+
+SID = "SM" + "a" * 32
+
+
+def event(status: str, sid: str = SID, **extra: str) -> Any:
+    params = [("MessageSid", sid), ("MessageStatus", status), ("AccountSid", "AC" + "1" * 32)]
+    return parse_status(params + list(extra.items()))
+
+
+@pytest.fixture
+def box(db_url: str) -> Any:
+    index = MediaIndex.open(db_url)
+    yield OutboundStore(index.engine)
+    index.close()
+
+
+def submitted(box: OutboundStore, sid: str = SID, key: str | None = None) -> int:
+    row, _ = box.reserve(
+        {
+            "idempotency_key": key,
+            "to_addr": "+15558675310",
+            "from_addr": "+15017122661",
+            "body": "hi",
+        }
+    )
+    assert box.claim(row["id"])
+    box.mark_submitted(row["id"], {"sid": sid, "status": "queued"})
+    return int(row["id"])
+
+
+def test_reserve_is_idempotent_on_the_key(box: OutboundStore) -> None:
+    first, created = box.reserve({"idempotency_key": "k1", "to_addr": "+1555", "body": "a"})
+    again, created_again = box.reserve({"idempotency_key": "k1", "to_addr": "+1555", "body": "a"})
+    assert created and not created_again and first["id"] == again["id"]
+    assert box.claim(first["id"]) is True
+    assert box.claim(first["id"]) is False  # a second sender loses the claim
+
+
+def test_callbacks_out_of_order_end_at_the_final_status(box: OutboundStore) -> None:
+    submitted(box)
+    for status in ("sending", "delivered", "queued", "sent"):
+        box.record_status(
+            event(status, RawDlrDoneDate="2611220232") if status == "delivered" else event(status)
+        )
+    row = box.by_sid(SID)
+    assert row is not None and row["status"] == "delivered"
+    assert row["raw_dlr_done_date"] == "2611220232"
+    assert [e["status"] for e in box.events(SID)] == ["sending", "delivered", "queued", "sent"]
+
+
+def test_error_code_is_kept_and_a_final_state_never_regresses(box: OutboundStore) -> None:
+    submitted(box)
+    box.record_status(event("undelivered", ErrorCode="30003"))
+    box.record_status(event("sent"))
+    box.record_status(event("delivered"))
+    row = box.by_sid(SID)
+    assert row is not None and (row["status"], row["error_code"]) == ("undelivered", 30003)
+
+
+def test_read_follows_delivered(box: OutboundStore) -> None:
+    submitted(box)
+    for status in ("read", "delivered", "sent"):
+        box.record_status(event(status))
+    assert box.by_sid(SID)["status"] == "read"  # type: ignore[index]
+
+
+def test_callbacks_before_the_create_answer_are_applied(box: OutboundStore) -> None:
+    assert box.record_status(event("sent")) is None  # unknown sid: stored only
+    box.record_status(event("delivered"))
+    submitted(box)
+    assert box.by_sid(SID)["status"] == "delivered"  # type: ignore[index]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations(["queued", "sending", "sent", "delivered"]))
+def test_any_order_ends_delivered(box: OutboundStore, order: list[str]) -> None:
+    sid = "SM" + format(abs(hash(tuple(order))), "032x")[:32]
+    submitted(box, sid)
+    for status in order:
+        box.record_status(event(status, sid))
+    assert box.by_sid(sid)["status"] == "delivered"  # type: ignore[index]
+
+
+def test_transition_table() -> None:
+    ladder = ["queued", "sending", "sent", "delivered"]
+    for a, b in itertools.combinations(ladder, 2):
+        assert can_advance(a, b) and not can_advance(b, a)
+    for final in ("delivered", "undelivered", "failed"):
+        assert not any(
+            can_advance(final, s)
+            for s in ("queued", "sending", "sent", "failed", "undelivered")
+            if s != final
+        )
+    assert can_advance("delivered", "read") and not can_advance("failed", "read")
+    assert not can_advance("sent", "receiving")  # inbound statuses are not ours
+
+
+def test_stats_count_current_status_error_code_and_day(box: OutboundStore) -> None:
+    for i, final in enumerate(["delivered", "delivered", "undelivered", "sent"]):
+        sid = f"SM{i:032d}"
+        submitted(box, sid)
+        box.record_status(event("sent", sid))
+        if final != "sent":
+            extra = {"ErrorCode": "30007"} if final == "undelivered" else {}
+            box.record_status(event(final, sid, **extra))
+    refused, _ = box.reserve({"to_addr": "+1555", "body": "x"})
+    box.finish(refused["id"], "refused", error_message="opted out")
+    stats = box.stats()
+    assert stats["by_status"] == {"delivered": 2, "refused": 1, "sent": 1, "undelivered": 1}
+    assert stats["by_error_code"] == {"30007": 1}
+    assert stats["total"] == 5
+    (day,) = stats["by_day"].values()
+    assert day["total"] == 5 and day["delivered"] == 2

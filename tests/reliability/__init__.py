@@ -1,0 +1,1 @@
+"""The reliability suite: `python -m tests.reliability.suite --mode short|full`."""

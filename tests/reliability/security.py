@@ -1,0 +1,343 @@
+"""Security checks: forged signatures, SSRF targets, anonymous access to every route."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from receiver.errors import FetchError, SignatureError
+from receiver.twilio.signature import SignatureVerifier, compute_signature
+
+TOKEN = "security-auth-token-0123456789ab"
+URL = "https://mms.example.com/twilio/messaging"
+
+
+@dataclass
+class Check:
+    """Attempts made and how many got through."""
+
+    name: str
+    attempts: int = 0
+    accepted: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        if len(self.details) < 10:
+            self.details.append(text)
+
+
+def base_params(n: int) -> list[tuple[str, str]]:
+    sid = "MM" + hashlib.sha256(str(n).encode()).hexdigest()[:32]
+    return [
+        ("MessageSid", sid),
+        ("AccountSid", "AC" + "c" * 32),
+        ("From", "+15550001111"),
+        ("To", "+15550002222"),
+        ("Body", f"hello {n}"),
+        ("NumMedia", "1"),
+        ("MediaUrl0", f"https://api.twilio.com/2010-04-01/Accounts/AC/Messages/{sid}/Media/ME1"),
+        ("MediaContentType0", "image/jpeg"),
+    ]
+
+
+def forgeries(count: int, seed: int = 11) -> list[tuple[str, list[tuple[str, str]], str]]:
+    """(url, params, signature) triples that must all be refused: signatures that were
+    mutated, made with another token, or made for other content or another URL."""
+    rng = random.Random(seed)
+    out: list[tuple[str, list[tuple[str, str]], str]] = []
+    wrong_tokens = ["", TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "other-account-token-000000000000"]
+    for n in range(count):
+        params = base_params(n)
+        good = compute_signature(TOKEN, URL, params)
+        kind = n % 8
+        url = URL
+        if kind == 0:  # flip bits of the raw MAC
+            raw = bytearray(base64.b64decode(good))
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            signature = base64.b64encode(bytes(raw)).decode()
+        elif kind == 1:  # truncate, extend, change case, or garble the text
+            signature = rng.choice(
+                [
+                    good[:-1],
+                    good + "A",
+                    good.swapcase(),
+                    good[::-1],
+                    good[:10],
+                    "",
+                    " " + good,
+                    good.replace("=", ""),
+                ]
+            )
+            if signature == good:
+                signature = good[:-2]
+        elif kind == 2:  # another token
+            signature = compute_signature(rng.choice(wrong_tokens) or "z", URL, params)
+        elif kind == 3:  # a value changed after signing
+            i = rng.randrange(len(params))
+            name, value = params[i]
+            params = [
+                *params[:i],
+                (name, value + rng.choice(["x", " ", "0", "\u00e9"])),
+                *params[i + 1 :],
+            ]
+            signature = good
+        elif kind == 4:  # a parameter added or removed after signing
+            if rng.random() < 0.5:
+                params = [*params, ("MediaUrl1", "http://169.254.169.254/latest/meta-data/")]
+            else:
+                params = params[:-1]
+            signature = good
+        elif kind == 5:  # signed for another URL: scheme, host, path or query
+            other = rng.choice(
+                [
+                    "http://mms.example.com/twilio/messaging",
+                    "https://evil.example.com/twilio/messaging",
+                    "https://mms.example.com/twilio/status",
+                    "https://mms.example.com/twilio/messaging?x=1",
+                    "https://mms.example.com:8443/twilio/messaging",
+                ]
+            )
+            signature = compute_signature(TOKEN, other, params)
+        elif kind == 6:  # a valid signature of another message (replayed onto this one)
+            signature = compute_signature(TOKEN, URL, base_params(n + 1))
+        else:  # SHA-256 instead of SHA-1, or hex instead of base64
+            import hmac
+
+            message = (URL + "".join(k + v for k, v in sorted(params))).encode()
+            if rng.random() < 0.5:
+                signature = base64.b64encode(
+                    hmac.new(TOKEN.encode(), message, hashlib.sha256).digest()
+                ).decode()
+            else:
+                signature = hmac.new(TOKEN.encode(), message, hashlib.sha1).hexdigest()
+        out.append((url, params, signature))
+    return out
+
+
+def check_forgeries(count: int) -> Check:
+    """Every forgery through the verifier: none may verify."""
+    verifier = SignatureVerifier([TOKEN])
+    check = Check("forged or mutated signatures")
+    for url, params, signature in forgeries(count):
+        check.attempts += 1
+        try:
+            verifier.verify(url, params, signature)
+        except SignatureError:
+            continue
+        check.accepted += 1
+        check.note(f"accepted: {signature!r} for {params!r}")
+    # The same verifier accepts the genuine article, so refusals are not a broken verifier.
+    genuine = base_params(0)
+    verifier.verify(URL, genuine, compute_signature(TOKEN, URL, genuine))
+    return check
+
+
+def check_forgeries_over_http(serve_url: str, token: str, count: int) -> Check:
+    """Forgeries posted to a running service: every one 403 and nothing recorded."""
+    check = Check("forged signatures over HTTP")
+    url = serve_url + "/twilio/messaging"
+    with requests.Session() as session:
+        for n, (_, params, _sig) in enumerate(forgeries(count, seed=5)):
+            signed = compute_signature(token, url, params)
+            signature = signed[:-2] + ("AA" if not signed.endswith("AA") else "BB")
+            if n % 2:
+                signature = compute_signature(token + "x", url, params)
+            check.attempts += 1
+            resp = session.post(
+                url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+            )
+            if resp.status_code != 403:
+                check.accepted += 1
+                check.note(f"HTTP {resp.status_code} for a forged request")
+    return check
+
+
+# -- SSRF ------------------------------------------------------------------------------
+
+DIRECT_TARGETS = [
+    "http://127.0.0.1/",
+    "http://localhost/",
+    "http://[::1]/",
+    "http://0.0.0.0/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://metadata.google.internal/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://017700000001/",
+    "http://127.1/",
+    "http://10.0.0.1/",
+    "http://192.168.1.1/",
+    "http://172.16.0.1/",
+    "http://100.64.0.1/",
+    "http://[fd00::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:25/_HELO",
+    "ftp://media.example.com/x",
+    "dict://127.0.0.1:11211/",
+    "http://media.example.com@127.0.0.1/",
+    "http://127.0.0.1#@media.example.com/",
+    "http://media.example.com.127.0.0.1.nip.io/",
+    "https://api.twilio.com.evil.example/x",
+]
+RESOLVED_TO = [
+    "127.0.0.1",
+    "10.1.2.3",
+    "172.20.0.5",
+    "192.168.0.10",
+    "169.254.169.254",
+    "169.254.170.2",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "fd00::1",
+    "fe80::1",
+    "64:ff9b::a00:1",
+    "fd00:ec2::254",
+]
+
+
+def check_ssrf(tmp: Path) -> Check:
+    """Every SSRF target refused as blocked_host, and the internal server never reached."""
+    from receiver.media.fetch import FetchConfig, Fetcher, system_resolver
+    from tests.support.mediaserver import MediaServer
+
+    check = Check("SSRF targets")
+    with MediaServer() as public, MediaServer() as internal:
+        internal.add("/secret", b"internal data", content_type="text/plain")
+        allowed = ("media.example.com", public.host_port)
+        resolved: dict[str, str] = {}
+
+        def resolver(host: str, port: int) -> list[str]:
+            # media.example.com resolves where the test says; other names as usual.
+            if host in resolved:
+                return [resolved[host]]
+            return system_resolver(host, port)
+
+        def attempt(url: str, fetcher: Fetcher) -> None:
+            check.attempts += 1
+            try:
+                result = fetcher.fetch(url, max_bytes=1024 * 1024)
+            except FetchError as exc:
+                if exc.reason != "blocked_host" and not re.match(r"^(file|gopher|ftp|dict)", url):
+                    check.accepted += 1
+                    check.note(f"{url}: refused only by {exc.reason} ({exc})")
+                return
+            result.close()
+            check.accepted += 1
+            check.note(f"{url}: fetched")
+
+        config = FetchConfig(
+            allowed_hosts=allowed, connect_timeout=1.0, read_timeout=2.0, deadline=5.0, attempts=1
+        )
+        with Fetcher(config, resolver=resolver) as fetcher:
+            for url in DIRECT_TARGETS:
+                attempt(url, fetcher)
+            for address in RESOLVED_TO:
+                resolved["media.example.com"] = address
+                attempt("http://media.example.com/photo.jpg", fetcher)
+                attempt(f"https://media.example.com:{internal.port}/secret", fetcher)
+            resolved["media.example.com"] = "10.0.0.7"
+            hops = [
+                f"http://127.0.0.1:{internal.port}/secret",
+                f"http://localhost:{internal.port}/secret",
+                f"http://[::1]:{internal.port}/secret",
+                "http://169.254.169.254/latest/meta-data/",
+                "http://10.0.0.1/",
+                "http://media.example.com/x",
+                "file:///etc/passwd",
+                f"http://2130706433:{internal.port}/secret",
+            ]
+            for n, hop in enumerate(hops):
+                path = f"/redirect{n}"
+                public.redirect(path, hop)
+                attempt(public.url(path), fetcher)
+                # ... and the same after a first, harmless hop on the allowed host.
+                public.redirect(f"/twice{n}", path)
+                attempt(public.url(f"/twice{n}"), fetcher)
+        if internal.count():
+            check.accepted += internal.count()
+            check.note(f"the internal server was reached {internal.count()} time(s)")
+    return check
+
+
+# -- routes ------------------------------------------------------------------------------
+
+PUBLIC_ROUTES = {"/healthz", "/readyz", "/metrics", "/login", "/logout", "/static/app.css"}
+
+
+def check_routes(tmp: Path) -> Check:
+    """Every UI and API route, each method, anonymously: refused, and nothing changes."""
+    from receiver import create_app
+    from receiver.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "RECEIVER_DATA_DIR": str(tmp / "routes"),
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_ACCOUNT_SID": "AC" + "c" * 32,
+            "RECEIVER_API_TOKEN": "route-api-token",
+            "RECEIVER_ADMIN_PASSWORD": "route-admin-password",
+            "RECEIVER_SECRET_KEY": "k" * 32,
+        }
+    )
+    app = create_app(settings)
+    services = app.extensions["receiver"]
+    sid = "MM" + "d" * 32
+    services.index.record_message(
+        {
+            "sid": sid,
+            "account_sid": "AC" + "c" * 32,
+            "direction": "inbound",
+            "from_addr": "+15550001111",
+            "from_channel": "sms",
+            "to_addr": "+15550002222",
+            "to_channel": "sms",
+            "body": "secret text",
+            "num_media": 1,
+            "params": "[]",
+        },
+        [{"idx": 0, "url": "https://api.twilio.com/x", "declared_type": "image/jpeg"}],
+    )
+    media_id = services.index.media_of(sid)[0]["id"]
+    values = {
+        "sid": sid,
+        "media_id": str(media_id),
+        "ref": "1",
+        "address": "+15550001111",
+        "token": "AAAAAAAAAAAAAAAAAAAAAAAA.BBBBBBBB",
+    }
+    check = Check("anonymous UI/API requests")
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        if rule.rule in PUBLIC_ROUTES:
+            continue
+        path = rule.rule
+        for name in rule.arguments:
+            path = re.sub(rf"<(?:[a-z]+:)?{name}>", values.get(name, "1"), path)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            check.attempts += 1
+            resp = client.open(
+                path, method=method, follow_redirects=True, data={"To": "+15550003333", "Body": "x"}
+            )
+            final = resp.request.path
+            refused = resp.status_code in (400, 401, 403, 404, 405) or final == "/login"
+            leaked = b"secret text" in resp.data
+            if not refused or leaked:
+                check.accepted += 1
+                check.note(f"{method} {path}: {resp.status_code} at {final}")
+    if services.index.get_message(sid) is None:
+        check.accepted += 1
+        check.note("an anonymous request deleted a message")
+    services.close()
+    return check

@@ -1,0 +1,500 @@
+"""The reliability suite: load, faults, bad input and security, with a table of figures.
+
+    python -m tests.reliability.suite --mode short    # CI (a few minutes)
+    python -m tests.reliability.suite --mode full     # operators (about half an hour)
+
+Needs PostgreSQL on 127.0.0.1:5432 (TEST_PG_HOST/PORT/USER) for the load run,
+moto (`pip install 'moto[server]'`), and, to restart a database mid-run, the
+PostgreSQL server binaries (a private instance is started in a temp dir).
+atheris, when installed, adds coverage-guided fuzzing to hypothesis.
+Exit status 0 when every row meets its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from receiver.lifecycle import count_messages
+from tests.reliability import fuzz, security
+from tests.reliability.cluster import (
+    TOKEN,
+    Cluster,
+    PrivatePostgres,
+    TcpProxy,
+    deliver,
+    fresh_database,
+    pg_bin,
+    plan_messages,
+    s3_outage,
+    verify,
+    wait_drained,
+)
+from tests.support.mediaserver import MediaServer
+from tests.support.s3server import MotoS3Server
+
+PG_ADMIN = "postgresql://{user}@{host}:{port}/postgres".format(
+    user=os.environ.get("TEST_PG_USER", "postgres"),
+    host=os.environ.get("TEST_PG_HOST", "127.0.0.1"),
+    port=os.environ.get("TEST_PG_PORT", "5432"),
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much of everything one run does."""
+
+    load_messages: int
+    load_duplicate_every: int
+    fault_messages: int
+    s3_outage: float
+    fuzz_hypothesis: int
+    fuzz_atheris: int
+    forgeries: int
+    http_forgeries: int
+    drain_timeout: float
+
+
+MODES = {
+    # 200 messages + 50 duplicate deliveries; 5 s storage outage; ~10,000 fuzz inputs.
+    "short": Mode(200, 4, 60, 5.0, 300, 2_200, 2_000, 50, 120.0),
+    # 1,600 messages + 400 duplicates = 2,000 webhooks; 30 s outage; >100,000 fuzz inputs.
+    "full": Mode(1_600, 4, 400, 30.0, 2_500, 25_000, 10_000, 500, 420.0),
+}
+
+
+@dataclass
+class Row:
+    """One line of the figures table."""
+
+    area: str
+    check: str
+    figure: str
+    target: str
+    ok: bool
+
+
+@dataclass
+class Report:
+    """Every row, plus what ran where."""
+
+    mode: str
+    rows: list[Row] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, area: str, check: str, figure: Any, target: str, ok: bool) -> None:
+        self.rows.append(Row(area, check, str(figure), target, bool(ok)))
+        print(
+            f"  [{'ok' if ok else 'FAIL'}] {area}: {check}: {figure} (target {target})", flush=True
+        )
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    def table(self) -> str:
+        lines = ["| area | check | figure | target | result |", "| --- | --- | --- | --- | --- |"]
+        for r in self.rows:
+            lines.append(
+                f"| {r.area} | {r.check} | {r.figure} | {r.target} | {'pass' if r.ok else 'FAIL'} |"
+            )
+        return "\n".join(lines)
+
+    def header(self) -> str:
+        mem = ""
+        with contextlib.suppress(OSError, ValueError):
+            kib = int(Path("/proc/meminfo").read_text().split()[1])
+            mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+        elapsed = time.monotonic() - self.started
+        return (
+            f"mode {self.mode}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+            f"{os.cpu_count()} cores{mem}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.machine()}, {elapsed:.0f} s"
+        )
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None:
+    """Signed webhooks with media at 16-way concurrency on 2 serve + 2 worker processes."""
+    print("load:", flush=True)
+    with fresh_database(PG_ADMIN) as db, MediaServer() as media:
+        bucket = moto.new_bucket("load")
+        cluster = Cluster(
+            work / "load",
+            database_url=db,
+            storage_url=f"s3://{bucket}/receiver",
+            s3_env=moto.env(),
+            media=media,
+        )
+        planned = plan_messages(
+            media, mode.load_messages, duplicate_every=mode.load_duplicate_every, min_media=1
+        )
+        cluster.start()
+        try:
+            load = deliver(cluster.urls, planned, concurrency=16)
+            index = cluster.index()
+            drained = wait_drained(index, mode.drain_timeout)
+            result = verify(index, planned, media, moto.client(), bucket, "receiver/")
+            before = count_messages(index)
+            http = security.check_forgeries_over_http(cluster.urls[0], TOKEN, mode.http_forgeries)
+            recorded = count_messages(index) - before
+            index.close()
+        finally:
+            cluster.stop()
+    explain(report, "load", result)
+    webhooks = load.deliveries
+    rate = webhooks / load.seconds if load.seconds else 0.0
+    report.add(
+        "load",
+        "signed webhooks with media delivered (16-way, 2 serve + 2 worker)",
+        f"{webhooks} in {load.seconds:.0f} s ({rate:.0f}/s), media drained {drained:.0f} s later",
+        f"{len(planned) + sum(p.duplicate for p in planned)}",
+        webhooks == len(planned) + sum(p.duplicate for p in planned) and not load.undelivered,
+    )
+    report.add("load", "5xx answers", load.server_errors, "0", load.server_errors == 0)
+    report.add(
+        "load",
+        "messages lost",
+        f"{len(result.messages_lost)} of {len(planned)}",
+        "0",
+        not result.messages_lost,
+    )
+    report.add(
+        "load",
+        "files lost or corrupt",
+        f"{result.files_lost} of {result.items_planned}",
+        "0",
+        result.files_lost == 0,
+    )
+    report.add(
+        "load",
+        "duplicate deliveries stored once",
+        f"{sum(p.duplicate for p in planned)} duplicates -> {result.messages_found} "
+        f"messages, {result.objects_found} objects, {len(result.objects_unexpected)} extra",
+        "one message and one object set each",
+        result.messages_found == len(planned)
+        and not result.objects_unexpected
+        and result.items_stored == result.items_planned,
+    )
+    report.add(
+        "load",
+        "files downloaded more than once",
+        result.processed_twice,
+        "0",
+        result.processed_twice == 0,
+    )
+    report.add(
+        "security",
+        "forged signatures over HTTP accepted",
+        f"{http.accepted} of {http.attempts}",
+        "0",
+        http.accepted == 0 and recorded == 0,
+    )
+
+
+def explain(report: Report, area: str, result: Any) -> None:
+    """Say what went wrong, when something did (for the notes under the table)."""
+    if result.items_not_stored:
+        report.notes.append(f"{area}: items not stored, by state:reason: {result.items_not_stored}")
+    for label, keys in (
+        ("missing objects", result.objects_missing),
+        ("corrupt objects", result.objects_corrupt),
+        ("unexpected objects", result.objects_unexpected),
+        ("lost items", result.items_lost),
+    ):
+        if keys:
+            report.notes.append(f"{area}: {len(keys)} {label}, e.g. {keys[:3]}")
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database_for_faults(report: Report) -> Iterator[tuple[str, PrivatePostgres | None]]:
+    """A private PostgreSQL (restartable) when the server binaries exist, else a shared one."""
+    if pg_bin() is None:
+        report.notes.append("PostgreSQL server binaries not found: no database restart")
+        with fresh_database(PG_ADMIN) as db:
+            yield db, None
+        return
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server.url, server
+    finally:
+        server.close()
+
+
+def in_background(fn: Callable[[], None]) -> threading.Thread:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.errors = errors  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+def run_faults(report: Report, mode: Mode, work: Path) -> None:
+    """Media host faults throughout; S3 down, PostgreSQL restarted, serve and worker SIGKILLed."""
+    print("faults:", flush=True)
+    with MotoS3Server() as moto, MediaServer() as media, database_for_faults(report) as (db, pg):
+        bucket = moto.new_bucket("faults")
+        # The service reaches S3 through a path the suite can cut.
+        proxy = TcpProxy(moto.port)
+        s3_env = {**moto.env(), "AWS_ENDPOINT_URL": proxy.url}
+        cluster = Cluster(
+            work / "faults",
+            database_url=db,
+            storage_url=f"s3://{bucket}/receiver",
+            s3_env=s3_env,
+            media=media,
+            extra_env={"RECEIVER_FETCH_DEADLINE": "5", "RECEIVER_LEASE_SECONDS": "12"},
+        )
+        planned = plan_messages(
+            media, mode.fault_messages, duplicate_every=4, min_media=1, faults=True, seed=13
+        )
+        quarter = max(1, len(planned) // 4)
+        phases = [planned[i * quarter : (i + 1) * quarter] for i in range(3)]
+        phases.append(planned[3 * quarter :])
+        cluster.start()
+        statuses: dict[str, Any] = {}
+        try:
+            statuses["media faults"] = deliver(cluster.urls, phases[0])
+
+            # S3 unreachable while webhooks keep arriving.
+            def storage_down() -> None:
+                with s3_outage(moto, proxy, mode.s3_outage):
+                    pass
+
+            outage = in_background(storage_down)
+            time.sleep(0.5)
+            statuses["S3 outage"] = deliver(cluster.urls, phases[1])
+            outage.join()
+
+            # PostgreSQL restarted mid-delivery.
+            if pg is not None:
+
+                def pg_restart() -> None:
+                    time.sleep(0.5)
+                    pg.stop("fast")
+                    time.sleep(3)
+                    pg.start()
+
+                restart = in_background(pg_restart)
+                statuses["PostgreSQL restart"] = deliver(cluster.urls, phases[2])
+                restart.join()
+            else:
+                statuses["PostgreSQL restart"] = deliver(cluster.urls, phases[2])
+
+            # serve and worker killed with SIGKILL mid-delivery, then restarted.
+            def kill_and_restart() -> None:
+                time.sleep(0.5)
+                cluster.serves[0].kill()
+                cluster.workers[0].kill()
+                time.sleep(2)
+                cluster.workers[0].start()
+                cluster.serves[0].start()
+
+            killer = in_background(kill_and_restart)
+            statuses["SIGKILL serve + worker"] = deliver(cluster.urls, phases[3])
+            killer.join()
+            for thread in (outage, killer):
+                for exc in getattr(thread, "errors", []):
+                    raise exc
+            index = cluster.index()
+            drained = wait_drained(index, mode.drain_timeout, requeue_after=mode.drain_timeout / 2)
+            result = verify(index, planned, media, moto.client(), bucket, "receiver/")
+            index.close()
+        finally:
+            cluster.stop()
+            proxy.close()
+    for name, load in statuses.items():
+        codes = ", ".join(f"{code}x{n}" for code, n in sorted(load.statuses.items()))
+        report.add(
+            "faults",
+            f"{name}: deliveries answered (client retries on 5xx/no answer)",
+            f"{codes or '-'}; {load.connection_errors} connection errors, "
+            f"{len(load.undelivered)} undelivered",
+            "every message answered 200 in the end",
+            not load.undelivered,
+        )
+    explain(report, "faults", result)
+    if pg is None:
+        report.add("faults", "PostgreSQL restart", "not run (no server binaries)", "run", False)
+    report.add(
+        "faults",
+        "messages lost",
+        f"{len(result.messages_lost)} of {len(planned)}",
+        "0",
+        not result.messages_lost,
+    )
+    report.add(
+        "faults",
+        "files lost",
+        f"{result.files_lost} of {result.items_planned} "
+        f"(drained {drained:.0f} s after the last delivery)",
+        "0",
+        result.files_lost == 0 and result.items_stored == result.items_planned,
+    )
+    report.add(
+        "faults",
+        "partial or unexpected objects",
+        len(result.objects_corrupt) + len(result.objects_unexpected),
+        "0",
+        not result.objects_corrupt and not result.objects_unexpected,
+    )
+    refetched = result.processed_twice
+    report.add(
+        "faults",
+        "files fetched again after a fault (retries, taken-over leases)",
+        f"{refetched} of {result.items_planned}",
+        "allowed",
+        True,
+    )
+
+
+# -- bad input and security ---------------------------------------------------------------------
+
+
+def run_fuzz(report: Report, mode: Mode) -> None:
+    print("bad input:", flush=True)
+    use_atheris = fuzz.atheris_available()
+    hypothesis_examples = mode.fuzz_hypothesis
+    if not use_atheris and mode.fuzz_atheris:
+        report.notes.append("atheris not installed: hypothesis alone makes up the fuzz volume")
+        hypothesis_examples += mode.fuzz_atheris
+    total = 0
+    for target in fuzz.TARGETS:
+        results = [fuzz.run_hypothesis(target, hypothesis_examples)]
+        if use_atheris and mode.fuzz_atheris:
+            results.append(fuzz.run_atheris(target, mode.fuzz_atheris))
+        inputs = sum(r.inputs for r in results)
+        crashes = sum(len(r.crashes) for r in results)
+        forged = sum(r.accepted_forgeries for r in results)
+        total += inputs
+        engines = " + ".join(f"{r.engine} {r.inputs:,}" for r in results)
+        slowest = max(r.slowest for r in results)
+        report.add(
+            "bad input",
+            f"fuzz {target}",
+            f"{inputs:,} inputs ({engines}), "
+            f"{crashes} crashes" + (f", slowest {slowest * 1000:.0f} ms" if slowest else ""),
+            "0 crashes",
+            crashes == 0 and forged == 0,
+        )
+        for r in results:
+            for crash in r.crashes[:3]:
+                print(crash, file=sys.stderr)
+    target_total = 100_000 if mode is MODES["full"] else 0
+    report.add(
+        "bad input",
+        "fuzz inputs in all",
+        f"{total:,}",
+        f">= {target_total:,}" if target_total else "-",
+        total >= target_total,
+    )
+
+
+def run_security(report: Report, mode: Mode, work: Path) -> None:
+    print("security:", flush=True)
+    forged = security.check_forgeries(mode.forgeries)
+    report.add(
+        "security",
+        "forged or mutated signatures accepted",
+        f"{forged.accepted} of {forged.attempts:,}",
+        "0",
+        forged.accepted == 0,
+    )
+    ssrf = security.check_ssrf(work)
+    report.add(
+        "security",
+        "SSRF targets fetched (direct, DNS-resolved, redirects)",
+        f"{ssrf.accepted} of {ssrf.attempts}",
+        "0 (all refused as blocked_host)",
+        ssrf.accepted == 0,
+    )
+    routes = security.check_routes(work)
+    report.add(
+        "security",
+        "UI/API routes answering anonymous requests",
+        f"{routes.accepted} of {routes.attempts} route/method pairs",
+        "0",
+        routes.accepted == 0,
+    )
+    for check in (forged, ssrf, routes):
+        for detail in check.details:
+            print(f"    {check.name}: {detail}", file=sys.stderr)
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def run(mode_name: str, work: Path | None = None, *, only: set[str] | None = None) -> Report:
+    """Run the suite (or `only` some areas) and return its report."""
+    mode = MODES[mode_name]
+    report = Report(mode_name)
+    own = work is None
+    root = Path(tempfile.mkdtemp(prefix="mmsr-reliability-")) if work is None else work
+    wanted = only or {"load", "faults", "fuzz", "security"}
+    try:
+        if "load" in wanted:
+            with MotoS3Server() as moto:
+                run_load(report, mode, root, moto)
+        if "faults" in wanted:
+            run_faults(report, mode, root)
+        if "fuzz" in wanted:
+            run_fuzz(report, mode)
+        if "security" in wanted:
+            run_security(report, mode, root)
+    finally:
+        if own:
+            shutil.rmtree(root, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.reliability.suite", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--mode", choices=sorted(MODES), default="short")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["load", "faults", "fuzz", "security"],
+        help="run only this area (repeatable)",
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    report = run(args.mode, only=set(args.only) if args.only else None)
+    text = f"Reliability figures ({report.header()})\n\n{report.table()}\n"
+    for note in report.notes:
+        text += f"\nnote: {note}"
+    print("\n" + text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

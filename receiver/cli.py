@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -48,7 +49,14 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    # Webhooks spend most of their time waiting on media hosts, and each
+    # process has one GIL: two processes a core keep both cores busy.
+    default=lambda: min(2 * (os.cpu_count() or 1), 16),
+    show_default="2 per CPU core, at most 16",
+    type=click.IntRange(1, 64),
+)
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option(
     "--ngrok", "use_ngrok", is_flag=True, help="Open an ngrok tunnel (needs NGROK_AUTHTOKEN)."

@@ -9,6 +9,7 @@ sweep       -> claims due items left by crashes, outages and deadlines
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass
@@ -40,6 +41,16 @@ log = logging.getLogger(__name__)
 
 # Seconds before a retry of a failed item, by attempt number (then the last one).
 BACKOFF = (5, 30, 120, 600, 1800, 3600)
+
+
+#: How much lower than the webhook threads the thumbnail thread runs (see `nice`).
+DERIVE_NICENESS = 19
+#: At most this many thumbnail keys wait to be recorded together.
+DERIVE_BATCH = 32
+#: Thumbnails wait for a moment without webhooks at most this long each (seconds)...
+DERIVE_MAX_WAIT = 5.0
+#: ...and do not wait at all while more than this many are queued.
+DERIVE_MAX_DEFERRED = 500
 
 
 def new_owner() -> str:
@@ -122,6 +133,14 @@ class Pipeline:
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
+        self._derive_pool: ThreadPoolExecutor | None = None
+        self._derive_pid = 0
+        # Thumbnails queued and not yet made, and those made but not yet recorded.
+        self._derive_backlog = 0
+        self._derived: list[tuple[int, str]] = []
+        # Webhooks of this process now waiting for their media.
+        self._answering_now = 0
+        self._quiet = threading.Condition()
         self._lock = threading.Lock()
 
     # -- executor (created lazily, and again after a fork) ---------------
@@ -136,6 +155,20 @@ class Pipeline:
             return self._pool
 
     @property
+    def derive_pool(self) -> ThreadPoolExecutor:
+        """One thread for thumbnails: they use at most one core and never queue
+        ahead of the fetches a waiting webhook needs. A crash loses only this
+        queue; `sweep` remakes thumbnails that are missing."""
+        with self._lock:
+            if self._derive_pool is None or self._derive_pid != os.getpid():
+                self._derive_pool = ThreadPoolExecutor(
+                    1, thread_name_prefix="derive", initializer=_lower_thread_priority
+                )
+                self._derive_pid = os.getpid()
+                self._derive_backlog, self._derived = 0, []
+            return self._derive_pool
+
+    @property
     def owner(self) -> str:
         """This process's lease owner id (a forked child gets its own)."""
         if self._owner[0] != os.getpid():
@@ -144,10 +177,17 @@ class Pipeline:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool (items in flight keep their lease and are retried elsewhere)."""
+        # Shut down outside the lock: items in flight reach for the pools.
         with self._lock:
-            if self._pool is not None and self._pool_pid == os.getpid():
-                self._pool.shutdown(wait=wait, cancel_futures=not wait)
+            pool = self._pool if self._pool_pid == os.getpid() else None
             self._pool = None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=not wait)
+        with self._lock:
+            derive = self._derive_pool if self._derive_pid == os.getpid() else None
+            self._derive_pool = None
+        if derive is not None:
+            derive.shutdown(wait=wait, cancel_futures=not wait)
 
     # -- ingest -----------------------------------------------------------
 
@@ -194,39 +234,74 @@ class Pipeline:
         Work still running at the deadline goes on in the background under its
         lease; the caller answers Twilio with what is known by then.
         """
-        if leased:
-            rows = [
-                m
-                for m in self.index.media_of(sid)
-                if m["state"] == "pending" and m["lease_owner"] == self.owner
-            ]
-        else:
-            rows = self.index.claim_media(
-                self.owner,
-                lease_seconds=self.lease_seconds,
-                limit=50,
-                max_attempts=self.max_attempts,
-                message_sid=sid,
-            )
-        futures = self.submit(rows)
-        if futures and deadline > 0:
-            wait_futures(futures, timeout=deadline)
+        with self._answering():
+            items: list[dict[str, Any]] = []
+            if leased:
+                items = self.index.media_of(sid)
+                rows = [
+                    m for m in items if m["state"] == "pending" and m["lease_owner"] == self.owner
+                ]
+            else:
+                rows = self.index.claim_media(
+                    self.owner,
+                    lease_seconds=self.lease_seconds,
+                    limit=50,
+                    max_attempts=self.max_attempts,
+                    message_sid=sid,
+                )
+            futures = self.submit(rows, known=items if leased else None)
+            if futures and deadline > 0:
+                wait_futures(futures, timeout=deadline)
 
-    def submit(self, rows: Sequence[dict[str, Any]]) -> list[Future[ItemOutcome]]:
-        """Queue leased rows on the pool; items of one message share its byte budget."""
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Mark a webhook of this process as waiting for its media (see `_wait_for_quiet`)."""
+        with self._quiet:
+            self._answering_now += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._answering_now -= 1
+                if self._answering_now == 0:
+                    self._quiet.notify_all()
+
+    def _wait_for_quiet(self) -> None:
+        # Thumbnails share this process's GIL with the webhooks Twilio is
+        # waiting on, so they wait until no webhook is, for at most
+        # DERIVE_MAX_WAIT seconds each, and not at all once DERIVE_MAX_DEFERRED
+        # are queued: a burst is answered first and its thumbnails follow.
+        with self._quiet:
+            self._quiet.wait_for(
+                lambda: self._answering_now == 0 or self._derive_backlog > DERIVE_MAX_DEFERRED,
+                timeout=DERIVE_MAX_WAIT,
+            )
+
+    def submit(
+        self,
+        rows: Sequence[dict[str, Any]],
+        *,
+        known: Sequence[dict[str, Any]] | None = None,
+    ) -> list[Future[ItemOutcome]]:
+        """Queue leased rows on the pool; items of one message share its byte budget.
+
+        `known` are all media rows of the rows' one message when the caller
+        has just read them, which saves reading them again.
+        """
         budgets: dict[str, ByteBudget] = {}
         futures = []
         for row in rows:
             sid = row["message_sid"]
             if sid not in budgets:
-                budgets[sid] = self._budget_for(sid)
+                budgets[sid] = self._budget_for(sid, known)
             futures.append(self.pool.submit(self.process_item, row, budgets[sid]))
         return futures
 
-    def _budget_for(self, sid: str) -> ByteBudget:
+    def _budget_for(self, sid: str, known: Sequence[dict[str, Any]] | None = None) -> ByteBudget:
         """The per-message cap, less what is already stored for that message."""
         budget = ByteBudget(self.max_message_bytes)
-        used = sum(m["size_bytes"] or 0 for m in self.index.media_of(sid) if m["state"] == "stored")
+        items = known if known is not None else self.index.media_of(sid)
+        used = sum(m["size_bytes"] or 0 for m in items if m["state"] == "stored")
         if used:
             budget.take(min(used, self.max_message_bytes))
         return budget
@@ -253,8 +328,8 @@ class Pipeline:
         return outcome
 
     def _process(self, row: dict[str, Any], budget: ByteBudget) -> ItemOutcome:
-        message = self.index.get_message(row["message_sid"])
-        if message is None:  # deleted meanwhile
+        account_sid = self.index.account_of(row["message_sid"])
+        if account_sid is None:  # deleted meanwhile
             return ItemOutcome(row["id"], "deleted", None, None, None)
         try:
             result = self.fetcher.fetch(row["url"], max_bytes=self.max_media_bytes, budget=budget)
@@ -289,7 +364,7 @@ class Pipeline:
                 )
                 return ItemOutcome(row["id"], "rejected", verdict.reason, result.size, info.kind)
             key = media_key(
-                message["account_sid"],
+                account_sid,
                 row["message_sid"],
                 row["idx"],
                 row.get("media_sid"),
@@ -327,17 +402,56 @@ class Pipeline:
                 log.warning("lease on media %s was lost before it finished", row["id"])
             elif info.kind == "image":
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
-                self.pool.submit(self.make_derivatives, row["id"], key)
+                self.queue_derivatives(row["id"], key)
         return ItemOutcome(row["id"], "stored", None, result.size, info.kind)
 
     def make_derivatives(self, media_id: int, key: str) -> str | None:
         """Store a thumbnail of a stored image and record its key; never raises."""
+        thumbnail_key = self._store_thumbnail(media_id, key)
+        if thumbnail_key is None:
+            return None
+        try:
+            self.index.set_thumbnail(media_id, thumbnail_key)
+        except Exception as exc:
+            log.warning("thumbnail of media %s not recorded: %s", media_id, exc)
+            return None
+        return thumbnail_key
+
+    def queue_derivatives(self, media_id: int, key: str) -> None:
+        """Make the thumbnail on the derive thread.
+
+        Keys are recorded in one transaction per run of queued work, not one
+        per image: under load that takes most writes off SQLite's single
+        writer lock, which the webhooks wait on. A key that is never recorded
+        (a crash, the index down) leaves the item to `sweep`.
+        """
+        pool = self.derive_pool
+        with self._lock:
+            self._derive_backlog += 1
+        pool.submit(self._derive_queued, media_id, key)
+
+    def _derive_queued(self, media_id: int, key: str) -> None:
+        self._wait_for_quiet()
+        thumbnail_key = self._store_thumbnail(media_id, key)
+        with self._lock:
+            self._derive_backlog -= 1
+            if thumbnail_key is not None:
+                self._derived.append((media_id, thumbnail_key))
+            batch: list[tuple[int, str]] = []
+            if self._derive_backlog == 0 or len(self._derived) >= DERIVE_BATCH:
+                batch, self._derived = self._derived, []
+        if batch:
+            try:
+                self.index.set_thumbnails(batch)
+            except Exception as exc:
+                log.warning("%d thumbnails not recorded, left for the sweep: %s", len(batch), exc)
+
+    def _store_thumbnail(self, media_id: int, key: str) -> str | None:
         try:
             with self.store.open(key) as fp:
                 thumb = make_thumbnail(fp)
             thumbnail_key = derived_key(key, "thumb", thumb.extension)
             self.store.put_bytes(thumbnail_key, thumb.data, content_type=thumb.content_type)
-            self.index.set_thumbnail(media_id, thumbnail_key)
             return thumbnail_key
         except Exception as exc:  # a thumbnail is a convenience; the original is what matters
             log.warning("thumbnail of media %s failed: %s", media_id, exc)
@@ -446,6 +560,14 @@ class Pipeline:
                 n = 0
             if n == 0:
                 stop.wait(interval)
+
+
+def _lower_thread_priority() -> None:
+    # On Linux a thread has its own nice value: thumbnails (C code that releases
+    # the GIL) then take the CPU only when answering webhooks leaves it idle.
+    # Not Linux, or not allowed: the thread runs at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DERIVE_NICENESS)
 
 
 def _sha256_of(store: ObjectStore, key: str) -> str:

@@ -71,7 +71,10 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 20,
-        "keepalive": 5,
+        # No keep-alive: a kept connection ties one sender to one worker (and
+        # its GIL); a new connection per webhook goes to whichever worker is
+        # free. Behind nginx, upstream connections are per request anyway.
+        "keepalive": 0,
         "limit_request_line": 8190,
         "limit_request_fields": 100,
         "accesslog": "-",

@@ -11,13 +11,24 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.errors import ConfigError, IndexUnavailable
-from receiver.index.schema import SCHEMA_VERSION, meta, metadata
+from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_ddl
 
 log = logging.getLogger(__name__)
 
+
+def _add_body_walk_index(conn: Connection) -> None:
+    # `create_all` only creates indexes along with new tables, so an index
+    # added to an existing table needs its own step. `ddl_if` keeps it SQLite-only.
+    for index in metadata.tables["messages"].indexes:
+        if index.name == "ix_messages_received_body":
+            index.create(conn, checkfirst=True)
+
+
 # Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
-# the initial schema created by `metadata.create_all`.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+# the initial schema created by `metadata.create_all`. The trigram search
+# index (version 2) is applied by `ensure_search_index` on every start-up,
+# because it may need a privilege the first start did not have.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_body_walk_index}
 
 
 def make_engine(url: str) -> Engine:
@@ -65,7 +76,7 @@ def upgrade(engine: Engine) -> int:
             current = int(row[0]) if row else 0
             if current == 0:
                 conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                return SCHEMA_VERSION
+                current = SCHEMA_VERSION
             if current > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the index has schema version {current}, newer than this release "
@@ -74,11 +85,51 @@ def upgrade(engine: Engine) -> int:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 log.info("upgrading index schema to version %d", version)
                 MIGRATIONS[version](conn)
-            conn.execute(
-                meta.update()
-                .where(meta.c.key == "schema_version")
-                .values(value=str(SCHEMA_VERSION))
-            )
-            return SCHEMA_VERSION
+            if current < SCHEMA_VERSION:
+                conn.execute(
+                    meta.update()
+                    .where(meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
     except SQLAlchemyError as exc:
         raise IndexUnavailable(f"cannot open the index: {exc.__class__.__name__}: {exc}") from exc
+    ensure_search_index(engine)
+    return SCHEMA_VERSION
+
+
+def ensure_search_index(engine: Engine) -> bool:
+    """Create the trigram index behind text search (`q`) if it is missing.
+
+    Search works without it, by scanning, so a database that refuses (a
+    PostgreSQL role that may not create pg_trgm, a SQLite built without FTS5)
+    gets a warning naming the fix instead of a failed start. Returns whether
+    the index is in place.
+    """
+    statements = search_index_ddl(engine.dialect.name)
+    if not statements or _has_search_index(engine):
+        return bool(statements)
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(727273)"))
+            for statement in statements:
+                conn.execute(text(statement))
+    except SQLAlchemyError as exc:
+        log.warning(
+            "text search will scan messages: the trigram index could not be created "
+            "(%s); on PostgreSQL run `CREATE EXTENSION pg_trgm` as a superuser "
+            "and restart",
+            exc.__class__.__name__,
+        )
+        return False
+    log.info("created the trigram text-search index")
+    return True
+
+
+def _has_search_index(engine: Engine) -> bool:
+    if engine.dialect.name == "postgresql":
+        query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
+    else:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'"
+    with engine.connect() as conn:
+        return conn.execute(text(query)).first() is not None

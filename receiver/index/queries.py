@@ -335,38 +335,6 @@ def list_messages(
 SEARCH_WINDOW = 2000
 
 
-def search_index_ddl(dialect: str) -> list[str]:
-    """Statements that create the trigram search index of `dialect` (idempotent).
-
-    PostgreSQL: the pg_trgm extension (trusted since PostgreSQL 13, so the
-    database owner may create it) and a GIN index. SQLite: an FTS5 trigram
-    table over messages.body, kept in step by triggers, filled from the
-    existing rows.
-    """
-    if dialect == "postgresql":
-        return [
-            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-            "CREATE INDEX IF NOT EXISTS ix_messages_body_trgm ON messages "
-            "USING gin (body gin_trgm_ops)",
-        ]
-    if dialect == "sqlite":
-        return [
-            "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
-            "body, content='messages', content_rowid='rowid', tokenize='trigram')",
-            "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN "
-            "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
-            "CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN "
-            "INSERT INTO messages_fts(messages_fts, rowid, body) "
-            "VALUES ('delete', old.rowid, old.body); END",
-            "CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF body ON messages "
-            "BEGIN INSERT INTO messages_fts(messages_fts, rowid, body) "
-            "VALUES ('delete', old.rowid, old.body); "
-            "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
-            "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
-        ]
-    return []
-
-
 def _sqlite_fts_ready(conn: Any, q: str) -> bool:
     # Trigrams need three characters; shorter text is matched by scanning.
     if len(q) < 3:

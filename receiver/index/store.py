@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from receiver.errors import IndexUnavailable
 from receiver.index import db
 from receiver.index.schema import media, messages, opt_outs, utcnow
+from receiver.index.writelock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,13 @@ class MediaIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._write_lock: WriterLock | None = None
+        if self.dialect == "sqlite":
+            database = engine.url.database
+            on_disk = database not in (None, "", ":memory:") and not str(database).startswith(
+                "file:"
+            )
+            self._write_lock = WriterLock(database if on_disk else None)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> MediaIndex:
@@ -73,20 +79,22 @@ class MediaIndex:
     def close(self) -> None:
         """Release every pooled connection (call after fork and at shutdown)."""
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A short write transaction.
 
         SQLite has one writer at a time and its busy handler backs off with
-        sleeps of up to 100 ms; queueing this process's writers on a lock
-        first keeps that handler for the rare cross-process collision.
+        sleeps of up to 100 ms; writers of every thread and process queue on
+        a `WriterLock` instead, which hands over without sleeping.
         """
         if self._write_lock is None:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock.hold(), self.engine.begin() as conn:
             yield conn
 
     @_unavailable
@@ -159,6 +167,15 @@ class MediaIndex:
             return True
 
     @_unavailable
+    @_unavailable
+    def account_of(self, sid: str) -> str | None:
+        """The AccountSid of message `sid`, or None when there is no such message."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(messages.c.account_sid).where(messages.c.sid == sid)
+            ).first()
+        return None if found is None else str(found[0])
+
     def get_message(self, sid: str) -> dict[str, Any] | None:
         """One message with its media rows (in index order), or None."""
         with self.engine.connect() as conn:
@@ -265,16 +282,14 @@ class MediaIndex:
         if "facts" in values and not isinstance(values["facts"], str | type(None)):
             values["facts"] = json.dumps(values["facts"], sort_keys=True)
         with self.begin() as conn:
-            result = conn.execute(
+            sid = conn.execute(
                 update(media)
                 .where(media.c.id == media_id, media.c.lease_owner == owner)
                 .values(**values)
-            )
-            if result.rowcount != 1:
+                .returning(media.c.message_sid)
+            ).scalar_one_or_none()
+            if sid is None:
                 return False
-            sid = conn.execute(
-                select(media.c.message_sid).where(media.c.id == media_id)
-            ).scalar_one()
             self._refresh_message_state(conn, sid, now)
             return True
 
@@ -318,8 +333,20 @@ class MediaIndex:
     @_unavailable
     def set_thumbnail(self, media_id: int, key: str) -> None:
         """Record the storage key of an item's thumbnail."""
+        self.set_thumbnails([(media_id, key)])
+
+    @_unavailable
+    def set_thumbnails(self, pairs: Sequence[tuple[int, str]]) -> None:
+        """Record the thumbnail keys of several items in one transaction."""
+        if not pairs:
+            return
+        stmt = (
+            update(media)
+            .where(media.c.id == bindparam("media_id"))
+            .values(thumbnail_key=bindparam("key"))
+        )
         with self.begin() as conn:
-            conn.execute(update(media).where(media.c.id == media_id).values(thumbnail_key=key))
+            conn.execute(stmt, [{"media_id": m, "key": k} for m, k in pairs])
 
     @_unavailable
     def requeue_failed(self, message_sid: str | None = None) -> int:

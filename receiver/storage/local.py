@@ -329,13 +329,16 @@ class LocalStore(ObjectStore):
         return self.root.joinpath(*key.split("/"))
 
     def _create_temp(self, target: Path) -> tuple[int, Path]:
-        for _ in range(_MKDIR_ATTEMPTS):
+        for attempt in range(_MKDIR_ATTEMPTS + 1):
             tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
             try:
-                self._makedirs(target.parent)
+                # Most keys land in a directory that exists already, so the
+                # directories are made (and fsynced) only when the open says so.
+                if attempt:
+                    self._makedirs(target.parent)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            except FileNotFoundError:
-                continue  # a concurrent delete pruned a directory; make it again
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # missing, or pruned by a concurrent delete: make it (again)
             except OSError as exc:
                 raise self._error("write", tmp, exc) from exc
             # The mode passed to open() is filtered by the umask; make it exact.

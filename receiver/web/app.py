@@ -85,5 +85,16 @@ def _register_errors(app: Flask) -> None:
             request.path.startswith(("/api/", "/twilio/"))
             or request.accept_mimetypes.best == "application/json"
         ):
-            return jsonify(error=exc.name.lower().replace(" ", "_"), message=message), code
-        return Response(f"{code} {exc.name}: {message}\n", mimetype="text/plain"), code
+            resp = jsonify(error=exc.name.lower().replace(" ", "_"), message=message)
+        else:
+            resp = Response(f"{code} {exc.name}: {message}\n", mimetype="text/plain")
+        # Keep what the error itself says in headers (Allow on 405, Retry-After
+        # on 429/503, WWW-Authenticate on 401); the body is ours.
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                resp.headers[name] = value
+        if exc.response is not None:
+            for name in ("Retry-After", "WWW-Authenticate", "Allow"):
+                if name in exc.response.headers:
+                    resp.headers[name] = exc.response.headers[name]
+        return resp, code

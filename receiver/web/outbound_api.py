@@ -19,6 +19,8 @@ from receiver.web.openapi import add_paths
 
 log = logging.getLogger(__name__)
 bp = Blueprint("outbound_api", __name__, url_prefix="/api")
+# The largest id either database stores (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
 
 OUTBOUND_REF = re.compile(r"^(?:(?:SM|MM)[A-Za-z0-9]{32}|[1-9][0-9]{0,9})$")
 MAX_LIST = 200
@@ -74,8 +76,8 @@ def list_outbound() -> Response:
     limit, before = request.args.get("limit", "50"), request.args.get("before", "")
     if not limit.isdigit() or not 0 < int(limit) <= MAX_LIST:
         abort(400, description=f"limit must be a whole number from 1 to {MAX_LIST}")
-    if before and not (before.isdigit() and len(before) <= 10):
-        abort(400, description="before must be an outbound message id")
+    if before and not (before.isdigit() and 0 < int(before) <= MAX_ID):
+        abort(400, description=f"before must be an outbound message id from 1 to {MAX_ID}")
     rows = outbound().outbox.recent(int(limit), before_id=int(before) if before else None)
     return jsonify(messages=[_json(r) for r in rows])
 
@@ -262,7 +264,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "name": "before",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "integer", "minimum": 1},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
                 },
             ],
             "responses": {

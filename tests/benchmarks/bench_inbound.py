@@ -288,7 +288,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--workers", type=int, default=2)
+    # The same gunicorn shape for both servers: `serve`'s default, 2 workers a core.
+    parser.add_argument("--workers", type=int, default=min(2 * (os.cpu_count() or 1), 16))
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     payload = noisy_jpeg()

@@ -337,7 +337,7 @@ def oldest_cursor(engine: Any) -> str:
 
 
 def has_search_index(engine: Any) -> bool:
-    """Whether the index has the trigram text-search index (see queries.search_index_ddl)."""
+    """Whether the index has the trigram text-search index (see schema.search_index_ddl)."""
     sql = {
         "sqlite": "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'",
         "postgresql": "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'",
@@ -406,7 +406,7 @@ def run_backend(
         for sc in all_scenarios:
             rows_out.append(time_scenario(client, engine, sc, repeats, depth, backend, indexed))
         if search_index and not indexed:
-            from receiver.index.queries import search_index_ddl
+            from receiver.index.schema import search_index_ddl
 
             built = time.perf_counter()
             with engine.begin() as conn:

@@ -15,6 +15,7 @@ README's copy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -213,6 +214,10 @@ def login(tab: Tab, site: Site, next_path: str = "/messages") -> None:
 
 def rendered_images(page: Any) -> list[dict[str, Any]]:
     page.wait_for_load_state("load")
+    # Thumbnails are loading="lazy", which the load event does not wait for.
+    # On a timeout the assertions below name the image that did not render.
+    with contextlib.suppress(Exception):
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=10_000)
     return page.eval_on_selector_all(
         "img",
         "els => els.map(e => ({src: e.getAttribute('src'), alt: e.alt, complete: e.complete, w: e.naturalWidth}))",

@@ -249,6 +249,66 @@ def test_inline_deadline_answers_early_and_work_continues(
     assert message(app, sid)["media"][0]["state"] == "stored"
 
 
+def wait_for(predicate: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_thumbnails_wait_for_webhooks_in_flight_then_follow(
+    setup: Any, media_server: MediaServer
+) -> None:
+    import os
+    import threading
+
+    app, poster = setup()
+    slow, quick = new_sid(), new_sid()
+    slow_url = media_server.add(
+        media_path(slow, 0), jpeg((300, 200)), content_type="image/jpeg", latency=1.5
+    )
+    quick_urls = [
+        (
+            media_server.add(media_path(quick, i), jpeg((160 + i, 120)), content_type="image/jpeg"),
+            "image/jpeg",
+        )
+        for i in range(3)
+    ]
+    answers: list[int] = []
+    other = WebhookPoster(app.test_client())
+    first = threading.Thread(
+        target=lambda: answers.append(
+            other.post(inbound_params(slow, media=[(slow_url, "image/jpeg")])).status_code
+        )
+    )
+    first.start()
+    assert wait_for(lambda: media_server.count(media_path(slow, 0)) == 1)
+    assert poster.post(inbound_params(quick, media=quick_urls)).status_code == 200
+    items = message(app, quick)["media"]
+    assert [i["state"] for i in items] == ["stored"] * 3
+    # The slow webhook is still waiting for its media: no thumbnail is made meanwhile.
+    time.sleep(0.3)
+    assert first.is_alive()
+    assert [i["thumbnail_key"] for i in message(app, quick)["media"]] == [None] * 3
+    first.join(10)
+    assert answers == [200]
+    assert wait_for(
+        lambda: all(i["thumbnail_key"] for m in (quick, slow) for i in message(app, m)["media"])
+    )
+    store = app.extensions["receiver"].store
+    for item in message(app, quick)["media"]:
+        with store.open(item["thumbnail_key"]) as fp:
+            assert Image.open(fp).size[0] <= 320
+    # The thumbnail thread runs at a lower CPU priority than the webhooks.
+    pipeline = app.extensions["receiver"].pipeline
+    niceness = pipeline.derive_pool.submit(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ).result()
+    assert niceness > os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def test_s3_storage_outage_then_recovery_loses_nothing(
     setup: Any, media_server: MediaServer, moto_s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -170,3 +170,68 @@ def test_schema_upgrade_is_repeatable(db_url: str) -> None:
     again = MediaIndex.open(db_url)
     again.ping()
     again.close()
+
+
+def test_a_version_1_sqlite_index_is_upgraded_in_place(tmp_path: object) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    from receiver.index.schema import SCHEMA_VERSION
+
+    assert isinstance(tmp_path, Path)
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    first = MediaIndex.open(url)
+    first.record_message(message(7, body="kept across the upgrade"), media_rows(1))
+    first.close()
+    # Make it look like a database written by schema version 1.
+    conn = sqlite3.connect(tmp_path / "index.db")
+    conn.executescript(
+        "DROP INDEX ix_messages_received_body;"
+        "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;"
+        "DROP TRIGGER messages_fts_update; DROP TABLE messages_fts;"
+        "UPDATE receiver_meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.commit()
+    upgraded = MediaIndex.open(url)
+    upgraded.close()
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    version = conn.execute(
+        "SELECT value FROM receiver_meta WHERE key = 'schema_version'"
+    ).fetchone()[0]
+    found = conn.execute(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"across\"'"
+    ).fetchall()
+    conn.close()
+    assert int(version) == SCHEMA_VERSION == 2
+    assert {"ix_messages_received_body", "messages_fts", "messages_fts_insert"} <= names
+    # The search table was filled from the rows already there.
+    assert len(found) == 1
+
+
+def test_writer_lock_queues_writers_of_other_processes(tmp_path: object) -> None:
+    import multiprocessing
+    import time
+    from pathlib import Path
+
+    from receiver.index.writelock import WriterLock
+
+    assert isinstance(tmp_path, Path)
+    lock = WriterLock(str(tmp_path / "index.db"))
+    ctx = multiprocessing.get_context("fork")
+    took = ctx.Queue()
+
+    def child() -> None:
+        started = time.monotonic()
+        with lock.hold():  # the same object, inherited: it must open its own file
+            took.put(time.monotonic() - started)
+
+    with lock.hold():
+        proc = ctx.Process(target=child)
+        proc.start()
+        time.sleep(0.5)
+        assert took.empty()  # still waiting for the parent's write to finish
+    assert took.get(timeout=10) >= 0.4
+    proc.join(10)
+    assert proc.exitcode == 0
+    assert (tmp_path / "index.db-writer.lock").exists()
+    lock.close()

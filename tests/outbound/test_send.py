@@ -341,6 +341,30 @@ def test_api_send_is_idempotent(service: Running, fake: FakeTwilio, media: Media
     assert [m["sid"] for m in listed["messages"]] == [data["sid"]]
 
 
+def test_api_outbound_pages_by_id(service: Running, fake: FakeTwilio) -> None:
+    sids = []
+    for n in range(3):
+        body = {"to": RECIPIENT, "from": SENDER, "body": f"page {n}"}
+        resp = requests.post(f"{service.url}/api/messages", json=body, headers=AUTH, timeout=10)
+        assert resp.status_code == 201, resp.text
+        sids.append(resp.json()["sid"])
+
+    def page(**params: str) -> requests.Response:
+        return requests.get(f"{service.url}/api/outbound", params=params, headers=AUTH, timeout=5)
+
+    first = page(limit="2").json()["messages"]
+    assert [m["sid"] for m in first] == sids[:0:-1]
+    rest = page(limit="2", before=str(first[-1]["id"])).json()["messages"]
+    assert [m["sid"] for m in rest] == sids[:1]
+    # Any id the document allows is accepted, even one past every row.
+    beyond = page(before="87178291199")
+    assert beyond.status_code == 200 and len(beyond.json()["messages"]) == 3
+    assert page(before=str(2**63 - 1)).status_code == 200
+    for bad in ("0", "-1", "x", str(2**63)):
+        refused = page(before=bad)
+        assert refused.status_code == 400 and "before" in refused.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [

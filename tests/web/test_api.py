@@ -405,12 +405,52 @@ def test_pages_and_filters_on_each_database(make_app: Any, db_url: str) -> None:
 # -- text search with the trigram index ---------------------------------------------
 
 
+def _drop_search_index(engine: Any) -> None:
+    from sqlalchemy import text
+
+    if engine.dialect.name == "postgresql":
+        statements = ["DROP INDEX IF EXISTS ix_messages_body_trgm"]
+    else:
+        statements = [
+            f"DROP TRIGGER IF EXISTS messages_fts_{event}"
+            for event in ("insert", "delete", "update")
+        ] + ["DROP TABLE IF EXISTS messages_fts"]
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+
+
+def test_start_up_builds_the_trigram_index_and_survives_a_refusal(
+    make_app: Any, db_url: str, caplog: Any, monkeypatch: Any
+) -> None:
+    from receiver.index import db
+
+    app = make_app(RECEIVER_DATABASE_URL=db_url)
+    engine = app.extensions["receiver"].index.engine
+    assert db._has_search_index(engine)
+    _drop_search_index(engine)
+    assert not db._has_search_index(engine)
+    # A database that refuses the DDL leaves search working by scanning.
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "search_index_ddl", lambda _: ["CREATE INDEX x ON no_such_table (x)"])
+        with caplog.at_level("WARNING", logger="receiver.index.db"):
+            assert db.ensure_search_index(engine) is False
+    assert "trigram index could not be created" in caplog.text
+    assert not db._has_search_index(engine)
+    seed = Seeder(app)
+    sid = seed.message(body="scanned anyway", received_at=BASE_TIME)
+    assert sids(get(app.test_client(), "/api/messages", q="anyway")) == [sid]
+    assert db.ensure_search_index(engine) is True
+    assert db._has_search_index(engine)
+    assert sids(get(app.test_client(), "/api/messages", q="anyway")) == [sid]
+
+
 def test_text_search_gives_the_same_answers_with_the_trigram_index(
     make_app: Any, db_url: str
 ) -> None:
     from sqlalchemy import text
 
-    from receiver.index.queries import search_index_ddl
+    from receiver.index.schema import search_index_ddl
 
     app = make_app(RECEIVER_DATABASE_URL=db_url)
     client = app.test_client()
@@ -433,8 +473,10 @@ def test_text_search_gives_the_same_answers_with_the_trigram_index(
         "filler 1",
         "tis",
     ]
-    before = {q: _walk(client, q=q, limit=5) for q in queries}
     engine = app.extensions["receiver"].index.engine
+    # Start-up builds the index; drop it so the first pass scans.
+    _drop_search_index(engine)
+    before = {q: _walk(client, q=q, limit=5) for q in queries}
     with engine.begin() as conn:
         for statement in search_index_ddl(engine.dialect.name):
             conn.execute(text(statement))
@@ -446,3 +488,13 @@ def test_text_search_gives_the_same_answers_with_the_trigram_index(
     assert sids(get(client, "/api/messages", q="zebra")) == [new]
     assert client.delete(f"/api/messages/{new}", headers=AUTH).status_code == 200
     assert sids(get(client, "/api/messages", q="zebra")) == []
+
+
+def test_errors_keep_the_headers_that_explain_them(client: Any) -> None:
+    wrong_method = client.put("/api/messages", headers=AUTH)
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json()["error"] == "method_not_allowed"
+    assert "GET" in wrong_method.headers["Allow"]
+    page = client.patch("/messages")
+    assert page.status_code == 405 and "GET" in page.headers["Allow"]
+    assert page.mimetype == "text/plain"

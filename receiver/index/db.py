@@ -16,19 +16,21 @@ from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_d
 log = logging.getLogger(__name__)
 
 
-def _add_body_walk_index(conn: Connection) -> None:
+def _add_listing_indexes(conn: Connection) -> None:
     # `create_all` only creates indexes along with new tables, so an index
-    # added to an existing table needs its own step. `ddl_if` keeps it SQLite-only.
-    for index in metadata.tables["messages"].indexes:
-        if index.name == "ix_messages_received_body":
-            index.create(conn, checkfirst=True)
+    # added to an existing table needs its own step (`ddl_if` still applies).
+    wanted = {"ix_messages_received_body", "ix_media_state_message"}
+    for table in (metadata.tables["messages"], metadata.tables["media"]):
+        for index in table.indexes:
+            if index.name in wanted:
+                index.create(conn, checkfirst=True)
 
 
 # Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
 # the initial schema created by `metadata.create_all`. The trigram search
 # index (version 2) is applied by `ensure_search_index` on every start-up,
 # because it may need a privilege the first start did not have.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_body_walk_index}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_listing_indexes}
 
 
 def make_engine(url: str) -> Engine:

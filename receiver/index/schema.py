@@ -133,6 +133,8 @@ media = Table(
 )
 Index("ix_media_work", media.c.state, media.c.next_attempt_at)
 Index("ix_media_kind_message", media.c.kind, media.c.message_sid)
+# The `state` filter's EXISTS probe (messages with a stored/failed/rejected item).
+Index("ix_media_state_message", media.c.state, media.c.message_sid)
 
 opt_outs = Table(
     "opt_outs",

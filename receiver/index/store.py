@@ -167,7 +167,6 @@ class MediaIndex:
             return True
 
     @_unavailable
-    @_unavailable
     def account_of(self, sid: str) -> str | None:
         """The AccountSid of message `sid`, or None when there is no such message."""
         with self.engine.connect() as conn:
@@ -176,6 +175,7 @@ class MediaIndex:
             ).first()
         return None if found is None else str(found[0])
 
+    @_unavailable
     def get_message(self, sid: str) -> dict[str, Any] | None:
         """One message with its media rows (in index order), or None."""
         with self.engine.connect() as conn:

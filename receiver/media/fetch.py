@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import ipaddress
+import itertools
 import os
 import re
 import socket
@@ -893,9 +895,11 @@ class _Deadline:
         self._connections: set[HTTPConnection] = set()
         self._expired = False
         self._finished = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOG.schedule(self)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     @property
     def expired(self) -> bool:
@@ -916,18 +920,68 @@ class _Deadline:
                 _shut(connection)
 
     def finish(self) -> None:
-        self._timer.cancel()
         with self._lock:
             self._finished = True
             self._connections.clear()
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Shut the connections in use (called by the watchdog when the time is up)."""
         with self._lock:
             if self._finished:
                 return
             self._expired = True
             for connection in self._connections:
                 _shut(connection)
+
+
+class _Watchdog:
+    """One thread per process that expires download deadlines when they pass.
+
+    A `threading.Timer` per download would start a thread for every file,
+    and starting a thread waits for it to get the GIL: under load that is
+    milliseconds on each download's path.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            # The thread does not survive a fork, and the lock may be held by
+            # a thread that no longer exists in the child.
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._seq = itertools.count()
+        self._running = False
+
+    def schedule(self, deadline: _Deadline) -> None:
+        with self._cond:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="fetch-deadlines", daemon=True).start()
+            heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        with cond:
+            while cond is self._cond:
+                heap = self._heap
+                while heap and heap[0][2].finished:
+                    heapq.heappop(heap)
+                if not heap:
+                    cond.wait()
+                    continue
+                delay = heap[0][0] - time.monotonic()
+                if delay > 0:
+                    cond.wait(delay)
+                    continue
+                heapq.heappop(heap)[2].expire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _shut(connection: HTTPConnection) -> None:

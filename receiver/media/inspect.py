@@ -33,6 +33,9 @@ __all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect"]
 
 # Registering the HEIF opener is idempotent and only adds a table entry to Pillow.
 pillow_heif.register_heif_opener()
+# Load every Pillow plugin now rather than inside the first webhook of each
+# worker: `serve` imports this module before forking, so workers share them.
+Image.init()
 
 #: Bytes given to libmagic (it needs at least 2 KB to tell markup and text formats apart).
 HEAD_BYTES = 8192

@@ -257,6 +257,25 @@ def test_server_dripping_one_byte_a_second_is_cut_at_the_deadline(server: MediaS
     assert server.count("/drip") == 1  # no retry once the deadline is spent
 
 
+def test_deadlines_of_concurrent_downloads_share_one_watchdog(server: MediaServer) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = [server.add(f"/slow/{i}", b"x" * 60, drip=1) for i in range(4)]
+    f = fetcher(server, deadline=1.0, read_timeout=5.0)
+    with ThreadPoolExecutor(4) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(f.fetch, url, max_bytes=1000) for url in slow]
+        time.sleep(0.4)  # four downloads in progress, each with a deadline
+        assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+        assert [t.name for t in threading.enumerate()].count("fetch-deadlines") == 1
+        for future in futures:
+            with pytest.raises(FetchError) as info:
+                future.result()
+            assert "deadline" in str(info.value)
+    assert time.monotonic() - started < 2.0  # all cut at about 1 s
+
+
 def test_slow_first_byte_is_cut_at_the_deadline(server: MediaServer) -> None:
     url = server.add("/late", b"x", latency=10)
     started = time.monotonic()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -46,14 +45,19 @@ def main() -> None:
     """Receive Twilio MMS safely and keep every attachment."""
 
 
+def _default_workers() -> int:
+    # receiver.server imports gunicorn; only `serve` needs it.
+    from receiver.server import default_workers
+
+    return default_workers()
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--workers",
-    # Webhooks spend most of their time waiting on media hosts, and each
-    # process has one GIL: two processes a core keep both cores busy.
-    default=lambda: min(2 * (os.cpu_count() or 1), 16),
+    default=_default_workers,
     show_default="2 per CPU core, at most 16",
     type=click.IntRange(1, 64),
 )

@@ -135,12 +135,13 @@ class Pipeline:
         self._pool_pid = 0
         self._derive_pool: ThreadPoolExecutor | None = None
         self._derive_pid = 0
-        # Thumbnails queued and not yet made, and those made but not yet recorded.
+        # Guarded by `_quiet`: webhooks of this process now waiting for their
+        # media, thumbnails queued and not yet made, and those made but not
+        # yet recorded.
+        self._quiet = threading.Condition()
+        self._answering_now = 0
         self._derive_backlog = 0
         self._derived: list[tuple[int, str]] = []
-        # Webhooks of this process now waiting for their media.
-        self._answering_now = 0
-        self._quiet = threading.Condition()
         self._lock = threading.Lock()
 
     # -- executor (created lazily, and again after a fork) ---------------
@@ -177,7 +178,8 @@ class Pipeline:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool (items in flight keep their lease and are retried elsewhere)."""
-        # Shut down outside the lock: items in flight reach for the pools.
+        # Outside the lock, since items in flight reach for the pools; the
+        # derive pool last, since items that finish queue thumbnails on it.
         with self._lock:
             pool = self._pool if self._pool_pid == os.getpid() else None
             self._pool = None
@@ -405,18 +407,6 @@ class Pipeline:
                 self.queue_derivatives(row["id"], key)
         return ItemOutcome(row["id"], "stored", None, result.size, info.kind)
 
-    def make_derivatives(self, media_id: int, key: str) -> str | None:
-        """Store a thumbnail of a stored image and record its key; never raises."""
-        thumbnail_key = self._store_thumbnail(media_id, key)
-        if thumbnail_key is None:
-            return None
-        try:
-            self.index.set_thumbnail(media_id, thumbnail_key)
-        except Exception as exc:
-            log.warning("thumbnail of media %s not recorded: %s", media_id, exc)
-            return None
-        return thumbnail_key
-
     def queue_derivatives(self, media_id: int, key: str) -> None:
         """Make the thumbnail on the derive thread.
 
@@ -426,25 +416,29 @@ class Pipeline:
         (a crash, the index down) leaves the item to `sweep`.
         """
         pool = self.derive_pool
-        with self._lock:
+        with self._quiet:
             self._derive_backlog += 1
         pool.submit(self._derive_queued, media_id, key)
 
     def _derive_queued(self, media_id: int, key: str) -> None:
         self._wait_for_quiet()
         thumbnail_key = self._store_thumbnail(media_id, key)
-        with self._lock:
+        with self._quiet:
             self._derive_backlog -= 1
             if thumbnail_key is not None:
                 self._derived.append((media_id, thumbnail_key))
             batch: list[tuple[int, str]] = []
             if self._derive_backlog == 0 or len(self._derived) >= DERIVE_BATCH:
                 batch, self._derived = self._derived, []
-        if batch:
-            try:
-                self.index.set_thumbnails(batch)
-            except Exception as exc:
-                log.warning("%d thumbnails not recorded, left for the sweep: %s", len(batch), exc)
+        self._record_thumbnails(batch)
+
+    def _record_thumbnails(self, pairs: list[tuple[int, str]]) -> None:
+        if not pairs:
+            return
+        try:
+            self.index.set_thumbnails(pairs)
+        except Exception as exc:  # the sweep finds them again
+            log.warning("%d thumbnails not recorded, left for the sweep: %s", len(pairs), exc)
 
     def _store_thumbnail(self, media_id: int, key: str) -> str | None:
         try:
@@ -532,8 +526,12 @@ class Pipeline:
             max_attempts=self.max_attempts,
         )
         futures = self.submit(rows)
-        for row in self.index.missing_thumbnails(limit, older_than=self.lease_seconds):
-            self.make_derivatives(row["id"], row["storage_key"])
+        remade = [
+            (row["id"], thumbnail_key)
+            for row in self.index.missing_thumbnails(limit, older_than=self.lease_seconds)
+            if (thumbnail_key := self._store_thumbnail(row["id"], row["storage_key"]))
+        ]
+        self._record_thumbnails(remade)
         if wait and futures:
             wait_futures(futures)
         return len(rows)

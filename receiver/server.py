@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -60,6 +61,15 @@ def start_sweeper(services: Any, *, interval: float = 2.0) -> threading.Event:
     thread.start()
     services.extras["sweeper_stop"] = stop
     return stop
+
+
+def default_workers() -> int:
+    """Two gunicorn workers per CPU core, at most 16.
+
+    Webhooks spend most of their time waiting on media hosts, and each
+    process has one GIL: two processes a core keep both cores busy.
+    """
+    return min(2 * (os.cpu_count() or 1), 16)
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:

@@ -108,8 +108,11 @@ def ensure_search_index(engine: Engine) -> bool:
     the index is in place.
     """
     statements = search_index_ddl(engine.dialect.name)
-    if not statements or _has_search_index(engine):
-        return bool(statements)
+    if not statements:
+        return False
+    with engine.connect() as conn:
+        if has_search_index(conn):
+            return True
     try:
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
@@ -128,10 +131,10 @@ def ensure_search_index(engine: Engine) -> bool:
     return True
 
 
-def _has_search_index(engine: Engine) -> bool:
-    if engine.dialect.name == "postgresql":
+def has_search_index(conn: Connection) -> bool:
+    """Whether the trigram index of `search_index_ddl` exists in this database."""
+    if conn.dialect.name == "postgresql":
         query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
     else:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'"
-    with engine.connect() as conn:
-        return conn.execute(text(query)).first() is not None
+    return conn.execute(text(query)).first() is not None

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from receiver.errors import IndexUnavailable
+from receiver.index.db import has_search_index
 from receiver.index.schema import media, messages, outbound_messages
 from receiver.index.store import MediaIndex
 from receiver.media.types import KINDS
@@ -337,12 +338,7 @@ SEARCH_WINDOW = 2000
 
 def _sqlite_fts_ready(conn: Any, q: str) -> bool:
     # Trigrams need three characters; shorter text is matched by scanning.
-    if len(q) < 3:
-        return False
-    found = conn.execute(
-        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'")
-    ).first()
-    return found is not None
+    return len(q) >= 3 and has_search_index(conn)
 
 
 def _text_search(

@@ -965,10 +965,10 @@ class _Watchdog:
                 self._cond.notify()
 
     def _run(self) -> None:
-        cond = self._cond
+        # Only a forked child resets the watchdog, and this thread is not in it.
+        cond, heap = self._cond, self._heap
         with cond:
-            while cond is self._cond:
-                heap = self._heap
+            while True:
                 while heap and heap[0][2].finished:
                     heapq.heappop(heap)
                 if not heap:

@@ -93,8 +93,4 @@ def _register_errors(app: Flask) -> None:
         for name, value in exc.get_headers():
             if name.lower() not in ("content-type", "content-length"):
                 resp.headers[name] = value
-        if exc.response is not None:
-            for name in ("Retry-After", "WWW-Authenticate", "Allow"):
-                if name in exc.response.headers:
-                    resp.headers[name] = exc.response.headers[name]
         return resp, code

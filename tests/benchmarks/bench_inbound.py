@@ -33,6 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from receiver.server import default_workers  # noqa: E402
 from receiver.twilio.signature import compute_signature  # noqa: E402
 from tests.support.mediaserver import MediaServer  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
@@ -289,7 +290,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--latency", type=float, default=0.2)
     # The same gunicorn shape for both servers: `serve`'s default, 2 workers a core.
-    parser.add_argument("--workers", type=int, default=min(2 * (os.cpu_count() or 1), 16))
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     payload = noisy_jpeg()

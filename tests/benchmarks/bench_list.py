@@ -339,12 +339,10 @@ def oldest_cursor(engine: Any) -> str:
 
 def has_search_index(engine: Any) -> bool:
     """Whether the index has the trigram text-search index (see schema.search_index_ddl)."""
-    sql = {
-        "sqlite": "SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'",
-        "postgresql": "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'",
-    }[engine.dialect.name]
+    from receiver.index.db import has_search_index as present
+
     with engine.connect() as conn:
-        return conn.execute(text(sql)).first() is not None
+        return bool(present(conn))
 
 
 def time_scenario(

@@ -363,3 +363,38 @@ def test_retry_command_requeues_exhausted_items(setup: Any, media_server: MediaS
     assert index.requeue_failed(sid) == 1
     assert app.extensions["receiver"].pipeline.sweep() == 1
     assert message(app, sid)["media"][0]["state"] == "stored"
+
+
+def test_sweep_remakes_thumbnails_a_crash_left_missing(
+    setup: Any, media_server: MediaServer
+) -> None:
+    from sqlalchemy import update
+
+    from receiver.index.schema import media
+
+    app, poster = setup()
+    sid = new_sid()
+    urls = [
+        (
+            media_server.add(media_path(sid, i), jpeg((180 + i, 120)), content_type="image/jpeg"),
+            "image/jpeg",
+        )
+        for i in range(2)
+    ]
+    assert poster.post(inbound_params(sid, media=urls)).status_code == 200
+    assert wait_for(lambda: all(i["thumbnail_key"] for i in message(app, sid)["media"]))
+    index = app.extensions["receiver"].index
+    # As if the process died after storing the originals, before the thumbnails.
+    with index.begin() as conn:
+        conn.execute(
+            update(media)
+            .where(media.c.message_sid == sid)
+            .values(thumbnail_key=None, updated_at=utcnow() - timedelta(minutes=5))
+        )
+    app.extensions["receiver"].pipeline.sweep()
+    items = message(app, sid)["media"]
+    assert all(i["thumbnail_key"] for i in items)
+    store = app.extensions["receiver"].store
+    for item in items:
+        with store.open(item["thumbnail_key"]) as fp:
+            assert Image.open(fp).format == "JPEG"

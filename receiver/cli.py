@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -43,6 +44,21 @@ def load_services(settings: Settings) -> Any:
 @click.version_option(package_name="mms-receiver")
 def main() -> None:
     """Receive Twilio MMS safely and keep every attachment."""
+
+
+def _own_command() -> str:
+    """How to run this same `mms-receiver` from a new shell in this directory.
+
+    `make run` starts it from .venv/bin without that being on PATH, so a bare
+    `mms-receiver` would not be found (or would be another installation).
+    """
+    script = Path(sys.executable).parent / "mms-receiver"
+    if not script.exists() or shutil.which("mms-receiver") == str(script):
+        return "mms-receiver"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _default_workers() -> int:
@@ -111,7 +127,8 @@ def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, i
         click.echo(f"  API token   : {settings.api_token}")
         click.echo("Next, in another shell:")
         click.echo(
-            f"  mms-receiver simulate --url {base}/twilio/messaging --body hello --media photo.jpg"
+            f"  {_own_command()} simulate --url {base}/twilio/messaging "
+            "--body hello --media photo.jpg"
         )
     sys.stdout.flush()
 

@@ -182,3 +182,21 @@ def test_fifty_concurrent_deliveries_on_postgresql_store_once(
         assert len(got["media"]) == 3
         for i in range(3):
             assert media.count(media_path(sid, i)) == 1, "each file fetched exactly once"
+
+
+def test_the_banner_names_a_command_a_new_shell_can_run(tmp_path: Path) -> None:
+    import shlex
+
+    from receiver.cli import _own_command
+
+    command = _own_command()
+    # A shell opened in this directory, with only the PATH it had before.
+    ran = subprocess.run(
+        [*shlex.split(command), "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+    )
+    assert ran.returncode == 0, (command, ran.stderr)
+    assert "signed inbound webhook" in ran.stdout

@@ -385,6 +385,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections arriving in a
+    # burst, and the client's SYN retry adds a second to each: a media CDN
+    # does not do that, so the tests and benchmarks must not either.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -1,7 +1,13 @@
 """`LocalStore`: objects as private files under one directory (the default store).
 
 Layout: the object at key ``a/b/c.jpg`` is the file ``<root>/a/b/c.jpg``; its
-content type, metadata and SHA-256 live next to it in ``.c.jpg.meta.json``.
+content type, metadata and SHA-256 are a JSON document in the file's extended
+attribute ``user.mms-receiver``, written and synced with the bytes. Where the
+filesystem has no user extended attributes (or the document is too big for
+one), the document is a sidecar file next to it, ``.c.jpg.meta.json``; reads
+look for both. Copies of the store must keep extended attributes
+(``cp -a``, ``rsync -aX``, ``tar --xattrs``); without them objects are served
+as application/octet-stream, their bytes intact.
 
 Every write goes to a temp file in the target's own directory (``.c.jpg.<random>.part``),
 is fsynced, then renamed over the target, and the directory is fsynced, so
@@ -45,6 +51,12 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 PART_SUFFIX = ".part"
 META_SUFFIX = ".meta.json"
+META_XATTR = "user.mms-receiver"
+# setxattr errors meaning "not here": no xattrs on this filesystem (or not for
+# this user), or a value too big for the inode; the sidecar is used instead.
+_NO_XATTR = frozenset(
+    {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.E2BIG, errno.ENOSPC, errno.ERANGE}
+)
 # How often `put` recreates its directory when a concurrent delete pruned it
 # between mkdir and creating the temp file.
 _MKDIR_ATTEMPTS = 5
@@ -67,6 +79,9 @@ class LocalStore(ObjectStore):
         # at a symlinked volume on purpose.
         self.root = Path(os.path.normpath(path))
         self._chunk_size = chunk_size
+        # Cleared by the first write that finds no xattr support: one failed
+        # syscall per process, then sidecars.
+        self._xattrs = hasattr(os, "setxattr")
 
     @property
     def url(self) -> str:
@@ -92,19 +107,30 @@ class LocalStore(ObjectStore):
         try:
             with os.fdopen(fd, "wb") as out:
                 digest, written = self._copy(fp, out, key, size, tmp)
+                document = json.dumps(
+                    {
+                        "content_type": content_type,
+                        "metadata": meta,
+                        "sha256": digest,
+                        "size": written,
+                    },
+                    sort_keys=True,
+                ).encode()
+                # In the inode, the description is synced with the bytes by
+                # the one fsync: no second file to write, sync and rename.
+                described = self._set_xattr(out.fileno(), document)
                 self._sync(out, tmp)
-            # The sidecar goes in first: for a new key, the object must never be
-            # visible without its content type.
-            sidecar = {
-                "content_type": content_type,
-                "metadata": meta,
-                "sha256": digest,
-                "size": written,
-            }
-            sidecar_tmp = self._write_temp_json(target, sidecar)
-            self._replace(sidecar_tmp, _sidecar_path(target))
-            sidecar_tmp = None
+            if not described:
+                # The sidecar goes in first: for a new key, the object must
+                # never be visible without its content type.
+                sidecar_tmp = self._write_temp_bytes(target, document)
+                self._replace(sidecar_tmp, _sidecar_path(target))
+                sidecar_tmp = None
             self._replace(tmp, target)
+            if described:
+                # A sidecar of an earlier version would be ignored (the
+                # attribute wins) but is clutter.
+                _unlink_quietly(_sidecar_path(target))
             try:
                 _fsync_dir(target.parent)
             except OSError as exc:
@@ -116,6 +142,21 @@ class LocalStore(ObjectStore):
             if sidecar_tmp is not None:
                 _unlink_quietly(sidecar_tmp)
             raise
+
+    def _set_xattr(self, fd: int, document: bytes) -> bool:
+        """Store the description as the file's extended attribute; False where that is
+        impossible (the caller writes a sidecar)."""
+        if not self._xattrs:
+            return False
+        try:
+            os.setxattr(fd, META_XATTR, document)
+        except OSError as exc:
+            if exc.errno not in _NO_XATTR:
+                raise self._error("write", self.root, exc) from exc
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                self._xattrs = False
+            return False
+        return True
 
     def delete(self, key: str) -> None:
         """Remove the object and its sidecar, then any directories left empty."""
@@ -191,7 +232,7 @@ class LocalStore(ObjectStore):
             raise self._error("read", target, exc) from exc
         if not stat_mode.S_ISREG(st.st_mode):
             raise not_found(key)
-        sidecar = self._read_sidecar(target)
+        sidecar = self._read_description(target)
         metadata = sidecar.get("metadata")
         sha256 = sidecar.get("sha256")
         # A sidecar for other bytes (a crash between the two renames of an
@@ -401,11 +442,11 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise self._error("write", path, exc) from exc
 
-    def _write_temp_json(self, target: Path, document: dict[str, Any]) -> Path:
+    def _write_temp_bytes(self, target: Path, document: bytes) -> Path:
         fd, tmp = self._create_temp(target)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(json.dumps(document, sort_keys=True).encode())
+                out.write(document)
                 self._sync(out, tmp)
         except BaseException:
             _unlink_quietly(tmp)
@@ -422,9 +463,16 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise self._error("write", target, exc) from exc
 
-    def _read_sidecar(self, target: Path) -> dict[str, Any]:
+    def _read_description(self, target: Path) -> dict[str, Any]:
+        """The object's description: its extended attribute, else its sidecar, else {}."""
         try:
-            document = json.loads(_sidecar_path(target).read_bytes())
+            raw = os.getxattr(target, META_XATTR) if hasattr(os, "getxattr") else None
+        except OSError:
+            raw = None  # no such attribute, or no xattrs here
+        try:
+            if raw is None:
+                raw = _sidecar_path(target).read_bytes()
+            document = json.loads(raw)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError):

@@ -6,8 +6,10 @@ Content-Disposition) since those need no server.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import json
 import os
 import signal
 import stat
@@ -24,6 +26,7 @@ import pytest
 from receiver.errors import ConfigError, StorageError
 from receiver.storage import LocalStore, ObjectStore, content_disposition, open_store
 from receiver.storage.keys import media_key
+from receiver.storage.local import META_XATTR
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 KEY = media_key("AC" + "1" * 32, "MM" + "2" * 32, 0, "ME" + "3" * 32, "jpg")
@@ -31,6 +34,26 @@ KEY = media_key("AC" + "1" * 32, "MM" + "2" * 32, 0, "ME" + "3" * 32, "jpg")
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "media", chunk_size=64 * 1024)
+
+
+def refuse_xattrs(monkeypatch: pytest.MonkeyPatch, code: int = errno.ENOTSUP) -> list[str]:
+    """Make setxattr fail as it does on a filesystem without user xattrs; returns
+    the names it was asked to set."""
+    asked: list[str] = []
+
+    def setxattr(path: object, name: str, value: bytes, *args: object) -> None:
+        asked.append(name)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "setxattr", setxattr)
+    return asked
+
+
+@pytest.fixture
+def sidecar_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
+    """A store on a filesystem without extended attributes."""
+    refuse_xattrs(monkeypatch)
     return LocalStore(tmp_path / "media", chunk_size=64 * 1024)
 
 
@@ -163,12 +186,85 @@ def test_a_key_cannot_be_both_an_object_and_a_prefix(store: LocalStore):
     assert store.open("d/e/f").read() == b"1"
 
 
-def test_file_without_sidecar_is_served_as_octet_stream(store: LocalStore):
+def test_the_description_lives_in_an_extended_attribute_not_a_second_file(store: LocalStore):
     store.put_bytes("a/b", b"data", content_type="text/plain", metadata={"k": "v"})
-    sidecar = store.root / "a" / ".b.meta.json"
-    assert sidecar.exists()
-    sidecar.write_text("{not json")
+    assert files_under(store.root) == ["a/b"]
+    document = json.loads(os.getxattr(store.root / "a" / "b", META_XATTR))
+    assert document == {
+        "content_type": "text/plain",
+        "metadata": {"k": "v"},
+        "sha256": hashlib.sha256(b"data").hexdigest(),
+        "size": 4,
+    }
     info = store.stat("a/b")
+    assert (info.content_type, dict(info.metadata)) == ("text/plain", {"k": "v"})
+
+
+def test_unreadable_description_is_served_as_octet_stream(store: LocalStore):
+    store.put_bytes("a/b", b"data", content_type="text/plain", metadata={"k": "v"})
+    os.setxattr(store.root / "a" / "b", META_XATTR, b"{not json")
+    info = store.stat("a/b")
+    assert (info.content_type, dict(info.metadata), info.sha256) == (
+        "application/octet-stream",
+        {},
+        None,
+    )
+    assert store.open("a/b").read() == b"data"
+
+
+def test_without_xattrs_the_description_is_a_sidecar_and_setxattr_is_tried_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    asked = refuse_xattrs(monkeypatch)
+    store = LocalStore(tmp_path / "media")
+    store.put_bytes("a/b", b"data", content_type="text/plain", metadata={"k": "v"})
+    store.put_bytes("a/c", b"more", content_type="image/png")
+    assert asked == [META_XATTR]
+    assert files_under(store.root) == ["a/.b.meta.json", "a/.c.meta.json", "a/b", "a/c"]
+    info = store.stat("a/b")
+    assert (info.content_type, dict(info.metadata), info.sha256) == (
+        "text/plain",
+        {"k": "v"},
+        hashlib.sha256(b"data").hexdigest(),
+    )
+    assert store.stat("a/c").content_type == "image/png"
+
+
+def test_a_description_too_big_for_an_attribute_goes_to_a_sidecar_for_that_object_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    store = LocalStore(tmp_path / "media")
+    with monkeypatch.context() as patch:
+        refuse_xattrs(patch, errno.E2BIG)
+        store.put_bytes("a/big", b"1", content_type="text/plain", metadata={"k": "v" * 1000})
+    store.put_bytes("a/small", b"2", content_type="text/plain")
+    assert files_under(store.root) == ["a/.big.meta.json", "a/big", "a/small"]
+    assert dict(store.stat("a/big").metadata) == {"k": "v" * 1000}
+
+
+def test_rewriting_an_object_with_a_sidecar_moves_its_description_into_the_attribute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    with monkeypatch.context() as patch:
+        refuse_xattrs(patch)
+        LocalStore(tmp_path / "media").put_bytes("a/b", b"old", content_type="text/plain")
+    store = LocalStore(tmp_path / "media")
+    assert store.stat("a/b").content_type == "text/plain"
+    store.put_bytes("a/b", b"new bytes", content_type="image/png")
+    assert files_under(store.root) == ["a/b"]
+    info = store.stat("a/b")
+    assert (info.content_type, info.size, info.sha256) == (
+        "image/png",
+        9,
+        hashlib.sha256(b"new bytes").hexdigest(),
+    )
+
+
+def test_unreadable_sidecar_is_served_as_octet_stream(sidecar_store: LocalStore):
+    sidecar_store.put_bytes("a/b", b"data", content_type="text/plain", metadata={"k": "v"})
+    sidecar = sidecar_store.root / "a" / ".b.meta.json"
+    sidecar.write_text("{not json")
+    info = sidecar_store.stat("a/b")
     assert (info.content_type, dict(info.metadata), info.sha256) == (
         "application/octet-stream",
         {},
@@ -254,10 +350,11 @@ def test_killed_writer_leaves_only_an_unlisted_part_file_that_cleanup_removes(tm
     assert part.exists()
     assert store.cleanup_partials(older_than_seconds=0) == 1
     assert not part.exists()
-    assert files_under(root) == ["keep/.me.meta.json", "keep/me"]
+    assert files_under(root) == ["keep/me"]
 
 
-def test_cleanup_removes_orphan_sidecars_and_empty_directories(store: LocalStore):
+def test_cleanup_removes_orphan_sidecars_and_empty_directories(sidecar_store: LocalStore):
+    store = sidecar_store
     store.put_bytes("a/b/live", b"1", content_type="text/plain")
     orphan = store.root / "a" / "b" / ".gone.meta.json"
     orphan.write_text("{}")
@@ -305,16 +402,22 @@ def test_readers_never_see_a_partial_object_during_a_slow_write(store: LocalStor
 # -- permissions --------------------------------------------------------------
 
 
-def test_directories_are_0700_and_files_0600_whatever_the_umask(store: LocalStore):
+@pytest.mark.parametrize("xattrs", [True, False], ids=["xattr", "sidecar"])
+def test_directories_are_0700_and_files_0600_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xattrs: bool
+):
+    if not xattrs:
+        refuse_xattrs(monkeypatch)
+    store = LocalStore(tmp_path / "media")
     old = os.umask(0)
     try:
         store.put_bytes(KEY, b"private", content_type="image/jpeg")
     finally:
         os.umask(old)
-    target = store.path_for(KEY)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert stat.S_IMODE((target.parent / f".{target.name}.meta.json").stat().st_mode) == 0o600
-    directory = target.parent
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert len(files) == (1 if xattrs else 2)  # the object, and its sidecar without xattrs
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+    directory = store.path_for(KEY).parent
     while directory != store.root.parent:
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
         directory = directory.parent
@@ -555,8 +658,8 @@ def test_delete_is_idempotent_and_prunes_empty_directories(store: LocalStore):
     store.delete(KEY)
     store.delete("never/existed")
     assert store.exists(KEY) is False
-    assert files_under(store.root) == ["media/.other.meta.json", "media/other"]
-    assert sorted(p.name for p in (store.root / "media").iterdir()) == [".other.meta.json", "other"]
+    assert files_under(store.root) == ["media/other"]
+    assert sorted(p.name for p in (store.root / "media").iterdir()) == ["other"]
 
 
 def test_delete_prefix_is_a_string_prefix_and_counts(store: LocalStore):

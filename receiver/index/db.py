@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.errors import ConfigError, IndexUnavailable
@@ -42,6 +42,12 @@ def make_engine(url: str) -> Engine:
         # WAL lets readers run beside one writer; the busy timeout makes
         # concurrent writers (several gunicorn workers) wait instead of failing.
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        database = make_url(url).database or ""
+        if database and database != ":memory:" and "mode=memory" not in url:
+            # One connection for each thread that may read at once (webhook
+            # threads and media threads): a short pool makes reads queue for
+            # a connection behind slow writes. SQLite connections are cheap.
+            kwargs.update(pool_size=8, max_overflow=56, pool_timeout=30)
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")

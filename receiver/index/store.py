@@ -13,16 +13,17 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from receiver.errors import IndexUnavailable
 from receiver.index import db
+from receiver.index.groupcommit import GroupCommit
 from receiver.index.schema import media, messages, opt_outs, utcnow
 from receiver.index.writelock import WriterLock
 
@@ -33,6 +34,47 @@ R = TypeVar("R")
 
 FINAL_MEDIA_STATES = ("stored", "rejected")
 WORK_STATES = ("pending", "failed")
+
+
+def _media_of_message_where(*conditions: Any) -> Any:
+    return exists().where(media.c.message_sid == bindparam("_sid"), *conditions)
+
+
+# A message is complete once every item is final, incomplete once the rest
+# have failed, else pending; one statement, so the writer lock is held briefly.
+_REFRESH_MESSAGE_STATE = (
+    update(messages)
+    .where(messages.c.sid == bindparam("_sid"))
+    .values(
+        state=case(
+            (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
+            (
+                and_(
+                    _media_of_message_where(media.c.state == "failed"),
+                    ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
+                ),
+                "incomplete",
+            ),
+            else_="pending",
+        ),
+        updated_at=bindparam("_now", type_=messages.c.updated_at.type),
+    )
+)
+
+
+_INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
+
+
+@lru_cache(maxsize=32)
+def _finish_statement(columns: tuple[str, ...]) -> Any:
+    """The UPDATE recording an item's outcome, built once per set of columns: a
+    statement used again skips SQLAlchemy's construction and cache-key work."""
+    return (
+        update(media)
+        .where(media.c.id == bindparam("_media_id"), media.c.lease_owner == bindparam("_owner"))
+        .values({name: bindparam(f"v_{name}", type_=media.c[name].type) for name in columns})
+        .returning(media.c.message_sid)
+    )
 
 
 def _unavailable(fn: Callable[P, R]) -> Callable[P, R]:
@@ -67,6 +109,14 @@ class MediaIndex:
                 "file:"
             )
             self._write_lock = WriterLock(database if on_disk else None)
+        self._outcomes = GroupCommit(self.begin)
+        # Statements of the webhook path are built once: SQLAlchemy then only
+        # binds parameters (values passed at execute time, not baked in).
+        self._insert_message = (
+            self._insert(messages)
+            .on_conflict_do_nothing(index_elements=["sid"])
+            .returning(messages.c.sid)
+        )
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> MediaIndex:
@@ -119,7 +169,23 @@ class MediaIndex:
         lease_owner: str | None = None,
         lease_seconds: float = 0,
     ) -> bool:
-        """Insert a message and its media rows once; False when the MessageSid was known.
+        """Insert a message and its media rows once; False when the MessageSid was known."""
+        inserted = self.insert_message(
+            row, media_rows, lease_owner=lease_owner, lease_seconds=lease_seconds
+        )
+        return inserted is not None
+
+    @_unavailable
+    def insert_message(
+        self,
+        row: Mapping[str, Any],
+        media_rows: Iterable[Mapping[str, Any]],
+        *,
+        lease_owner: str | None = None,
+        lease_seconds: float = 0,
+    ) -> list[dict[str, Any]] | None:
+        """Insert a message and its media rows once; the media rows as stored, or
+        None when the MessageSid was known.
 
         The message insert is `ON CONFLICT DO NOTHING`, and media rows are only
         written by the transaction whose insert took effect, so concurrent
@@ -140,31 +206,28 @@ class MediaIndex:
         if not media_list:
             values["state"] = "complete"
         with self.begin() as conn:
-            stmt = (
-                self._insert(messages)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["sid"])
-                .returning(messages.c.sid)
+            if conn.execute(self._insert_message, values).first() is None:
+                return None
+            if not media_list:
+                return []
+            # RETURNING hands back the rows (with their ids) that a read
+            # right after would fetch, one query fewer per webhook.
+            stored = conn.execute(
+                _INSERT_MEDIA_RETURNING,
+                [
+                    {
+                        "created_at": now,
+                        "updated_at": now,
+                        "state": "pending",
+                        "attempts": 0,
+                        "message_sid": values["sid"],
+                        **lease,
+                        **m,
+                    }
+                    for m in media_list
+                ],
             )
-            if conn.execute(stmt).first() is None:
-                return False
-            if media_list:
-                conn.execute(
-                    media.insert(),
-                    [
-                        {
-                            "created_at": now,
-                            "updated_at": now,
-                            "state": "pending",
-                            "attempts": 0,
-                            "message_sid": values["sid"],
-                            **lease,
-                            **m,
-                        }
-                        for m in media_list
-                    ],
-                )
-            return True
+            return [dict(r) for r in stored.mappings()]
 
     @_unavailable
     def account_of(self, sid: str) -> str | None:
@@ -281,33 +344,25 @@ class MediaIndex:
         values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **fields}
         if "facts" in values and not isinstance(values["facts"], str | type(None)):
             values["facts"] = json.dumps(values["facts"], sort_keys=True)
-        with self.begin() as conn:
-            sid = conn.execute(
-                update(media)
-                .where(media.c.id == media_id, media.c.lease_owner == owner)
-                .values(**values)
-                .returning(media.c.message_sid)
-            ).scalar_one_or_none()
+        stmt = _finish_statement(tuple(sorted(values)))
+        params = {
+            "_media_id": media_id,
+            "_owner": owner,
+            **{f"v_{name}": value for name, value in values.items()},
+        }
+
+        def finish(conn: Connection) -> bool:
+            sid = conn.execute(stmt, params).scalar_one_or_none()
             if sid is None:
                 return False
             self._refresh_message_state(conn, sid, now)
             return True
 
+        # Items finishing together (the media of one message, say) share a commit.
+        return self._outcomes.run(finish)
+
     def _refresh_message_state(self, conn: Connection, sid: str, now: datetime) -> None:
-        states = conn.execute(
-            select(media.c.state, media.c.attempts).where(media.c.message_sid == sid)
-        ).all()
-        if all(s in FINAL_MEDIA_STATES for s, _ in states):
-            state = "complete"
-        elif any(s == "failed" for s, _ in states) and all(
-            s in FINAL_MEDIA_STATES or s == "failed" for s, _ in states
-        ):
-            state = "incomplete"
-        else:
-            state = "pending"
-        conn.execute(
-            update(messages).where(messages.c.sid == sid).values(state=state, updated_at=now)
-        )
+        conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
 
     @_unavailable
     def missing_thumbnails(self, limit: int, *, older_than: float) -> list[dict[str, Any]]:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event, update
+from sqlalchemy.engine import Connection
 
 from receiver.index import MediaIndex
-from receiver.index.schema import utcnow
+from receiver.index.groupcommit import GroupCommit
+from receiver.index.schema import media, utcnow
 
 ACCOUNT = "AC" + "a" * 32
 
@@ -236,3 +241,125 @@ def test_writer_lock_queues_writers_of_other_processes(tmp_path: object) -> None
     assert proc.exitcode == 0
     assert (tmp_path / "index.db-writer.lock").exists()
     lock.close()
+
+
+def test_insert_message_returns_its_leased_rows_in_index_order(index: MediaIndex) -> None:
+    rows = index.insert_message(message(20), media_rows(4), lease_owner="me", lease_seconds=60)
+    assert rows is not None
+    assert [r["idx"] for r in rows] == [0, 1, 2, 3]
+    assert {r["lease_owner"] for r in rows} == {"me"}
+    stored = {m["id"]: m for m in index.media_of(sid(20))}
+    assert [r["id"] for r in rows] == sorted(stored)
+    assert all(r == stored[r["id"]] for r in rows)
+    assert index.insert_message(message(20), media_rows(4)) is None
+    assert index.insert_message(message(21, num_media=0), []) == []
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        (("stored", "rejected", "stored"), "complete"),
+        (("stored", "failed", "rejected"), "incomplete"),
+        (("failed", "failed", "failed"), "incomplete"),
+        (("stored", "pending", "failed"), "pending"),
+        (("pending", "pending", "stored"), "pending"),
+    ],
+)
+def test_message_state_follows_its_items(
+    index: MediaIndex, outcomes: tuple[str, ...], expected: str
+) -> None:
+    rows = index.insert_message(message(30), media_rows(3), lease_owner="w", lease_seconds=60)
+    assert rows is not None
+    before = index.get_message(sid(30))
+    for row, state in zip(rows, outcomes, strict=True):
+        if state != "pending":
+            assert index.finish_media(row["id"], "w", state=state) is True
+    got = index.get_message(sid(30))
+    assert got is not None and before is not None
+    assert got["state"] == expected
+    assert [m["state"] for m in got["media"]] == list(outcomes)
+    assert got["updated_at"] >= before["updated_at"]
+
+
+def test_outcomes_finishing_together_share_transactions_and_all_land(index: MediaIndex) -> None:
+    count = 24
+    for n in range(count // 3):
+        index.insert_message(message(40 + n), media_rows(3), lease_owner="w", lease_seconds=60)
+    ids = [m["id"] for n in range(count // 3) for m in index.media_of(sid(40 + n))]
+    commits = 0
+
+    def count_commit(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(index.engine, "commit", count_commit)
+    barrier = threading.Barrier(count)
+
+    def finish(media_id: int) -> bool:
+        barrier.wait()
+        return index.finish_media(media_id, "w", state="stored", size_bytes=media_id)
+
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            results = list(pool.map(finish, ids))
+    finally:
+        event.remove(index.engine, "commit", count_commit)
+    assert results == [True] * count
+    assert 1 <= commits < count
+    for n in range(count // 3):
+        got = index.get_message(sid(40 + n))
+        assert got is not None and got["state"] == "complete"
+        assert [m["size_bytes"] for m in got["media"]] == [m["id"] for m in got["media"]]
+
+
+def test_a_write_failing_in_a_shared_transaction_fails_alone(index: MediaIndex) -> None:
+    group = GroupCommit(index.begin)
+    rows = index.insert_message(message(60), media_rows(3), lease_owner="w", lease_seconds=60)
+    assert rows is not None
+    hold = threading.Event()
+    started = threading.Event()
+
+    def slow_first(conn: Connection) -> str:
+        started.set()
+        hold.wait(5)
+        return "first"
+
+    def fail(conn: Connection) -> str:
+        raise ValueError("this write is broken")
+
+    results: dict[str, object] = {}
+
+    def run(name: str, work: Callable[[Connection], object]) -> None:
+        try:
+            results[name] = group.run(work)
+        except ValueError as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=run, args=("first", slow_first))
+    first.start()
+    assert started.wait(5)
+
+    # While the first transaction is open, two more writes queue: they are
+    # committed together, and the broken one must not take the other down.
+    def mark(conn: Connection) -> int:
+        return conn.execute(
+            update(media).where(media.c.id == rows[0]["id"]).values(size_bytes=7)
+        ).rowcount
+
+    others = [
+        threading.Thread(target=run, args=("broken", fail)),
+        threading.Thread(target=run, args=("mark", mark)),
+    ]
+    for t in others:
+        t.start()
+    waited = 0
+    while len(group._queue) < 2 and waited < 500:
+        time.sleep(0.01)
+        waited += 1
+    hold.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results["first"] == "first"
+    assert isinstance(results["broken"], ValueError)
+    assert results["mark"] == 1
+    assert index.media_of(sid(60))[0]["size_bytes"] == 7

@@ -28,7 +28,10 @@ lint: $(BIN)/python
 
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/python tests/benchmarks/run_all.py
+	$(BIN)/python tests/benchmarks/bench_inbound.py
+	$(BIN)/python tests/benchmarks/bench_media.py
+	$(BIN)/python tests/benchmarks/bench_fit.py
+	$(BIN)/python tests/benchmarks/bench_list.py
 
 reliability: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

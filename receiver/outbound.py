@@ -1301,7 +1301,7 @@ class Outbound:
         msg = parse_inbound(params)
         result = self.pipeline.ingest(msg)
         # The same two steps as the webhook: a created message's items are leased to us.
-        self.pipeline.process_message(sid, deadline=deadline, leased=result.created)
+        self.pipeline.process_message(sid, deadline=deadline, ingested=result)
         log.info("reconciled %s from Twilio: %s", sid, "ingested" if result.created else "known")
         return result.created
 

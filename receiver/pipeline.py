@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 BACKOFF = (5, 30, 120, 600, 1800, 3600)
 
 
+#: Media threads per process. Each webhook thread waits for all of its
+#: message's items (up to 10), so with gunicorn's 8 threads a process has
+#: dozens of items in flight, nearly all waiting on the network. A pool
+#: smaller than that queues one message's items behind another's, which
+#: adds a whole download to its answer; an idle thread costs little.
+MEDIA_THREADS = 64
+
 #: How much lower than the webhook threads the thumbnail thread runs (see `nice`).
 DERIVE_NICENESS = 19
 #: At most this many thumbnail keys wait to be recorded together.
@@ -64,6 +71,8 @@ class IngestResult:
 
     created: bool
     keyword: str | None
+    #: The media rows this call inserted, leased to this process (empty when not created).
+    items: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ class Pipeline:
         max_message_bytes: int,
         max_media_bytes: int,
         lease_seconds: float = 120.0,
-        threads: int = 8,
+        threads: int = MEDIA_THREADS,
         delete_remote: bool = False,
         observer: Observer | None = None,
     ) -> None:
@@ -207,12 +216,13 @@ class Pipeline:
         ]
         # Items are leased to this process in the same transaction, so the
         # inline processing that follows needs no separate claim.
-        created = self.index.record_message(
+        inserted = self.index.insert_message(
             message_row(msg, keyword),
             media_rows,
             lease_owner=self.owner,
             lease_seconds=self.lease_seconds,
         )
+        created = inserted is not None
         if created and keyword in ("STOP", "START"):
             sender = msg.messaging_service_sid or msg.to.address
             self.index.set_opt_out(
@@ -223,26 +233,30 @@ class Pipeline:
                 source="inbound",
                 message_sid=msg.message_sid,
             )
-        return IngestResult(created=created, keyword=keyword)
+        # The account goes with each item, sparing a lookup before its fetch.
+        items = tuple({**m, "account_sid": msg.account_sid} for m in inserted or ())
+        return IngestResult(created=created, keyword=keyword, items=items)
 
     # -- processing -------------------------------------------------------
 
-    def process_message(self, sid: str, *, deadline: float, leased: bool = False) -> None:
+    def process_message(
+        self, sid: str, *, deadline: float, ingested: IngestResult | None = None
+    ) -> None:
         """Process a message's due items concurrently, waiting at most `deadline` seconds.
 
-        `leased` says this call's `ingest` created the message, leasing its
-        items to this process; otherwise due items are claimed first (a
-        duplicate delivery finds nothing to claim while they are in flight).
-        Work still running at the deadline goes on in the background under its
-        lease; the caller answers Twilio with what is known by then.
+        `ingested` is what this call's `ingest` returned: when it created the
+        message, its items are already leased to this process; otherwise due
+        items are claimed first (a duplicate delivery finds nothing to claim
+        while they are in flight). Work still running at the deadline goes on
+        in the background under its lease; the caller answers Twilio with what
+        is known by then.
         """
         with self._answering():
-            items: list[dict[str, Any]] = []
-            if leased:
-                items = self.index.media_of(sid)
-                rows = [
-                    m for m in items if m["state"] == "pending" and m["lease_owner"] == self.owner
-                ]
+            if ingested is not None and ingested.created:
+                rows: Sequence[dict[str, Any]] = ingested.items
+                # Nothing of a message just created is stored yet: the whole
+                # per-message cap is left.
+                futures = self.submit(rows, known=rows)
             else:
                 rows = self.index.claim_media(
                     self.owner,
@@ -251,7 +265,7 @@ class Pipeline:
                     max_attempts=self.max_attempts,
                     message_sid=sid,
                 )
-            futures = self.submit(rows, known=items if leased else None)
+                futures = self.submit(rows)
             if futures and deadline > 0:
                 wait_futures(futures, timeout=deadline)
 
@@ -330,7 +344,7 @@ class Pipeline:
         return outcome
 
     def _process(self, row: dict[str, Any], budget: ByteBudget) -> ItemOutcome:
-        account_sid = self.index.account_of(row["message_sid"])
+        account_sid = row.get("account_sid") or self.index.account_of(row["message_sid"])
         if account_sid is None:  # deleted meanwhile
             return ItemOutcome(row["id"], "deleted", None, None, None)
         try:

@@ -41,7 +41,7 @@ def messaging() -> Response:
         else ("recorded" if result.created else "duplicate")
     )
     svc.pipeline.process_message(
-        msg.message_sid, deadline=svc.settings.inline_deadline, leased=result.created
+        msg.message_sid, deadline=svc.settings.inline_deadline, ingested=result
     )
     if result.keyword in ("STOP", "START"):
         # Twilio answers opt-out keywords itself; a reply here would be dropped or doubled.

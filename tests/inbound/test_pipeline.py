@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -213,6 +214,38 @@ def test_ten_media_in_one_message_are_fetched_concurrently(
     assert [i["state"] for i in items] == ["stored"] * 10
     assert [i["width"] for i in items] == [100 + i for i in range(10)]
     assert elapsed < 2.0, "ten 300 ms downloads must overlap"
+
+
+def test_items_of_messages_answered_at_once_are_all_fetched_at_once(
+    setup: Any, media_server: MediaServer
+) -> None:
+    # Four webhooks of ten media each in one process: every download must
+    # start before the first can finish, not wait for a free media thread.
+    app, _ = setup()
+    latency = 1.0
+    sids = [new_sid() for _ in range(4)]
+    jobs = [
+        inbound_params(
+            sid,
+            media=[
+                (
+                    media_server.add(
+                        media_path(sid, i), jpeg(), content_type="image/jpeg", latency=latency
+                    ),
+                    "image/jpeg",
+                )
+                for i in range(10)
+            ],
+        )
+        for sid in sids
+    ]
+    media_server.clear_log()
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda p: WebhookPoster(app.test_client()).post(p), jobs))
+    assert [a.data.count(b"Got 10 photos") for a in answers] == [1, 1, 1, 1]
+    arrivals = sorted(r.at for r in media_server.requests)
+    assert len(arrivals) == 40
+    assert arrivals[-1] - arrivals[0] < latency, "a download waited for another to finish"
 
 
 def test_per_message_cap_is_enforced_across_items(setup: Any, media_server: MediaServer) -> None:

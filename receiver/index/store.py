@@ -109,7 +109,7 @@ class MediaIndex:
                 "file:"
             )
             self._write_lock = WriterLock(database if on_disk else None)
-        self._outcomes = GroupCommit(self.begin)
+        self._writes = GroupCommit(self.begin)
         # Statements of the webhook path are built once: SQLAlchemy then only
         # binds parameters (values passed at execute time, not baked in).
         self._insert_message = (
@@ -205,7 +205,8 @@ class MediaIndex:
             }
         if not media_list:
             values["state"] = "complete"
-        with self.begin() as conn:
+
+        def insert(conn: Connection) -> list[dict[str, Any]] | None:
             if conn.execute(self._insert_message, values).first() is None:
                 return None
             if not media_list:
@@ -228,6 +229,10 @@ class MediaIndex:
                 ],
             )
             return [dict(r) for r in stored.mappings()]
+
+        # Webhooks arriving together share a commit with each other and with
+        # item outcomes; each still returns only once its own insert is durable.
+        return self._writes.run(insert)
 
     @_unavailable
     def account_of(self, sid: str) -> str | None:
@@ -359,7 +364,7 @@ class MediaIndex:
             return True
 
         # Items finishing together (the media of one message, say) share a commit.
-        return self._outcomes.run(finish)
+        return self._writes.run(finish)
 
     def _refresh_message_state(self, conn: Connection, sid: str, now: datetime) -> None:
         conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -127,8 +129,7 @@ def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, i
         click.echo(f"  API token   : {settings.api_token}")
         click.echo("Next, in another shell:")
         click.echo(
-            f"  {_own_command()} simulate --url {base}/twilio/messaging "
-            "--body hello --media photo.jpg"
+            f"  {_own_command()} simulate --url {base}/twilio/messaging --body hello --sample"
         )
     sys.stdout.flush()
 
@@ -147,6 +148,11 @@ def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, i
     "--media", multiple=True, help="A local file (served from a loopback media host) or a URL."
 )
 @click.option(
+    "--sample",
+    is_flag=True,
+    help="Also attach a generated photo and contact card (no files of your own needed).",
+)
+@click.option(
     "--message-sid", default=None, help="Reuse a MessageSid (to test duplicate delivery)."
 )
 @click.option(
@@ -162,6 +168,7 @@ def simulate(
     to: str,
     body: str,
     media: tuple[str, ...],
+    sample: bool,
     message_sid: str | None,
     media_port: int,
 ) -> None:
@@ -185,13 +192,19 @@ def simulate(
             if not path.is_file():
                 raise click.ClickException(f"--media {item}: no such file")
             files.append(path)
+    samples_dir = tempfile.TemporaryDirectory() if sample else None
+    if samples_dir is not None:
+        files.extend(sim.write_samples(Path(samples_dir.name)))
     if len(files) + len(remote) > 10:
         raise click.ClickException(
             "Twilio delivers at most 10 media per message; pass fewer --media"
         )
-    sid = message_sid or sim.fake_sid("MM" if media else "SM")
+    sid = message_sid or sim.fake_sid("MM" if files or remote else "SM")
     account = settings.account_sid or "AC" + "0" * 32
-    with sim.media_host(files, account_sid=account, message_sid=sid, port=media_port) as served:
+    with (
+        samples_dir or contextlib.nullcontext(),
+        sim.media_host(files, account_sid=account, message_sid=sid, port=media_port) as served,
+    ):
         params = sim.inbound_params(
             message_sid=sid,
             account_sid=account,

@@ -30,6 +30,27 @@ def fake_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
+SAMPLE_CARD = (
+    "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Sample Contact\r\nN:Contact;Sample;;;\r\n"
+    "TEL;TYPE=CELL:+15005550006\r\nEMAIL:sample@example.com\r\nEND:VCARD\r\n"
+)
+
+
+def write_samples(directory: Path) -> list[Path]:
+    """Write a sample photo (a 640x480 JPEG) and contact card into `directory`; their paths.
+
+    For trying a fresh install without files of one's own (`simulate --sample`).
+    """
+    from PIL import Image
+
+    photo = directory / "sample-photo.jpg"
+    # A gradient, so the thumbnail shows something and the JPEG has some body.
+    Image.linear_gradient("L").resize((640, 480)).convert("RGB").save(photo, "JPEG", quality=85)
+    card = directory / "sample-card.vcf"
+    card.write_text(SAMPLE_CARD, encoding="utf-8")
+    return [photo, card]
+
+
 @dataclass(frozen=True)
 class SimulatedMedia:
     """One attachment of a simulated message."""

@@ -200,3 +200,38 @@ def test_the_banner_names_a_command_a_new_shell_can_run(tmp_path: Path) -> None:
     )
     assert ran.returncode == 0, (command, ran.stderr)
     assert "signed inbound webhook" in ran.stdout
+
+
+def test_the_banners_simulate_command_works_as_printed(tmp_path: Path, live_server: Any) -> None:
+    import shlex
+
+    env = {"RECEIVER_DATA_DIR": str(tmp_path / "data")}
+    server = live_server(env)
+    lines = server.log().splitlines()
+    command = lines[lines.index("Next, in another shell:") + 1].strip()
+    assert "--sample" in command and server.url in command
+    # The new shell is in the directory serve ran in; no files of the user's own.
+    ran = subprocess.run(
+        shlex.split(command),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    assert ran.returncode == 0, ran.stderr + server.log()
+    body = etree.fromstring(ran.stdout.encode()).findtext("Message/Body")
+    assert body.startswith("Got a photo and a contact card"), body
+    sid = next(
+        line.split()[-1] for line in ran.stderr.splitlines() if line.startswith("MessageSid")
+    )
+    dev = json.loads((tmp_path / "data" / "secrets.json").read_text())
+    got = requests.get(
+        f"{server.url}/api/messages/{sid}",
+        headers={"Authorization": f"Bearer {dev['api_token']}"},
+        timeout=5,
+    ).json()
+    assert [(m["kind"], m["state"], m["width"]) for m in got["media"]] == [
+        ("image", "stored", 640),
+        ("contact", "stored", None),
+    ]
+    assert got["media"][1]["contact"]["name"] == "Sample Contact"

@@ -518,7 +518,7 @@ class Outbound:
     ) -> None:
         self.settings = settings
         self.index = index
-        self.outbox = OutboundStore(index.engine)
+        self.outbox = OutboundStore(index.engine, begin=index.begin)
         self.store = store
         self._rest = rest
         self.limiter = limiter or RateLimiter()

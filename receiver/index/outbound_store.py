@@ -15,7 +15,8 @@ and never leaves a final state, except delivered -> read.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -75,9 +76,21 @@ def sources_for(new: str) -> list[str]:
 class OutboundStore:
     """Reads and writes of outbound messages and status events against one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        begin: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
+        """Use `engine`; `begin` opens write transactions (default: `engine.begin`).
+
+        Pass the index's `MediaIndex.begin` when both share a SQLite file, so
+        outbound writers queue on its writer lock like every other writer
+        instead of sleeping in SQLite's busy handler.
+        """
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._begin = begin or engine.begin
 
     def _insert(self) -> Any:
         if self.dialect == "postgresql":
@@ -97,7 +110,7 @@ class OutboundStore:
         values = {"status": "pending", "created_at": now, "updated_at": now, **row}
         if not isinstance(values.get("media", "[]"), str):
             values["media"] = json.dumps(values["media"], sort_keys=True)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             stmt = self._insert().values(**values)
             if values.get("idempotency_key"):
                 stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
@@ -153,7 +166,7 @@ class OutboundStore:
     @_unavailable
     def update_prepared(self, row_id: int, *, body: str, media: Any, fallback: str | None) -> None:
         """Store what preparation produced (final body, hosted media) on a pending row."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(outbound_messages)
                 .where(outbound_messages.c.id == row_id, outbound_messages.c.status == "pending")
@@ -207,7 +220,7 @@ class OutboundStore:
         now = utcnow()
         sid = str(message["sid"])
         status = str(message.get("status") or "queued")
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(outbound_messages)
                 .where(outbound_messages.c.id == row_id)
@@ -244,7 +257,7 @@ class OutboundStore:
         return self.mark_submitted(row_id, message)
 
     def _move(self, row_id: int, from_states: tuple[str, ...], **values: Any) -> bool:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 update(outbound_messages)
                 .where(
@@ -264,7 +277,7 @@ class OutboundStore:
         has that MessageSid (yet: the event is kept and applied on submit).
         """
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 status_events.insert().values(
                     message_sid=event.message_sid,

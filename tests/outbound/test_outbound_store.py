@@ -24,7 +24,7 @@ def event(status: str, sid: str = SID, **extra: str) -> Any:
 @pytest.fixture
 def box(db_url: str) -> Any:
     index = MediaIndex.open(db_url)
-    yield OutboundStore(index.engine)
+    yield OutboundStore(index.engine, begin=index.begin)
     index.close()
 
 
@@ -127,3 +127,34 @@ def test_stats_count_current_status_error_code_and_day(box: OutboundStore) -> No
     assert stats["total"] == 5
     (day,) = stats["by_day"].values()
     assert day["total"] == 5 and day["delivered"] == 2
+
+
+def test_outbound_writes_queue_on_the_sqlite_writer_lock(tmp_path: Any) -> None:
+    import threading
+
+    index = MediaIndex.open(f"sqlite:///{tmp_path / 'index.db'}")
+    box = OutboundStore(index.engine, begin=index.begin)
+    holding, release = threading.Event(), threading.Event()
+    done: list[bool] = []
+
+    def hold_the_lock() -> None:
+        with index.begin():
+            holding.set()
+            release.wait(10)
+
+    def reserve() -> None:
+        _, created = box.reserve({"idempotency_key": "q", "to_addr": "+1555", "body": "a"})
+        done.append(created)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(5)
+    writer = threading.Thread(target=reserve)
+    writer.start()
+    writer.join(0.3)
+    assert done == [], "the outbound write went ahead while another writer held the lock"
+    release.set()
+    holder.join(5)
+    writer.join(5)
+    assert done == [True]
+    index.close()

@@ -160,7 +160,6 @@ class MediaIndex:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    @_unavailable
     def record_message(
         self,
         row: Mapping[str, Any],

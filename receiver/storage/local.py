@@ -221,7 +221,7 @@ class LocalStore(ObjectStore):
         return io.BufferedReader(reader, buffer_size=self._chunk_size)
 
     def stat(self, key: str) -> ObjectInfo:
-        """Size from the file, the rest from its sidecar; FileNotFoundError(key) if absent."""
+        """Size from the file, the rest from its description; FileNotFoundError(key) if absent."""
         validate_key(key)
         target = self._path(key)
         try:
@@ -232,17 +232,17 @@ class LocalStore(ObjectStore):
             raise self._error("read", target, exc) from exc
         if not stat_mode.S_ISREG(st.st_mode):
             raise not_found(key)
-        sidecar = self._read_description(target)
-        metadata = sidecar.get("metadata")
-        sha256 = sidecar.get("sha256")
+        description = self._read_description(target)
+        metadata = description.get("metadata")
+        sha256 = description.get("sha256")
         # A sidecar for other bytes (a crash between the two renames of an
         # overwrite) must not vouch for this file's hash.
-        if sidecar.get("size") != st.st_size:
+        if description.get("size") != st.st_size:
             sha256 = None
         return ObjectInfo(
             key=key,
             size=st.st_size,
-            content_type=str(sidecar.get("content_type") or DEFAULT_CONTENT_TYPE),
+            content_type=str(description.get("content_type") or DEFAULT_CONTENT_TYPE),
             metadata=dict(metadata) if isinstance(metadata, dict) else {},
             etag=sha256 if isinstance(sha256, str) else None,
             sha256=sha256 if isinstance(sha256, str) else None,

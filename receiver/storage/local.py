@@ -402,12 +402,18 @@ class LocalStore(ObjectStore):
             except FileNotFoundError:
                 raise  # the parent was pruned meanwhile; _create_temp tries again
             except FileExistsError:
-                if not current.is_dir():
-                    raise StorageError(
-                        f"cannot store under {current}: an object already uses that name as its "
-                        "key, so it cannot also be a key prefix"
-                    ) from None
-                continue
+                # One look at what is there: a concurrent delete may prune the
+                # directory, and another put make it again, between two looks.
+                try:
+                    is_dir = stat_mode.S_ISDIR(os.stat(current).st_mode)
+                except FileNotFoundError:
+                    raise  # pruned meanwhile; _create_temp tries again
+                if is_dir:
+                    continue
+                raise StorageError(
+                    f"cannot store under {current}: an object already uses that name as its "
+                    "key, so it cannot also be a key prefix"
+                ) from None
             except OSError as exc:
                 raise self._error("create", current, exc) from exc
             os.chmod(current, DIR_MODE)  # exact mode whatever the umask

@@ -63,12 +63,12 @@ class World:
                 "test-owner", lease_seconds=60, limit=50, max_attempts=8, message_sid=sid
             )
             for item in claimed:
-                key = f"media/{ACCOUNT_SID}/{sid}/{item['idx']}-{item['media_sid']}.jpg"
-                thumb = f"derived/{ACCOUNT_SID}/{sid}/{item['idx']}-{item['media_sid']}.thumb.webp"
+                key = f"media/{ACCOUNT_SID}/{sid}/{item.idx}-{item.media_sid}.jpg"
+                thumb = f"derived/{ACCOUNT_SID}/{sid}/{item.idx}-{item.media_sid}.thumb.webp"
                 self.store.put_bytes(key, b"jpeg" * 100, content_type="image/jpeg")
                 self.store.put_bytes(thumb, b"webp", content_type="image/webp")
                 assert self.index.finish_media(
-                    item["id"],
+                    item.id,
                     "test-owner",
                     state="stored",
                     storage_key=key,
@@ -77,7 +77,7 @@ class World:
                     kind="image",
                     sha256="0" * 64,
                 )
-                self.index.set_thumbnail(item["id"], thumb)
+                self.index.set_thumbnail(item.id, thumb)
         if orphan:  # an upload whose index update never happened (crash)
             self.store.put_bytes(
                 f"media/{ACCOUNT_SID}/{sid}/9-orphan.jpg", b"x", content_type="image/jpeg"
@@ -196,7 +196,7 @@ def test_deleting_one_message_removes_all_its_objects(world: World) -> None:
     other = world.message(timedelta(days=1))
     message = world.index.get_message(sid)
     assert message is not None
-    assert lifecycle.delete_message(world.index, world.store, message) == 5
+    assert lifecycle.erase_message(world.index, world.store, message) == 5
     assert world.keys(sid) == [] and world.index.get_message(sid) is None
     assert len(world.keys(other)) == 4
 

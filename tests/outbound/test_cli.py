@@ -319,7 +319,7 @@ def test_reconcile_ingests_missed_messages_once(service: Running, fake: FakeTwil
     message = service.services.index.get_message(missed)
     assert message is not None and message.body == "my claim photos"
     assert [m.state for m in message.media] == ["stored", "stored"]
-    assert [m["kind"] for m in message["media"]] == ["image", "contact"]
+    assert [m.kind for m in message.media] == ["image", "contact"]
 
     second = run(service.env, "reconcile", "--since", "24h")
     assert "1 listed: 1 already recorded, 0 ingested" in second.output

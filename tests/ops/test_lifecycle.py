@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,32 @@ def test_deleting_one_message_removes_all_its_objects(world: World) -> None:
     assert lifecycle.erase_message(world.index, world.store, message) == 5
     assert world.keys(sid) == [] and world.index.get_message(sid) is None
     assert len(world.keys(other)) == 4
+
+
+def test_erasing_deletes_recorded_keys_outside_the_message_prefixes(world: World) -> None:
+    sid = world.message(timedelta(days=1), files=1)
+    (item,) = world.index.media_of(sid)
+    elsewhere = "imported/2023/photo.jpg"  # written by an older layout
+    world.store.put_bytes(elsewhere, b"old", content_type="image/jpeg")
+    world.index.set_thumbnail(item.id, elsewhere)
+    message = world.index.get_message(sid)
+    assert message is not None
+    # The original, and the thumbnail made before the old one was recorded
+    # instead, both under the prefixes; plus the recorded key elsewhere.
+    assert lifecycle.erase_message(world.index, world.store, message) == 3
+    assert not world.store.exists(elsewhere) and world.keys(sid) == []
+    assert world.index.get_message(sid) is None
+
+
+def test_erasing_a_message_whose_sids_make_no_prefix_deletes_its_known_keys(
+    world: World,
+) -> None:
+    sid = world.message(timedelta(days=1), files=1)
+    message = world.index.get_message(sid)
+    assert message is not None
+    odd = replace(message, account_sid="AC-not-a-sid")
+    assert lifecycle.erase_message(world.index, world.store, odd) == 2
+    assert world.keys(sid) == [] and world.index.get_message(sid) is None
 
 
 def test_outbound_files_go_a_whole_month_at_a_time(world: World) -> None:

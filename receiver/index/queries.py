@@ -315,7 +315,7 @@ def _sqlite_fts_ready(conn: Any, q: str) -> bool:
 def _text_search(
     conn: Any, flt: MessageFilter, after: ColumnElement[bool], limit: int, dialect: str
 ) -> Sequence[RowMapping]:
-    """The newest messages whose body contains `flt.q` (see the two steps above)."""
+    """The newest messages whose body contains `flt.q`, in the two steps of docs/design.md."""
     others = _conditions(replace(flt, q=None), dialect)
     like = f"%{_escape_like(flt.q or '')}%"
     window = (

@@ -9,28 +9,32 @@ be repeated until it reports nothing left: it is resumable by construction.
 Messages whose media are being processed right now (an unexpired lease) are
 skipped and counted, so a purge never races a download into an orphan object.
 
+`erase_message` is the one way a message is deleted: the API, the browser
+and `purge` all call it.
+
 This module has no command-line code: `receiver.commands.lifecycle` wraps it
 with click, progress bars included (callers pass a `progress(n)` callback).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
-
-from receiver.errors import ConfigError, IndexUnavailable
-from receiver.index import MediaIndex
-from receiver.index.schema import media, messages, utcnow
+from receiver.errors import ConfigError
+from receiver.index import MediaIndex, MessageRecord
+from receiver.index.schema import utcnow
 from receiver.index.serialize import message_json
 from receiver.storage.base import ObjectStore
-from receiver.storage.keys import validate_prefix
+from receiver.storage.keys import message_prefixes
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 
@@ -114,40 +118,11 @@ def retention_cutoff(
 # -- reading the index ---------------------------------------------------------
 
 
-def _query(index: MediaIndex, stmt: Any) -> list[dict[str, Any]]:
-    try:
-        with index.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings().all()]
-    except SQLAlchemyError as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
-
-
-def _scalar(index: MediaIndex, stmt: Any) -> int:
-    try:
-        with index.engine.connect() as conn:
-            return int(conn.execute(stmt).scalar_one() or 0)
-    except SQLAlchemyError as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
-
-
-def _window(since: datetime | None, until: datetime | None) -> Any:
-    cond = []
-    if since is not None:
-        cond.append(messages.c.received_at >= since)
-    if until is not None:
-        cond.append(messages.c.received_at < until)
-    return and_(*cond) if cond else None
-
-
 def count_messages(
     index: MediaIndex, *, since: datetime | None = None, until: datetime | None = None
 ) -> int:
     """How many messages were received in [since, until)."""
-    stmt = select(func.count()).select_from(messages)
-    where = _window(since, until)
-    if where is not None:
-        stmt = stmt.where(where)
-    return _scalar(index, stmt)
+    return index.count_messages(since=since, until=until)
 
 
 def iter_messages(
@@ -156,88 +131,53 @@ def iter_messages(
     since: datetime | None = None,
     until: datetime | None = None,
     batch_size: int = 500,
-) -> Iterator[dict[str, Any]]:
-    """Messages received in [since, until), oldest first, each with its media rows.
+) -> Iterator[MessageRecord]:
+    """Messages received in [since, until), oldest first, each with its media items.
 
     Pages with a (received_at, sid) keyset, so rows deleted or added while the
     caller works never make a page repeat or skip a message.
     """
     after: tuple[datetime, str] | None = None
-    while True:
-        stmt = select(messages).order_by(messages.c.received_at, messages.c.sid).limit(batch_size)
-        where = _window(since, until)
-        if where is not None:
-            stmt = stmt.where(where)
-        if after is not None:
-            stmt = stmt.where(
-                or_(
-                    messages.c.received_at > after[0],
-                    and_(messages.c.received_at == after[0], messages.c.sid > after[1]),
-                )
-            )
-        rows = _query(index, stmt)
-        if not rows:
-            return
-        items = _query(
-            index,
-            select(media)
-            .where(media.c.message_sid.in_([r["sid"] for r in rows]))
-            .order_by(media.c.message_sid, media.c.idx),
-        )
-        by_sid: dict[str, list[dict[str, Any]]] = {}
-        for item in items:
-            by_sid.setdefault(item["message_sid"], []).append(item)
-        for row in rows:
-            row["media"] = by_sid.get(row["sid"], [])
-            yield row
-        last = rows[-1]
-        after = (last["received_at"], last["sid"])
+    while page := index.messages_after(after, since=since, until=until, limit=batch_size):
+        yield from page
+        after = (page[-1].received_at, page[-1].sid)
 
 
 # -- deleting -------------------------------------------------------------------
 
 
-def message_prefixes(message: dict[str, Any]) -> tuple[str, ...]:
-    """Every key prefix that holds objects of one message (originals, derivatives)."""
-    account, sid = message["account_sid"], message["sid"]
-    prefixes = (f"media/{account}/{sid}/", f"derived/{account}/{sid}/")
-    for prefix in prefixes:
-        validate_prefix(prefix)
-    return prefixes
+def erase_message(index: MediaIndex, store: ObjectStore, message: MessageRecord) -> int:
+    """Delete every object of `message`, then its rows; returns how many objects went.
 
-
-def message_keys(message: dict[str, Any]) -> list[str]:
-    """The object keys the index knows for one message (originals and thumbnails)."""
-    keys: list[str] = []
-    for item in message.get("media", []):
-        for name in ("storage_key", "thumbnail_key"):
-            if item.get(name):
-                keys.append(item[name])
-    return keys
-
-
-def delete_message(index: MediaIndex, store: ObjectStore, message: dict[str, Any]) -> int:
-    """Delete every object of `message` (a row with its media), then its rows; objects deleted.
-
-    Objects under the message's prefixes go too, including any the index
-    never recorded (a crash between the upload and the index update).
+    Objects go first: if the store fails (StorageError), the rows stay and the
+    erasure can be retried; the other order could leave files nobody can find
+    any more. Everything under the message's key prefixes goes, including
+    objects the index never recorded (a crash between an upload and the
+    index update), and so do recorded keys outside them.
     """
+    try:
+        prefixes: tuple[str, ...] = message_prefixes(message.account_sid, message.sid)
+    except ValueError:
+        # SIDs that cannot be part of a key: nothing was stored under such prefixes.
+        log.warning("message %s: no key prefix for its SIDs; deleting known keys", message.sid)
+        prefixes = ()
     deleted = 0
-    prefixes = message_prefixes(message)
-    for key in message_keys(message):
+    for key in message.object_keys():
         if not key.startswith(prefixes):
-            store.delete(key)
-            deleted += 1
+            with contextlib.suppress(ValueError):  # a key no store could have written
+                store.delete(key)
+                deleted += 1
     for prefix in prefixes:
         deleted += store.delete_prefix(prefix)
-    index.delete_message(message["sid"])
+    index.delete_message(message.sid)
+    log.info("erased message %s and %d stored objects", message.sid, deleted)
     return deleted
 
 
-def _in_progress(message: dict[str, Any], now: datetime) -> bool:
+def _in_progress(message: MessageRecord, now: datetime) -> bool:
     return any(
-        item.get("lease_owner") and item.get("lease_expires_at") and item["lease_expires_at"] > now
-        for item in message.get("media", [])
+        item.lease_owner and item.lease_expires_at and item.lease_expires_at > now
+        for item in message.media
     )
 
 
@@ -266,14 +206,14 @@ def purge(
             counts["skipped"] += 1
         else:
             counts["messages"] += 1
-            counts["media_items"] += len(message["media"])
+            counts["media_items"] += len(message.media)
             counts["stored_bytes"] += sum(
-                int(m.get("size_bytes") or 0) for m in message["media"] if m["state"] == "stored"
+                int(m.size_bytes or 0) for m in message.media if m.state == "stored"
             )
             if dry_run:
-                counts["objects"] += len(message_keys(message))
+                counts["objects"] += len(message.object_keys())
             else:
-                counts["objects"] += delete_message(index, store, message)
+                counts["objects"] += erase_message(index, store, message)
         if progress is not None:
             progress(1)
     outbound = purge_outbound(store, cutoff, dry_run=dry_run) if include_outbound else 0
@@ -320,20 +260,20 @@ def purge_outbound(store: ObjectStore, cutoff: datetime, *, dry_run: bool = True
 # -- export ----------------------------------------------------------------------
 
 
-def export_record(message: dict[str, Any]) -> dict[str, Any]:
+def export_record(message: MessageRecord) -> dict[str, Any]:
     """One JSON-lines record: the message as the API shows it, with its media manifest."""
     record = message_json(message, include_params=False)
     record["media_manifest"] = [
         {
-            "index": item["idx"],
-            "state": item["state"],
-            "storage_key": item.get("storage_key"),
-            "thumbnail_key": item.get("thumbnail_key"),
-            "detected_type": item.get("detected_type"),
-            "size_bytes": item.get("size_bytes"),
-            "sha256": item.get("sha256"),
+            "index": item.idx,
+            "state": item.state,
+            "storage_key": item.storage_key,
+            "thumbnail_key": item.thumbnail_key,
+            "detected_type": item.detected_type,
+            "size_bytes": item.size_bytes,
+            "sha256": item.sha256,
         }
-        for item in message.get("media", [])
+        for item in message.media
     ]
     return record
 

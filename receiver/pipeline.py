@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from receiver.errors import FetchError, IndexUnavailable, StorageError
-from receiver.index import MediaIndex
+from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher
 from receiver.media.inspect import MediaInfo, inspect
@@ -71,8 +71,8 @@ class IngestResult:
 
     created: bool
     keyword: str | None
-    #: The media rows this call inserted, leased to this process (empty when not created).
-    items: tuple[dict[str, Any], ...] = ()
+    #: The media items this call inserted, leased to this process (empty when not created).
+    items: tuple[MediaItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,16 +225,9 @@ class Pipeline:
         created = inserted is not None
         if created and keyword in ("STOP", "START"):
             sender = msg.messaging_service_sid or msg.to.address
-            self.index.set_opt_out(
-                msg.from_.address,
-                sender,
-                opted_out=keyword == "STOP",
-                keyword=keyword,
-                source="inbound",
-                message_sid=msg.message_sid,
-            )
+            self.index.record_keyword(msg.from_.address, sender, keyword, msg.message_sid)
         # The account goes with each item, sparing a lookup before its fetch.
-        items = tuple({**m, "account_sid": msg.account_sid} for m in inserted or ())
+        items = tuple(replace(m, account_sid=msg.account_sid) for m in inserted or ())
         return IngestResult(created=created, keyword=keyword, items=items)
 
     # -- processing -------------------------------------------------------
@@ -253,7 +246,7 @@ class Pipeline:
         """
         with self._answering():
             if ingested is not None and ingested.created:
-                rows: Sequence[dict[str, Any]] = ingested.items
+                rows: Sequence[MediaItem] = ingested.items
                 # Nothing of a message just created is stored yet: the whole
                 # per-message cap is left.
                 futures = self.submit(rows, known=rows)
@@ -295,9 +288,9 @@ class Pipeline:
 
     def submit(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[MediaItem],
         *,
-        known: Sequence[dict[str, Any]] | None = None,
+        known: Sequence[MediaItem] | None = None,
     ) -> list[Future[ItemOutcome]]:
         """Queue leased rows on the pool; items of one message share its byte budget.
 
@@ -307,34 +300,32 @@ class Pipeline:
         budgets: dict[str, ByteBudget] = {}
         futures = []
         for row in rows:
-            sid = row["message_sid"]
+            sid = row.message_sid
             if sid not in budgets:
                 budgets[sid] = self._budget_for(sid, known)
             futures.append(self.pool.submit(self.process_item, row, budgets[sid]))
         return futures
 
-    def _budget_for(self, sid: str, known: Sequence[dict[str, Any]] | None = None) -> ByteBudget:
+    def _budget_for(self, sid: str, known: Sequence[MediaItem] | None = None) -> ByteBudget:
         """The per-message cap, less what is already stored for that message."""
         budget = ByteBudget(self.max_message_bytes)
         items = known if known is not None else self.index.media_of(sid)
-        used = sum(m["size_bytes"] or 0 for m in items if m["state"] == "stored")
+        used = sum(m.size_bytes or 0 for m in items if m.state == "stored")
         if used:
             budget.take(min(used, self.max_message_bytes))
         return budget
 
-    def process_item(self, row: dict[str, Any], budget: ByteBudget | None = None) -> ItemOutcome:
+    def process_item(self, row: MediaItem, budget: ByteBudget | None = None) -> ItemOutcome:
         """Fetch, inspect, check and store one leased media item; never raises."""
         started = time.monotonic()
         try:
-            outcome = self._process(row, budget or self._budget_for(row["message_sid"]))
+            outcome = self._process(row, budget or self._budget_for(row.message_sid))
         except IndexUnavailable as exc:
             # The lease expires and another sweep retries; nothing was lost.
-            log.warning("index unavailable while processing media %s: %s", row["id"], exc)
-            outcome = ItemOutcome(row["id"], "pending", "index_unavailable", None, None)
+            log.warning("index unavailable while processing media %s: %s", row.id, exc)
+            outcome = ItemOutcome(row.id, "pending", "index_unavailable", None, None)
         except Exception:
-            log.exception(
-                "unexpected error processing media %s of %s", row["id"], row["message_sid"]
-            )
+            log.exception("unexpected error processing media %s of %s", row.id, row.message_sid)
             outcome = self._fail(row, "fetch_failed", "internal error; will retry", retryable=True)
         if self.observer is not None:
             try:
@@ -343,16 +334,16 @@ class Pipeline:
                 log.exception("media observer failed")
         return outcome
 
-    def _process(self, row: dict[str, Any], budget: ByteBudget) -> ItemOutcome:
-        account_sid = row.get("account_sid") or self.index.account_of(row["message_sid"])
+    def _process(self, row: MediaItem, budget: ByteBudget) -> ItemOutcome:
+        account_sid = row.account_sid or self.index.account_of(row.message_sid)
         if account_sid is None:  # deleted meanwhile
-            return ItemOutcome(row["id"], "deleted", None, None, None)
+            return ItemOutcome(row.id, "deleted", None, None, None)
         try:
-            result = self.fetcher.fetch(row["url"], max_bytes=self.max_media_bytes, budget=budget)
+            result = self.fetcher.fetch(row.url, max_bytes=self.max_media_bytes, budget=budget)
         except FetchError as exc:
             return self._fail(row, exc.reason, str(exc), retryable=exc.retryable)
         with result.file as fp:
-            info = inspect(fp, row.get("declared_type"), size=result.size)
+            info = inspect(fp, row.declared_type, size=result.size)
             verdict = check(info, self.policy)
             facts = _facts(info)
             common = {
@@ -368,22 +359,20 @@ class Pipeline:
             }
             if not verdict.accepted:
                 self.index.finish_media(
-                    row["id"],
+                    row.id,
                     self.owner,
                     state="rejected",
                     reason=verdict.reason,
                     detail=verdict.detail,
                     **common,
                 )
-                log.info(
-                    "media %s of %s rejected: %s", row["idx"], row["message_sid"], verdict.reason
-                )
-                return ItemOutcome(row["id"], "rejected", verdict.reason, result.size, info.kind)
+                log.info("media %s of %s rejected: %s", row.idx, row.message_sid, verdict.reason)
+                return ItemOutcome(row.id, "rejected", verdict.reason, result.size, info.kind)
             key = media_key(
                 account_sid,
-                row["message_sid"],
-                row["idx"],
-                row.get("media_sid"),
+                row.message_sid,
+                row.idx,
+                row.media_sid,
                 info.extension,
             )
             try:
@@ -395,8 +384,8 @@ class Pipeline:
                     size=result.size,
                     metadata={
                         "sha256": result.sha256,
-                        "message-sid": row["message_sid"],
-                        "declared-type": _ascii(row.get("declared_type") or "")[:200],
+                        "message-sid": row.message_sid,
+                        "declared-type": _ascii(row.declared_type or "")[:200],
                     },
                 )
             except StorageError as exc:
@@ -404,7 +393,7 @@ class Pipeline:
                     row, "fetch_failed", f"storage unavailable: {exc}", retryable=True, extra=common
                 )
             stored = self.index.finish_media(
-                row["id"],
+                row.id,
                 self.owner,
                 state="stored",
                 reason=None,
@@ -415,11 +404,11 @@ class Pipeline:
                 **common,
             )
             if not stored:
-                log.warning("lease on media %s was lost before it finished", row["id"])
+                log.warning("lease on media %s was lost before it finished", row.id)
             elif info.kind == "image":
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
-                self.queue_derivatives(row["id"], key)
-        return ItemOutcome(row["id"], "stored", None, result.size, info.kind)
+                self.queue_derivatives(row.id, key)
+        return ItemOutcome(row.id, "stored", None, result.size, info.kind)
 
     def queue_derivatives(self, media_id: int, key: str) -> None:
         """Make the thumbnail on the derive thread.
@@ -467,14 +456,14 @@ class Pipeline:
 
     def _fail(
         self,
-        row: dict[str, Any],
+        row: MediaItem,
         reason: str,
         detail: str,
         *,
         retryable: bool,
         extra: dict[str, Any] | None = None,
     ) -> ItemOutcome:
-        attempts = int(row.get("attempts") or 1)
+        attempts = int(row.attempts or 1)
         fields: dict[str, Any] = dict(extra or {})
         if not retryable and reason in ("blocked_host", "too_large", "message_too_large"):
             state = "rejected"
@@ -487,12 +476,10 @@ class Pipeline:
                 # Out of automatic retries: `mms-receiver retry` puts it back.
                 fields["attempts"] = self.max_attempts
         self.index.finish_media(
-            row["id"], self.owner, state=state, reason=reason, detail=detail[:500], **fields
+            row.id, self.owner, state=state, reason=reason, detail=detail[:500], **fields
         )
-        log.info(
-            "media %s of %s %s: %s (%s)", row["idx"], row["message_sid"], state, reason, detail
-        )
-        return ItemOutcome(row["id"], state, reason, None, None)
+        log.info("media %s of %s %s: %s (%s)", row.idx, row.message_sid, state, reason, detail)
+        return ItemOutcome(row.id, state, reason, None, None)
 
     # -- remote deletion --------------------------------------------------
 
@@ -505,23 +492,23 @@ class Pipeline:
         """
         done = 0
         for row in self.index.remote_deletions_due(limit):
-            if not row.get("media_sid") or not row.get("storage_key"):
-                self.index.set_remote_delete(row["id"], "skipped")
+            if not row.media_sid or not row.storage_key:
+                self.index.set_remote_delete(row.id, "skipped")
                 continue
             try:
-                if _sha256_of(self.store, row["storage_key"]) != row["sha256"]:
+                if _sha256_of(self.store, row.storage_key) != row.sha256:
                     log.error(
                         "stored copy of media %s does not match its SHA-256; keeping Twilio's copy",
-                        row["id"],
+                        row.id,
                     )
-                    self.index.set_remote_delete(row["id"], "mismatch")
+                    self.index.set_remote_delete(row.id, "mismatch")
                     continue
-                deleter(row["account_sid"], row["message_sid"], row["media_sid"])
+                deleter(str(row.account_sid), row.message_sid, row.media_sid)
             except Exception as exc:
-                log.warning("remote deletion of media %s failed (will retry): %s", row["id"], exc)
-                self.index.set_remote_delete(row["id"], "failed")
+                log.warning("remote deletion of media %s failed (will retry): %s", row.id, exc)
+                self.index.set_remote_delete(row.id, "failed")
                 continue
-            self.index.set_remote_delete(row["id"], "done")
+            self.index.set_remote_delete(row.id, "done")
             done += 1
         return done
 
@@ -541,9 +528,9 @@ class Pipeline:
         )
         futures = self.submit(rows)
         remade = [
-            (row["id"], thumbnail_key)
+            (row.id, thumbnail_key)
             for row in self.index.missing_thumbnails(limit, older_than=self.lease_seconds)
-            if (thumbnail_key := self._store_thumbnail(row["id"], row["storage_key"]))
+            if row.storage_key and (thumbnail_key := self._store_thumbnail(row.id, row.storage_key))
         ]
         self._record_thumbnails(remade)
         if wait and futures:

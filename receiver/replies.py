@@ -17,6 +17,7 @@ from jinja2 import (
 )
 
 from receiver.errors import TwiMLError
+from receiver.index.records import MessageRecord
 from receiver.index.serialize import message_json
 from receiver.twilio.twiml import Reply, build_response, empty_response
 
@@ -111,9 +112,9 @@ class ReplyRenderer:
             )
             return empty_response()
 
-    def context(self, message: dict[str, Any]) -> dict[str, Any]:
+    def context(self, message: MessageRecord | None) -> dict[str, Any]:
         """Template context: the message and its media (API shape), and a ready-made summary."""
-        shaped = message_json(message, include_params=False) if "sid" in message else {}
+        shaped = message_json(message, include_params=False) if message is not None else {}
         media = shaped.get("media", [])
         return {
             "message": shaped,

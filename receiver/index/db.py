@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.errors import ConfigError, IndexUnavailable
+from receiver.errors import ConfigError
+from receiver.index.errors import translate_db_errors
 from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_ddl
 
 log = logging.getLogger(__name__)
@@ -74,33 +75,30 @@ def make_engine(url: str) -> Engine:
 
 def upgrade(engine: Engine) -> int:
     """Create missing tables and apply pending migrations; returns the schema version."""
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                # Serialise concurrent start-ups of several processes.
-                conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
-            metadata.create_all(conn, checkfirst=True)
-            row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
-            current = int(row[0]) if row else 0
-            if current == 0:
-                conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                current = SCHEMA_VERSION
-            if current > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the index has schema version {current}, newer than this release "
-                    f"({SCHEMA_VERSION}); upgrade mms-receiver"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                log.info("upgrading index schema to version %d", version)
-                MIGRATIONS[version](conn)
-            if current < SCHEMA_VERSION:
-                conn.execute(
-                    meta.update()
-                    .where(meta.c.key == "schema_version")
-                    .values(value=str(SCHEMA_VERSION))
-                )
-    except SQLAlchemyError as exc:
-        raise IndexUnavailable(f"cannot open the index: {exc.__class__.__name__}: {exc}") from exc
+    with translate_db_errors(what="cannot open the index", opening=True), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Serialise concurrent start-ups of several processes.
+            conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
+        metadata.create_all(conn, checkfirst=True)
+        row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+        current = int(row[0]) if row else 0
+        if current == 0:
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            current = SCHEMA_VERSION
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the index has schema version {current}, newer than this release "
+                f"({SCHEMA_VERSION}); upgrade mms-receiver"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            log.info("upgrading index schema to version %d", version)
+            MIGRATIONS[version](conn)
+        if current < SCHEMA_VERSION:
+            conn.execute(
+                meta.update()
+                .where(meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
     ensure_search_index(engine)
     return SCHEMA_VERSION
 

@@ -24,8 +24,8 @@ from sqlalchemy import func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from receiver.index.errors import translate_db_errors as _unavailable
 from receiver.index.schema import outbound_messages, status_events, utcnow
-from receiver.index.store import _unavailable
 from receiver.twilio.webhook import StatusCallback
 
 LOCAL_STATES = ("pending", "submitting", "refused", "rejected")

@@ -10,11 +10,10 @@ media indexes for kind and media state).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,16 +27,17 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import RowMapping
 
-from receiver.errors import IndexUnavailable
+from receiver.index.core import IndexCore
 from receiver.index.db import has_search_index
+from receiver.index.errors import translate_db_errors
+from receiver.index.messages import with_media
+from receiver.index.records import MessageRecord
 from receiver.index.schema import media, messages, outbound_messages
-from receiver.index.store import MediaIndex
 from receiver.media.types import KINDS
 
-P = ParamSpec("P")
-R = TypeVar("R")
+Row = TypeVar("Row")
 
 #: Message states (the message's own column).
 MESSAGE_STATES = ("pending", "complete", "incomplete")
@@ -67,23 +67,6 @@ class InvalidParameter(ValueError):
         super().__init__(message)
         self.parameter = parameter
         self.message = message
-
-
-def _unavailable(fn: Callable[P, R]) -> Callable[P, R]:
-    """A lost database connection becomes IndexUnavailable (answered with 503)."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except OperationalError as exc:
-            raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
-            raise
-
-    return wrapper
 
 
 # -- parameters -----------------------------------------------------------------
@@ -149,10 +132,10 @@ class Cursor:
 
 
 @dataclass(frozen=True)
-class Page:
+class Page(Generic[Row]):
     """One page of rows and the cursor of the next page (None on the last page)."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     next_cursor: Cursor | None
 
 
@@ -289,15 +272,15 @@ def _after(at_col: Any, key_col: Any, cursor: Cursor | None, dialect: str) -> Co
     return and_(at_col <= cursor.at, or_(at_col < cursor.at, key_col < cursor.key))
 
 
-@_unavailable
+@translate_db_errors
 def list_messages(
-    index: MediaIndex,
+    index: IndexCore,
     flt: MessageFilter,
     *,
     cursor: Cursor | None = None,
     limit: int = DEFAULT_LIMIT,
-) -> Page:
-    """Messages matching `flt`, newest first, after `cursor`, with their media rows."""
+) -> Page[MessageRecord]:
+    """Messages matching `flt`, newest first, after `cursor`, with their media items."""
     order = (messages.c.received_at.desc(), messages.c.sid.desc())
     after = _after(messages.c.received_at, messages.c.sid, cursor, index.dialect)
     conds = _conditions(flt, index.dialect)
@@ -310,27 +293,15 @@ def list_messages(
             rows = _text_search(conn, flt, after, limit, index.dialect)
         else:
             stmt = select(messages).where(*conds, after).order_by(*order).limit(limit + 1)
-            rows = [dict(r) for r in conn.execute(stmt).mappings().all()]
+            rows = conn.execute(stmt).mappings().all()
         more = len(rows) > limit
-        rows = rows[:limit]
-        attach_media(conn, rows)
-    last = rows[-1] if more and rows else None
-    return Page(rows, Cursor(last["received_at"], last["sid"]) if last else None)
+        records = with_media(conn, rows[:limit])
+    last = records[-1] if more and records else None
+    return Page(records, Cursor(last.received_at, last.sid) if last else None)
 
 
 # -- text search ------------------------------------------------------------------
-#
-# `q` is a case-insensitive substring. Two steps, because no single plan is good
-# for both common and rare text:
-#
-# 1. The newest SEARCH_WINDOW candidates (other filters applied, in index order)
-#    are checked with LIKE: a common word fills the page here in a few ms.
-# 2. Otherwise matches are sparse, so all matches are collected first (through
-#    the trigram index of `search_index_ddl` when it exists: pg_trgm's GIN index
-#    on PostgreSQL, an FTS5 trigram table on SQLite; by a scan when it does not)
-#    and only the newest `limit` of them are sorted. Asking for "newest first,
-#    LIMIT n" directly would make the database walk the whole time index
-#    hoping to meet n matches soon.
+# `q` is a case-insensitive substring, searched in two steps: see docs/design.md, "Text search".
 
 #: Newest candidates checked with LIKE before collecting all matches.
 SEARCH_WINDOW = 2000
@@ -343,8 +314,8 @@ def _sqlite_fts_ready(conn: Any, q: str) -> bool:
 
 def _text_search(
     conn: Any, flt: MessageFilter, after: ColumnElement[bool], limit: int, dialect: str
-) -> list[dict[str, Any]]:
-    """The newest messages whose body contains `flt.q` (see the two steps above)."""
+) -> Sequence[RowMapping]:
+    """The newest messages whose body contains `flt.q`, in the two steps of docs/design.md."""
     others = _conditions(replace(flt, q=None), dialect)
     like = f"%{_escape_like(flt.q or '')}%"
     window = (
@@ -360,7 +331,7 @@ def _text_search(
         .order_by(window.c.received_at.desc(), window.c.sid.desc())
         .limit(limit + 1)
     )
-    rows = [dict(r) for r in conn.execute(recent).mappings().all()]
+    rows = conn.execute(recent).mappings().all()
     if len(rows) > limit:
         return rows
     narrow: list[ColumnElement[bool]] = []
@@ -386,7 +357,8 @@ def _text_search(
         .join(newest, newest.c.sid == messages.c.sid)
         .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
     )
-    return [dict(r) for r in conn.execute(stmt).mappings().all()]
+    found: Sequence[RowMapping] = conn.execute(stmt).mappings().all()
+    return found
 
 
 def _contains(column: Any, like: str, dialect: str) -> ColumnElement[bool]:
@@ -396,25 +368,14 @@ def _contains(column: Any, like: str, dialect: str) -> ColumnElement[bool]:
     return column.ilike(like, escape="\\")
 
 
-def attach_media(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Give each message row its `media` list (index order) with one query."""
-    by_sid: dict[str, list[dict[str, Any]]] = {r["sid"]: [] for r in rows}
-    for chunk in _chunks(list(by_sid), 500):
-        found = conn.execute(
-            select(media)
-            .where(media.c.message_sid.in_(chunk))
-            .order_by(media.c.message_sid, media.c.idx)
-        ).mappings()
-        for m in found:
-            by_sid[m["message_sid"]].append(dict(m))
-    for row in rows:
-        row["media"] = by_sid[row["sid"]]
+#: Kept importable by its old name; the records are built in `receiver.index.messages`.
+attach_media = with_media
 
 
-@_unavailable
+@translate_db_errors
 def list_outbound(
-    index: MediaIndex, *, cursor: Cursor | None = None, limit: int = DEFAULT_LIMIT
-) -> Page:
+    index: IndexCore, *, cursor: Cursor | None = None, limit: int = DEFAULT_LIMIT
+) -> Page[dict[str, Any]]:
     """Outbound messages with their current delivery status, newest first."""
     key = outbound_messages.c.id
     at = outbound_messages.c.created_at
@@ -439,8 +400,3 @@ def _escape_like(text: str) -> str:
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -6,6 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from receiver.index.records import MediaItem, MessageRecord
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
@@ -20,33 +22,33 @@ def _loads(raw: str | None, default: Any) -> Any:
         return default
 
 
-def media_json(row: dict[str, Any]) -> dict[str, Any]:
-    """One media row as the API shows it."""
-    facts = _loads(row.get("facts"), {})
+def media_json(item: MediaItem) -> dict[str, Any]:
+    """One media item as the API shows it."""
+    facts = _loads(item.facts, {})
     out: dict[str, Any] = {
-        "id": row["id"],
-        "index": row["idx"],
-        "media_sid": row.get("media_sid"),
-        "url": row.get("url"),
-        "declared_type": row.get("declared_type"),
-        "detected_type": row.get("detected_type"),
-        "kind": row.get("kind"),
-        "size_bytes": row.get("size_bytes"),
-        "sha256": row.get("sha256"),
-        "width": row.get("width"),
-        "height": row.get("height"),
-        "frames": row.get("frames"),
-        "animated": row.get("animated"),
+        "id": item.id,
+        "index": item.idx,
+        "media_sid": item.media_sid,
+        "url": item.url,
+        "declared_type": item.declared_type,
+        "detected_type": item.detected_type,
+        "kind": item.kind,
+        "size_bytes": item.size_bytes,
+        "sha256": item.sha256,
+        "width": item.width,
+        "height": item.height,
+        "frames": item.frames,
+        "animated": item.animated,
         "type_mismatch": bool(facts.get("mismatch")),
-        "state": row["state"],
-        "reason": row.get("reason") if row["state"] != "stored" else None,
-        "detail": row.get("detail") or None,
-        "attempts": row.get("attempts", 0),
-        "storage_key": row.get("storage_key"),
-        "thumbnail_key": row.get("thumbnail_key"),
-        "remote_delete_state": row.get("remote_delete_state"),
-        "created_at": _iso(row.get("created_at")),
-        "updated_at": _iso(row.get("updated_at")),
+        "state": item.state,
+        "reason": item.reason if item.state != "stored" else None,
+        "detail": item.detail or None,
+        "attempts": item.attempts,
+        "storage_key": item.storage_key,
+        "thumbnail_key": item.thumbnail_key,
+        "remote_delete_state": item.remote_delete_state,
+        "created_at": _iso(item.created_at),
+        "updated_at": _iso(item.updated_at),
     }
     if facts.get("contact"):
         out["contact"] = facts["contact"]
@@ -55,26 +57,25 @@ def media_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def message_json(row: dict[str, Any], *, include_params: bool = True) -> dict[str, Any]:
-    """One message (with its media list when present) as the API shows it."""
+def message_json(message: MessageRecord, *, include_params: bool = True) -> dict[str, Any]:
+    """One message with its media list as the API shows it."""
     out: dict[str, Any] = {
-        "sid": row["sid"],
-        "account_sid": row["account_sid"],
-        "messaging_service_sid": row.get("messaging_service_sid"),
-        "direction": row.get("direction", "inbound"),
-        "from": row["from_addr"],
-        "to": row["to_addr"],
-        "channel": row["from_channel"],
-        "body": row.get("body") or "",
-        "num_media": row["num_media"],
-        "num_segments": row.get("num_segments"),
-        "keyword": row.get("keyword"),
-        "received_at": _iso(row.get("received_at")),
-        "updated_at": _iso(row.get("updated_at")),
-        "state": row["state"],
+        "sid": message.sid,
+        "account_sid": message.account_sid,
+        "messaging_service_sid": message.messaging_service_sid,
+        "direction": message.direction,
+        "from": message.from_addr,
+        "to": message.to_addr,
+        "channel": message.from_channel,
+        "body": message.body or "",
+        "num_media": message.num_media,
+        "num_segments": message.num_segments,
+        "keyword": message.keyword,
+        "received_at": _iso(message.received_at),
+        "updated_at": _iso(message.updated_at),
+        "state": message.state,
     }
     if include_params:
-        out["params"] = [list(p) for p in _loads(row.get("params"), [])]
-    if "media" in row:
-        out["media"] = [media_json(m) for m in row["media"]]
+        out["params"] = [list(p) for p in _loads(message.params, [])]
+    out["media"] = [media_json(m) for m in message.media]
     return out

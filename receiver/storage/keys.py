@@ -101,6 +101,16 @@ def derived_key(original_key: str, name: str, extension: str) -> str:
     )
 
 
+def message_prefixes(account_sid: str, message_sid: str) -> tuple[str, str]:
+    """The prefixes under which every object of one message lies: originals, derivatives.
+
+    Raises ValueError if either SID could not be part of a key.
+    """
+    account = _sid(account_sid, "account_sid")
+    message = _sid(message_sid, "message_sid")
+    return f"media/{account}/{message}/", f"derived/{account}/{message}/"
+
+
 def outbound_key(token: str, extension: str, *, when: datetime | None = None) -> str:
     """The key of a prepared outbound file: ``outbound/<yyyy>/<mm>/<token>.<ext>``.
 

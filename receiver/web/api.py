@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
@@ -19,7 +17,7 @@ from receiver.index.queries import (
     parse_limit,
 )
 from receiver.index.serialize import message_json
-from receiver.services import Services
+from receiver.lifecycle import erase_message
 from receiver.web import openapi, serve_media
 from receiver.web.auth import api_auth
 from receiver.web.hooks import services
@@ -79,30 +77,6 @@ def invalid(exc: InvalidParameter) -> tuple[Response, int]:
     return jsonify(error="invalid_parameter", parameter=exc.parameter, message=exc.message), 400
 
 
-def erase_message(svc: Services, message: dict[str, Any]) -> int:
-    """Delete a message's stored objects, then its rows; returns how many objects went.
-
-    Objects go first: if the store fails, the rows stay and the erasure can be
-    retried; the other order could leave files nobody can find any more.
-    """
-    sid = message["sid"]
-    removed = 0
-    for top in ("media", "derived"):
-        prefix = f"{top}/{message['account_sid']}/{sid}/"
-        try:
-            removed += svc.store.delete_prefix(prefix)
-        except ValueError:
-            log.warning("message %s: cannot delete by prefix %r", sid, prefix)
-    for item in message["media"]:
-        for key in (item.get("storage_key"), item.get("thumbnail_key")):
-            if key:
-                with contextlib.suppress(ValueError, FileNotFoundError):
-                    svc.store.delete(key)  # stored elsewhere than the usual layout
-    svc.index.delete_message(sid)
-    log.info("erased message %s and %d stored objects", sid, removed)
-    return removed
-
-
 @bp.get("/messages")
 @api_auth
 def list_messages_view() -> Response | tuple[Response, int]:
@@ -144,7 +118,7 @@ def delete_message(sid: str) -> Response | tuple[Response, int]:
     if message is None:
         abort(404, description="no message with that SID")
     try:
-        removed = erase_message(svc, message)
+        removed = erase_message(svc.index, svc.store, message)
     except StorageError as exc:
         log.error("erasing %s failed in storage: %s", sid, exc)
         return jsonify(
@@ -187,7 +161,7 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
             return chosen
         return serve_media.send(svc.store, row, chosen)
     except StorageError as exc:
-        log.error("serving media %s failed in storage: %s", row["id"], exc)
+        log.error("serving media %s failed in storage: %s", row.id, exc)
         return serve_media.problem(
             503, "storage_unavailable", "the object store is unavailable; retry later"
         )

@@ -27,6 +27,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 
 from receiver.errors import StorageError
+from receiver.index import MediaItem, MessageRecord
 from receiver.index.queries import (
     MEDIA_STATES,
     MESSAGE_STATES,
@@ -37,10 +38,11 @@ from receiver.index.queries import (
     parse_cursor,
     parse_filter,
 )
+from receiver.lifecycle import erase_message
 from receiver.media.types import KINDS
 from receiver.replies import human_size, templates_dir
 from receiver.web import auth, security
-from receiver.web.api import LIST_PARAMETERS, SID, erase_message
+from receiver.web.api import LIST_PARAMETERS, SID
 from receiver.web.hooks import services
 from receiver.web.serve_media import SAFE_INLINE_IMAGES
 
@@ -68,32 +70,32 @@ def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def media_view(row: dict[str, Any], sender: str, *, present: bool | None = None) -> dict[str, Any]:
+def media_view(row: MediaItem, sender: str, *, present: bool | None = None) -> dict[str, Any]:
     """What a page needs to show one media item (URLs, how to show it, its facts)."""
-    facts = _json(row.get("facts"), {})
-    kind = row.get("kind") or "other"
-    detected = (row.get("detected_type") or "").split(";", 1)[0].lower()
-    number = row["idx"] + 1
+    facts = _json(row.facts, {})
+    kind = row.kind or "other"
+    detected = (row.detected_type or "").split(";", 1)[0].lower()
+    number = row.idx + 1
     view: dict[str, Any] = {
         "row": row,
         "number": number,
         "kind": kind,
         "contact": facts.get("contact") if isinstance(facts.get("contact"), dict) else None,
         "mismatch": bool(facts.get("mismatch")),
-        "content_url": url_for("api.media_content", media_id=str(row["id"])),
+        "content_url": url_for("api.media_content", media_id=str(row.id)),
         "thumb_url": None,
         "show": "download",
         "alt": f"{kind.capitalize()} {number} from {sender}",
     }
-    if row["state"] != "stored" or not row.get("storage_key"):
+    if row.state != "stored" or not row.storage_key:
         view["show"] = "unavailable"
         return view
     if present is False:
         view["show"] = "missing"
         return view
     if kind == "image":
-        if row.get("thumbnail_key"):
-            view["thumb_url"] = url_for("api.media_thumbnail", media_id=str(row["id"]))
+        if row.thumbnail_key:
+            view["thumb_url"] = url_for("api.media_thumbnail", media_id=str(row.id))
         elif detected in SAFE_INLINE_IMAGES:
             view["thumb_url"] = view["content_url"]
         view["show"] = "image" if view["thumb_url"] else "download"
@@ -104,20 +106,19 @@ def media_view(row: dict[str, Any], sender: str, *, present: bool | None = None)
     return view
 
 
-def message_view(row: dict[str, Any], *, check_files: bool = False) -> dict[str, Any]:
-    """A message row with its media views (and, on the detail page, whether files exist)."""
+def message_view(row: MessageRecord, *, check_files: bool = False) -> dict[str, Any]:
+    """A message with its media views (and, on the detail page, whether files exist)."""
     store = services().store
-    sender = row["from_addr"]
     items = []
-    for m in row.get("media", []):
+    for m in row.media:
         present = None
-        if check_files and m["state"] == "stored" and m.get("storage_key"):
+        if check_files and m.state == "stored" and m.storage_key:
             try:
-                present = store.exists(m["storage_key"])
+                present = store.exists(m.storage_key)
             except (StorageError, ValueError):
                 present = False
-        items.append(media_view(m, sender, present=present))
-    return {"row": row, "media": items, "params": _params(row.get("params"))}
+        items.append(media_view(m, row.from_addr, present=present))
+    return {"row": row, "media": items, "params": _params(row.params)}
 
 
 @bp.get("/")
@@ -219,7 +220,7 @@ def delete_message(sid: str) -> ResponseReturnValue:
         flash("Tick the confirmation box to delete the message and its files.")
         return redirect(url_for("browse.message", sid=sid), code=303)
     try:
-        removed = erase_message(svc, row)
+        removed = erase_message(svc.index, svc.store, row)
     except StorageError:
         flash("The object store failed; nothing was deleted. Try again later.")
         return redirect(url_for("browse.message", sid=sid), code=303)

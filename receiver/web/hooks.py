@@ -47,7 +47,7 @@ def messaging() -> Response:
         # Twilio answers opt-out keywords itself; a reply here would be dropped or doubled.
         xml = empty_response()
     else:
-        message = svc.index.get_message(msg.message_sid) or {"media": []}
+        message = svc.index.get_message(msg.message_sid)
         name = "help.txt" if result.keyword == "HELP" else "message.txt"
         xml = svc.replies.twiml(name, **svc.replies.context(message))
     log.info(

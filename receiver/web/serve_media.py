@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from flask import Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from receiver.index.records import MediaItem
 from receiver.storage.base import ObjectStore, check_content_type, content_disposition
 from receiver.web.security import file_policy
 
@@ -55,19 +56,19 @@ def inline_allowed(content_type: str) -> bool:
     return base in SAFE_INLINE_IMAGES or base.startswith(("audio/", "video/"))
 
 
-def choose(row: dict[str, Any], which: str, store: ObjectStore) -> Served | Response:
+def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
     """The object for `which` ("content" or "thumbnail") of a media row, or a 404 answer."""
-    media_id = row["id"]
-    if row["state"] != "stored" or not row.get("storage_key"):
-        reason = row.get("reason") or row["state"]
+    media_id = row.id
+    if row.state != "stored" or not row.storage_key:
+        reason = row.reason or row.state
         return problem(
             404,
             "not_stored",
-            f"media {media_id} is {row['state']} ({reason}); there is no stored file",
+            f"media {media_id} is {row.state} ({reason}); there is no stored file",
             reason=reason,
         )
     if which == "thumbnail":
-        key = row.get("thumbnail_key")
+        key = row.thumbnail_key
         if not key:
             return problem(
                 404, "no_thumbnail", f"media {media_id} has no thumbnail", reason="no_thumbnail"
@@ -86,19 +87,19 @@ def choose(row: dict[str, Any], which: str, store: ObjectStore) -> Served | Resp
             except FileNotFoundError:
                 return missing(media_id, key)
     else:
-        key = row["storage_key"]
-        content_type = row.get("detected_type") or "application/octet-stream"
+        key = row.storage_key
+        content_type = row.detected_type or "application/octet-stream"
     try:
         content_type = check_content_type(content_type)
     except ValueError:
         content_type = "application/octet-stream"
     ext = key.rsplit(".", 1)[-1] if "." in key.rsplit("/", 1)[-1] else "bin"
     suffix = "-thumbnail" if which == "thumbnail" else ""
-    filename = f"{row['message_sid']}-{row['idx']}{suffix}.{ext}"
+    filename = f"{row.message_sid}-{row.idx}{suffix}.{ext}"
     return Served(key, content_type, filename, inline_allowed(content_type))
 
 
-def send(store: ObjectStore, row: dict[str, Any], served: Served) -> BaseResponse:
+def send(store: ObjectStore, row: MediaItem, served: Served) -> BaseResponse:
     """A presigned redirect when the store has URLs, else the bytes (with Range support)."""
     disposition = "inline" if served.inline else "attachment"
     url = store.presigned_url(
@@ -111,14 +112,14 @@ def send(store: ObjectStore, row: dict[str, Any], served: Served) -> BaseRespons
     if url is not None:
         # One HEAD request, so a lost object is a clear 404 here rather than an XML error there.
         if not store.exists(served.key):
-            return missing(row["id"], served.key)
+            return missing(row.id, served.key)
         resp = redirect(url, code=302)
         resp.headers["Cache-Control"] = "no-store"
         return resp
     try:
         info = store.stat(served.key)
     except FileNotFoundError:
-        return missing(row["id"], served.key)
+        return missing(row.id, served.key)
     size = info.size
     etag = info.etag
     headers = {
@@ -145,7 +146,7 @@ def send(store: ObjectStore, row: dict[str, Any], served: Served) -> BaseRespons
             status, length = 206, end - start + 1
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     except FileNotFoundError:
-        return missing(row["id"], served.key)
+        return missing(row.id, served.key)
     except ValueError:  # the object shrank between stat and open
         headers["Content-Range"] = f"bytes */{size}"
         return Response(status=416, headers=headers)

@@ -86,7 +86,7 @@ def test_plain_gunicorn_with_the_deploy_config(tmp_path: Path) -> None:
                     time.sleep(0.1)
 
                 deadline = time.monotonic() + 30
-                while index.get_message(sid)["media"][0]["state"] != "stored":  # type: ignore[index]
+                while index.get_message(sid).media[0].state != "stored":  # type: ignore[union-attr]
                     assert time.monotonic() < deadline, "the sweeper did not process the item"
                     time.sleep(0.2)
 

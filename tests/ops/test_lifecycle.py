@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,12 @@ class World:
                 "test-owner", lease_seconds=60, limit=50, max_attempts=8, message_sid=sid
             )
             for item in claimed:
-                key = f"media/{ACCOUNT_SID}/{sid}/{item['idx']}-{item['media_sid']}.jpg"
-                thumb = f"derived/{ACCOUNT_SID}/{sid}/{item['idx']}-{item['media_sid']}.thumb.webp"
+                key = f"media/{ACCOUNT_SID}/{sid}/{item.idx}-{item.media_sid}.jpg"
+                thumb = f"derived/{ACCOUNT_SID}/{sid}/{item.idx}-{item.media_sid}.thumb.webp"
                 self.store.put_bytes(key, b"jpeg" * 100, content_type="image/jpeg")
                 self.store.put_bytes(thumb, b"webp", content_type="image/webp")
                 assert self.index.finish_media(
-                    item["id"],
+                    item.id,
                     "test-owner",
                     state="stored",
                     storage_key=key,
@@ -77,7 +78,7 @@ class World:
                     kind="image",
                     sha256="0" * 64,
                 )
-                self.index.set_thumbnail(item["id"], thumb)
+                self.index.set_thumbnail(item.id, thumb)
         if orphan:  # an upload whose index update never happened (crash)
             self.store.put_bytes(
                 f"media/{ACCOUNT_SID}/{sid}/9-orphan.jpg", b"x", content_type="image/jpeg"
@@ -196,9 +197,35 @@ def test_deleting_one_message_removes_all_its_objects(world: World) -> None:
     other = world.message(timedelta(days=1))
     message = world.index.get_message(sid)
     assert message is not None
-    assert lifecycle.delete_message(world.index, world.store, message) == 5
+    assert lifecycle.erase_message(world.index, world.store, message) == 5
     assert world.keys(sid) == [] and world.index.get_message(sid) is None
     assert len(world.keys(other)) == 4
+
+
+def test_erasing_deletes_recorded_keys_outside_the_message_prefixes(world: World) -> None:
+    sid = world.message(timedelta(days=1), files=1)
+    (item,) = world.index.media_of(sid)
+    elsewhere = "imported/2023/photo.jpg"  # written by an older layout
+    world.store.put_bytes(elsewhere, b"old", content_type="image/jpeg")
+    world.index.set_thumbnail(item.id, elsewhere)
+    message = world.index.get_message(sid)
+    assert message is not None
+    # The original, and the thumbnail made before the old one was recorded
+    # instead, both under the prefixes; plus the recorded key elsewhere.
+    assert lifecycle.erase_message(world.index, world.store, message) == 3
+    assert not world.store.exists(elsewhere) and world.keys(sid) == []
+    assert world.index.get_message(sid) is None
+
+
+def test_erasing_a_message_whose_sids_make_no_prefix_deletes_its_known_keys(
+    world: World,
+) -> None:
+    sid = world.message(timedelta(days=1), files=1)
+    message = world.index.get_message(sid)
+    assert message is not None
+    odd = replace(message, account_sid="AC-not-a-sid")
+    assert lifecycle.erase_message(world.index, world.store, odd) == 2
+    assert world.keys(sid) == [] and world.index.get_message(sid) is None
 
 
 def test_outbound_files_go_a_whole_month_at_a_time(world: World) -> None:

@@ -317,9 +317,9 @@ def test_reconcile_ingests_missed_messages_once(service: Running, fake: FakeTwil
     assert first.exit_code == 0, first.output
     assert "1 listed: 0 already recorded, 1 ingested, 0 failed" in first.output
     message = service.services.index.get_message(missed)
-    assert message is not None and message["body"] == "my claim photos"
-    assert [m["state"] for m in message["media"]] == ["stored", "stored"]
-    assert [m["kind"] for m in message["media"]] == ["image", "contact"]
+    assert message is not None and message.body == "my claim photos"
+    assert [m.state for m in message.media] == ["stored", "stored"]
+    assert [m.kind for m in message.media] == ["image", "contact"]
 
     second = run(service.env, "reconcile", "--since", "24h")
     assert "1 listed: 1 already recorded, 0 ingested" in second.output

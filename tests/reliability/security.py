@@ -309,7 +309,7 @@ def check_routes(tmp: Path) -> Check:
         },
         [{"idx": 0, "url": "https://api.twilio.com/x", "declared_type": "image/jpeg"}],
     )
-    media_id = services.index.media_of(sid)[0]["id"]
+    media_id = services.index.media_of(sid)[0].id
     values = {
         "sid": sid,
         "media_id": str(media_id),

@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,8 +167,7 @@ class Seeder:
 
     def media_rows(self, message_sid: str) -> list[dict[str, Any]]:
         """The media rows of a seeded message."""
-        rows: list[dict[str, Any]] = self.svc.index.media_of(message_sid)
-        return rows
+        return [asdict(item) for item in self.svc.index.media_of(message_sid)]
 
     def outbound(
         self, *, status: str = "delivered", error_code: int | None = None, body: str = "sent"

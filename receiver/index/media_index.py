@@ -1,0 +1,15 @@
+"""`MediaIndex`: the one object the service holds for the metadata index.
+
+It is the sum of the index's parts, each a module with one job (see
+docs/design.md, "Index"); every part shares one `IndexCore`.
+"""
+
+from __future__ import annotations
+
+from receiver.index.media_queue import MediaQueue
+from receiver.index.messages import Messages
+from receiver.index.optouts import OptOuts
+
+
+class MediaIndex(Messages, MediaQueue, OptOuts):
+    """Reads and writes of messages, the media work queue and opt-outs against one database."""

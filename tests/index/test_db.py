@@ -1,0 +1,50 @@
+"""receiver.index.db: schema creation and upgrades."""
+
+from __future__ import annotations
+
+from receiver.index import MediaIndex
+from tests.index.rows import media_rows, message
+
+
+def test_schema_upgrade_is_repeatable(db_url: str) -> None:
+    MediaIndex.open(db_url).close()
+    again = MediaIndex.open(db_url)
+    again.ping()
+    again.close()
+
+
+def test_a_version_1_sqlite_index_is_upgraded_in_place(tmp_path: object) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    from receiver.index.schema import SCHEMA_VERSION
+
+    assert isinstance(tmp_path, Path)
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    first = MediaIndex.open(url)
+    first.record_message(message(7, body="kept across the upgrade"), media_rows(1))
+    first.close()
+    # Make it look like a database written by schema version 1.
+    conn = sqlite3.connect(tmp_path / "index.db")
+    conn.executescript(
+        "DROP INDEX ix_messages_received_body; DROP INDEX ix_media_state_message;"
+        "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;"
+        "DROP TRIGGER messages_fts_update; DROP TABLE messages_fts;"
+        "UPDATE receiver_meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.commit()
+    upgraded = MediaIndex.open(url)
+    upgraded.close()
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    version = conn.execute(
+        "SELECT value FROM receiver_meta WHERE key = 'schema_version'"
+    ).fetchone()[0]
+    found = conn.execute(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"across\"'"
+    ).fetchall()
+    conn.close()
+    assert int(version) == SCHEMA_VERSION == 2
+    wanted = {"ix_messages_received_body", "ix_media_state_message", "messages_fts"}
+    assert wanted | {"messages_fts_insert"} <= names
+    # The search table was filled from the rows already there.
+    assert len(found) == 1

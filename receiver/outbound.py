@@ -65,8 +65,8 @@ from receiver.twilio.rest import TwilioRest, TwilioRestError
 from receiver.twilio.webhook import parse_inbound, parse_status
 
 if TYPE_CHECKING:
+    from receiver.inbound.pipeline import Pipeline
     from receiver.index import MediaIndex
-    from receiver.pipeline import Pipeline
     from receiver.services import Services
     from receiver.settings import Settings
     from receiver.storage.base import ObjectStore

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from receiver.inbound.pipeline import Pipeline
 from receiver.index import MediaIndex
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
 from receiver.metrics import instrument
-from receiver.pipeline import Pipeline
 from receiver.replies import ReplyRenderer
 from receiver.settings import Settings
 from receiver.storage import open_store

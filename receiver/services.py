@@ -21,18 +21,6 @@ from receiver.twilio.signature import SignatureVerifier
 log = logging.getLogger(__name__)
 
 
-def inbound_fetch_config(settings: Settings) -> FetchConfig:
-    """How inbound MediaUrls are fetched: allowlisted hosts, Twilio media auth, caps."""
-    return FetchConfig(
-        allowed_hosts=settings.media_hosts,
-        require_allowlisted=True,
-        api_base=settings.api_base,
-        credentials=settings.rest_credentials,
-        account_sid=settings.account_sid or None,
-        deadline=settings.fetch_deadline,
-    )
-
-
 @dataclass
 class Services:
     """Everything a request or a worker needs, built once per process."""
@@ -60,7 +48,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
     pipeline = Pipeline(
         index,
         store,
-        Fetcher(inbound_fetch_config(settings)),
+        Fetcher(FetchConfig.inbound(settings)),
         inbound_policy(settings.max_media_bytes, settings.max_message_bytes),
         max_attempts=settings.max_attempts,
         max_message_bytes=settings.max_message_bytes,

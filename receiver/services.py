@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiver.inbound.pipeline import Pipeline
+from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
@@ -84,6 +85,6 @@ def remote_deletion_task(settings: Settings, pipeline: Pipeline) -> Callable[[],
         rest.delete_media(message_sid, media_sid)
 
     def task() -> None:
-        pipeline.delete_remote_copies(deleter)
+        delete_remote_copies(pipeline.index, pipeline.store, deleter)
 
     return task

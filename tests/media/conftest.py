@@ -10,9 +10,9 @@ from tests.support.mediaserver import MediaServer
 
 
 @pytest.fixture
-def server() -> Iterator[MediaServer]:
-    with MediaServer() as media:
-        yield media
+def server(media_server: MediaServer) -> MediaServer:
+    """The real media server of tests/conftest.py, by the short name these tests use."""
+    return media_server
 
 
 @pytest.fixture

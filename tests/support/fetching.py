@@ -22,10 +22,12 @@ def config(*servers: MediaServer, **overrides: Any) -> FetchConfig:
 
 
 def fetcher(*servers: MediaServer, resolver: Any = None, **overrides: Any) -> Fetcher:
+    """A Fetcher allowed to reach `servers` (host:port entries, so loopback is fine)."""
     return Fetcher(config(*servers, **overrides), resolver=resolver)
 
 
 def read_all(result: FetchResult) -> bytes:
+    """The downloaded bytes; the spooled file is closed afterwards."""
     try:
         return result.file.read()
     finally:

@@ -151,7 +151,7 @@ class Metrics:
     def observe_item(self, outcome: Any, seconds: float) -> None:
         """The pipeline's observer: count one processed media item and time it.
 
-        `outcome` is a `receiver.pipeline.ItemOutcome`; items that went back to
+        `outcome` is a `receiver.inbound.pipeline.ItemOutcome`; items that went back to
         the queue (index unavailable) or whose message was deleted meanwhile
         are timed but not counted as verdicts.
         """

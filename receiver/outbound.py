@@ -65,8 +65,8 @@ from receiver.twilio.rest import TwilioRest, TwilioRestError
 from receiver.twilio.webhook import parse_inbound, parse_status
 
 if TYPE_CHECKING:
+    from receiver.inbound.pipeline import Pipeline
     from receiver.index import MediaIndex
-    from receiver.pipeline import Pipeline
     from receiver.services import Services
     from receiver.settings import Settings
     from receiver.storage.base import ObjectStore
@@ -524,18 +524,7 @@ class Outbound:
         self.limiter = limiter or RateLimiter()
         self.pipeline = pipeline
         self.links = MediaLinks(settings.secret_key)
-        # User media URLs: any public host, never Twilio credentials. RECEIVER_MEDIA_HOSTS
-        # entries with a port may be private (local media hosts, tests).
-        self.fetcher = fetcher or Fetcher(
-            FetchConfig(
-                allowed_hosts=settings.media_hosts,
-                require_allowlisted=False,
-                api_base=settings.api_base,
-                # A person is waiting: one retry for a flaky host, not Twilio's media backoff.
-                attempts=2,
-                backoff=0.25,
-            )
-        )
+        self.fetcher = fetcher or Fetcher(FetchConfig.outbound(settings))
         self._preflight_fetchers: dict[str, Fetcher] = {}
         #: How long an interrupted create may still land in Twilio's records: the REST
         #: client's read timeout plus a margin. Rows claimed more recently are not resent.
@@ -889,13 +878,7 @@ class Outbound:
         origin = f"{host}:{port}"
         if origin not in self._preflight_fetchers:
             self._preflight_fetchers[origin] = Fetcher(
-                FetchConfig(
-                    allowed_hosts=(*self.settings.media_hosts, origin),
-                    require_allowlisted=False,
-                    api_base=self.settings.api_base,
-                    attempts=2,
-                    deadline=30.0,
-                )
+                FetchConfig.outbound(self.settings).allowing(origin)
             )
         return self._preflight_fetchers[origin]
 

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from receiver.inbound.pipeline import Pipeline
+from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
 from receiver.metrics import instrument
-from receiver.pipeline import Pipeline
 from receiver.replies import ReplyRenderer
 from receiver.settings import Settings
 from receiver.storage import open_store
@@ -19,18 +20,6 @@ from receiver.storage.base import ObjectStore
 from receiver.twilio.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
-
-
-def inbound_fetch_config(settings: Settings) -> FetchConfig:
-    """How inbound MediaUrls are fetched: allowlisted hosts, Twilio media auth, caps."""
-    return FetchConfig(
-        allowed_hosts=settings.media_hosts,
-        require_allowlisted=True,
-        api_base=settings.api_base,
-        credentials=settings.rest_credentials,
-        account_sid=settings.account_sid or None,
-        deadline=settings.fetch_deadline,
-    )
 
 
 @dataclass
@@ -60,7 +49,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
     pipeline = Pipeline(
         index,
         store,
-        Fetcher(inbound_fetch_config(settings)),
+        Fetcher(FetchConfig.inbound(settings)),
         inbound_policy(settings.max_media_bytes, settings.max_message_bytes),
         max_attempts=settings.max_attempts,
         max_message_bytes=settings.max_message_bytes,
@@ -96,6 +85,6 @@ def remote_deletion_task(settings: Settings, pipeline: Pipeline) -> Callable[[],
         rest.delete_media(message_sid, media_sid)
 
     def task() -> None:
-        pipeline.delete_remote_copies(deleter)
+        delete_remote_copies(pipeline.index, pipeline.store, deleter)
 
     return task

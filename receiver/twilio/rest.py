@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from receiver.errors import ConfigError, TwilioApiError
+from receiver.httpheaders import retry_after
 from receiver.settings import DEFAULT_API_BASE, Settings
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class TwilioRest:
                 return _decode(response, method, url)
             error = _api_error(response, attempt)
             if error.retryable and attempt < self.retry.attempts:
-                self._wait(attempt, _retry_after(response.headers.get("Retry-After")), error)
+                self._wait(attempt, retry_after(response.headers.get("Retry-After")), error)
                 continue
             raise error
 
@@ -517,22 +517,6 @@ def _safe_to_repeat(method: str, exc: requests.RequestException) -> bool:
         and not isinstance(exc, requests.ReadTimeout)
         and "NewConnectionError" in repr(exc)
     )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _int(value: Any) -> int | None:

@@ -14,6 +14,7 @@ from PIL import Image
 from receiver.index.schema import utcnow
 from tests.conftest import API_TOKEN
 from tests.support.mediaserver import MediaServer, Reply
+from tests.support.waiting import wait_for
 from tests.support.webhooks import WebhookPoster, inbound_params, media_path, new_sid
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -282,15 +283,6 @@ def test_inline_deadline_answers_early_and_work_continues(
     assert message(app, sid)["media"][0]["state"] == "stored"
 
 
-def wait_for(predicate: Any, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def test_thumbnails_wait_for_webhooks_in_flight_then_follow(
     setup: Any, media_server: MediaServer
 ) -> None:
@@ -336,7 +328,7 @@ def test_thumbnails_wait_for_webhooks_in_flight_then_follow(
             assert Image.open(fp).size[0] <= 320
     # The thumbnail thread runs at a lower CPU priority than the webhooks.
     pipeline = app.extensions["receiver"].pipeline
-    niceness = pipeline.derive_pool.submit(
+    niceness = pipeline.derivatives.pool.submit(
         lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     ).result()
     assert niceness > os.getpriority(os.PRIO_PROCESS, 0)

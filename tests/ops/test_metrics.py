@@ -16,8 +16,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from receiver.inbound.pipeline import ItemOutcome
 from receiver.metrics import Metrics
-from receiver.pipeline import ItemOutcome
 from receiver.simulate import inbound_params
 from receiver.twilio.signature import compute_signature
 from tests.conftest import ACCOUNT_SID, TOKEN, base_env

@@ -198,13 +198,14 @@ def test_backoff_is_jittered_and_exponential(fake: FakeTwilio, sleeps: Sleeps) -
     assert sleeps == [0.5, 1.0, 1.5]  # 0.5 x min(cap, 1, 2, 4)
 
 
-def test_retry_after_as_an_http_date() -> None:
-    from receiver.twilio.rest import _retry_after
-
-    when = datetime.now(UTC) + timedelta(seconds=30)
-    assert 25 <= (_retry_after(format_datetime(when, usegmt=True)) or 0) <= 30
-    assert _retry_after("7") == 7.0
-    assert _retry_after("soon") is None
+def test_retry_after_as_an_http_date_is_waited(
+    rest: TwilioRest, fake: FakeTwilio, sleeps: Sleeps
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=20)
+    fake.fail_next(1, 429, 20429, retry_after=format_datetime(when, usegmt=True))
+    rest.create_message(to=RECIPIENT, from_=SENDER, body="hi")
+    assert len(sleeps) == 1
+    assert 15 <= sleeps[0] <= 20  # the date, not the 0.5 s jitter
 
 
 def test_500_is_retried_then_reported_and_nothing_is_created(

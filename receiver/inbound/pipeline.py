@@ -2,15 +2,15 @@
 
 ingest      -> the message and one `pending` row per MediaUrlN are committed
 process     -> each item is leased, fetched, inspected, checked, stored
-              (original first, thumbnail after), then marked stored,
-              rejected or failed (retried later with backoff)
+              (original first, thumbnail after: `derivatives`), then marked
+              stored, rejected or failed (retried later with backoff)
 sweep       -> claims due items left by crashes, outages and deadlines
+
+The reasoning behind the numbers here: docs/design.md ("Inbound pipeline and fetching").
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, replace
@@ -26,14 +26,15 @@ from datetime import timedelta
 from typing import Any
 
 from receiver.errors import FetchError, IndexUnavailable, StorageError
+from receiver.inbound.derivatives import Derivatives
+from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher
 from receiver.media.inspect import MediaInfo, inspect
 from receiver.media.policy import Policy, check
-from receiver.media.transform import make_thumbnail
 from receiver.storage.base import ObjectStore
-from receiver.storage.keys import derived_key, media_key
+from receiver.storage.keys import media_key
 from receiver.twilio.keywords import classify_keyword
 from receiver.twilio.webhook import InboundMessage
 
@@ -43,21 +44,8 @@ log = logging.getLogger(__name__)
 BACKOFF = (5, 30, 120, 600, 1800, 3600)
 
 
-#: Media threads per process. Each webhook thread waits for all of its
-#: message's items (up to 10), so with gunicorn's 8 threads a process has
-#: dozens of items in flight, nearly all waiting on the network. A pool
-#: smaller than that queues one message's items behind another's, which
-#: adds a whole download to its answer; an idle thread costs little.
+#: Media threads per process (why so many: docs/design.md).
 MEDIA_THREADS = 64
-
-#: How much lower than the webhook threads the thumbnail thread runs (see `nice`).
-DERIVE_NICENESS = 19
-#: At most this many thumbnail keys wait to be recorded together.
-DERIVE_BATCH = 32
-#: Thumbnails wait for a moment without webhooks at most this long each (seconds)...
-DERIVE_MAX_WAIT = 5.0
-#: ...and do not wait at all while more than this many are queued.
-DERIVE_MAX_DEFERRED = 500
 
 
 def new_owner() -> str:
@@ -87,7 +75,6 @@ class ItemOutcome:
 
 
 Observer = Callable[[ItemOutcome, float], None]
-RemoteDeleter = Callable[[str, str, str], None]
 
 
 def message_row(msg: InboundMessage, keyword: str | None) -> dict[str, Any]:
@@ -139,44 +126,13 @@ class Pipeline:
         self.delete_remote = delete_remote
         self.observer = observer
         self._owner = (os.getpid(), new_owner())
-        self._threads = threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
-        self._derive_pool: ThreadPoolExecutor | None = None
-        self._derive_pid = 0
-        # Guarded by `_quiet`: webhooks of this process now waiting for their
-        # media, thumbnails queued and not yet made, and those made but not
-        # yet recorded.
-        self._quiet = threading.Condition()
-        self._answering_now = 0
-        self._derive_backlog = 0
-        self._derived: list[tuple[int, str]] = []
-        self._lock = threading.Lock()
-
-    # -- executor (created lazily, and again after a fork) ---------------
+        self._pool = ForkSafePool(threads, name="media")
+        self.derivatives = Derivatives(index, store)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """The thread pool of this process; threads never survive a fork, so make one per pid."""
-        with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="media")
-                self._pool_pid = os.getpid()
-            return self._pool
-
-    @property
-    def derive_pool(self) -> ThreadPoolExecutor:
-        """One thread for thumbnails: they use at most one core and never queue
-        ahead of the fetches a waiting webhook needs. A crash loses only this
-        queue; `sweep` remakes thumbnails that are missing."""
-        with self._lock:
-            if self._derive_pool is None or self._derive_pid != os.getpid():
-                self._derive_pool = ThreadPoolExecutor(
-                    1, thread_name_prefix="derive", initializer=_lower_thread_priority
-                )
-                self._derive_pid = os.getpid()
-                self._derive_backlog, self._derived = 0, []
-            return self._derive_pool
+        """The media thread pool of this process."""
+        return self._pool.executor
 
     @property
     def owner(self) -> str:
@@ -186,19 +142,10 @@ class Pipeline:
         return self._owner[1]
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the pool (items in flight keep their lease and are retried elsewhere)."""
-        # Outside the lock, since items in flight reach for the pools; the
-        # derive pool last, since items that finish queue thumbnails on it.
-        with self._lock:
-            pool = self._pool if self._pool_pid == os.getpid() else None
-            self._pool = None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=not wait)
-        with self._lock:
-            derive = self._derive_pool if self._derive_pid == os.getpid() else None
-            self._derive_pool = None
-        if derive is not None:
-            derive.shutdown(wait=wait, cancel_futures=not wait)
+        """Stop the pools (items in flight keep their lease and are retried elsewhere)."""
+        # The thumbnail thread last, since items that finish queue thumbnails on it.
+        self._pool.shutdown(wait=wait)
+        self.derivatives.shutdown(wait=wait)
 
     # -- ingest -----------------------------------------------------------
 
@@ -244,7 +191,7 @@ class Pipeline:
         in the background under its lease; the caller answers Twilio with what
         is known by then.
         """
-        with self._answering():
+        with self.derivatives.answering():
             if ingested is not None and ingested.created:
                 rows: Sequence[MediaItem] = ingested.items
                 # Nothing of a message just created is stored yet: the whole
@@ -261,30 +208,6 @@ class Pipeline:
                 futures = self.submit(rows)
             if futures and deadline > 0:
                 wait_futures(futures, timeout=deadline)
-
-    @contextlib.contextmanager
-    def _answering(self) -> Iterator[None]:
-        """Mark a webhook of this process as waiting for its media (see `_wait_for_quiet`)."""
-        with self._quiet:
-            self._answering_now += 1
-        try:
-            yield
-        finally:
-            with self._quiet:
-                self._answering_now -= 1
-                if self._answering_now == 0:
-                    self._quiet.notify_all()
-
-    def _wait_for_quiet(self) -> None:
-        # Thumbnails share this process's GIL with the webhooks Twilio is
-        # waiting on, so they wait until no webhook is, for at most
-        # DERIVE_MAX_WAIT seconds each, and not at all once DERIVE_MAX_DEFERRED
-        # are queued: a burst is answered first and its thumbnails follow.
-        with self._quiet:
-            self._quiet.wait_for(
-                lambda: self._answering_now == 0 or self._derive_backlog > DERIVE_MAX_DEFERRED,
-                timeout=DERIVE_MAX_WAIT,
-            )
 
     def submit(
         self,
@@ -407,52 +330,8 @@ class Pipeline:
                 log.warning("lease on media %s was lost before it finished", row.id)
             elif info.kind == "image":
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
-                self.queue_derivatives(row.id, key)
+                self.derivatives.queue(row.id, key)
         return ItemOutcome(row.id, "stored", None, result.size, info.kind)
-
-    def queue_derivatives(self, media_id: int, key: str) -> None:
-        """Make the thumbnail on the derive thread.
-
-        Keys are recorded in one transaction per run of queued work, not one
-        per image: under load that takes most writes off SQLite's single
-        writer lock, which the webhooks wait on. A key that is never recorded
-        (a crash, the index down) leaves the item to `sweep`.
-        """
-        pool = self.derive_pool
-        with self._quiet:
-            self._derive_backlog += 1
-        pool.submit(self._derive_queued, media_id, key)
-
-    def _derive_queued(self, media_id: int, key: str) -> None:
-        self._wait_for_quiet()
-        thumbnail_key = self._store_thumbnail(media_id, key)
-        with self._quiet:
-            self._derive_backlog -= 1
-            if thumbnail_key is not None:
-                self._derived.append((media_id, thumbnail_key))
-            batch: list[tuple[int, str]] = []
-            if self._derive_backlog == 0 or len(self._derived) >= DERIVE_BATCH:
-                batch, self._derived = self._derived, []
-        self._record_thumbnails(batch)
-
-    def _record_thumbnails(self, pairs: list[tuple[int, str]]) -> None:
-        if not pairs:
-            return
-        try:
-            self.index.set_thumbnails(pairs)
-        except Exception as exc:  # the sweep finds them again
-            log.warning("%d thumbnails not recorded, left for the sweep: %s", len(pairs), exc)
-
-    def _store_thumbnail(self, media_id: int, key: str) -> str | None:
-        try:
-            with self.store.open(key) as fp:
-                thumb = make_thumbnail(fp)
-            thumbnail_key = derived_key(key, "thumb", thumb.extension)
-            self.store.put_bytes(thumbnail_key, thumb.data, content_type=thumb.content_type)
-            return thumbnail_key
-        except Exception as exc:  # a thumbnail is a convenience; the original is what matters
-            log.warning("thumbnail of media %s failed: %s", media_id, exc)
-            return None
 
     def _fail(
         self,
@@ -481,37 +360,6 @@ class Pipeline:
         log.info("media %s of %s %s: %s (%s)", row.idx, row.message_sid, state, reason, detail)
         return ItemOutcome(row.id, state, reason, None, None)
 
-    # -- remote deletion --------------------------------------------------
-
-    def delete_remote_copies(self, deleter: RemoteDeleter, limit: int = 50) -> int:
-        """Delete Twilio's copy of stored items whose stored copy reads back intact.
-
-        The stored object is read back and its SHA-256 compared with the one
-        computed while downloading; only then is the Twilio Media resource
-        deleted. Failures are recorded and retried on the next sweep.
-        """
-        done = 0
-        for row in self.index.remote_deletions_due(limit):
-            if not row.media_sid or not row.storage_key:
-                self.index.set_remote_delete(row.id, "skipped")
-                continue
-            try:
-                if _sha256_of(self.store, row.storage_key) != row.sha256:
-                    log.error(
-                        "stored copy of media %s does not match its SHA-256; keeping Twilio's copy",
-                        row.id,
-                    )
-                    self.index.set_remote_delete(row.id, "mismatch")
-                    continue
-                deleter(str(row.account_sid), row.message_sid, row.media_sid)
-            except Exception as exc:
-                log.warning("remote deletion of media %s failed (will retry): %s", row.id, exc)
-                self.index.set_remote_delete(row.id, "failed")
-                continue
-            self.index.set_remote_delete(row.id, "done")
-            done += 1
-        return done
-
     # -- background -------------------------------------------------------
 
     def sweep(self, limit: int = 16, *, wait: bool = True) -> int:
@@ -527,12 +375,7 @@ class Pipeline:
             max_attempts=self.max_attempts,
         )
         futures = self.submit(rows)
-        remade = [
-            (row.id, thumbnail_key)
-            for row in self.index.missing_thumbnails(limit, older_than=self.lease_seconds)
-            if row.storage_key and (thumbnail_key := self._store_thumbnail(row.id, row.storage_key))
-        ]
-        self._record_thumbnails(remade)
+        self.derivatives.remake_missing(limit, older_than=self.lease_seconds)
         if wait and futures:
             wait_futures(futures)
         return len(rows)
@@ -559,23 +402,6 @@ class Pipeline:
                 n = 0
             if n == 0:
                 stop.wait(interval)
-
-
-def _lower_thread_priority() -> None:
-    # On Linux a thread has its own nice value: thumbnails (C code that releases
-    # the GIL) then take the CPU only when answering webhooks leaves it idle.
-    # Not Linux, or not allowed: the thread runs at normal priority.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DERIVE_NICENESS)
-
-
-def _sha256_of(store: ObjectStore, key: str) -> str:
-    """SHA-256 of a stored object, read back in chunks."""
-    digest = hashlib.sha256()
-    with store.open(key) as fp:
-        while chunk := fp.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _ascii(text: str) -> str:

@@ -1,0 +1,147 @@
+"""The thumbnail queue: derivatives of stored images, made after the webhook is answered.
+
+Why it has one low-priority thread, waits for quiet and records in batches:
+docs/design.md ("Inbound pipeline and fetching").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from receiver.inbound.pools import ForkSafePool
+from receiver.index import MediaIndex
+from receiver.media.transform import make_thumbnail
+from receiver.storage.base import ObjectStore
+from receiver.storage.keys import derived_key
+
+__all__ = ["Derivatives"]
+
+log = logging.getLogger(__name__)
+
+#: How much lower than the webhook threads the thumbnail thread runs (see `nice`).
+DERIVE_NICENESS = 19
+#: At most this many thumbnail keys wait to be recorded together.
+DERIVE_BATCH = 32
+#: Thumbnails wait for a moment without webhooks at most this long each (seconds)...
+DERIVE_MAX_WAIT = 5.0
+#: ...and do not wait at all while more than this many are queued.
+DERIVE_MAX_DEFERRED = 500
+
+
+class Derivatives:
+    """Makes and records thumbnails of stored images, on one thread of this process.
+
+    A crash loses only the queue: `remake_missing` (run by the sweep) makes
+    again the thumbnails that were never recorded.
+    """
+
+    def __init__(self, index: MediaIndex, store: ObjectStore) -> None:
+        self.index = index
+        self.store = store
+        self._pool = ForkSafePool(
+            1, name="derive", initializer=_lower_thread_priority, on_new=self._forget_queue
+        )
+        # Guarded by `_quiet`: webhooks of this process now waiting for their
+        # media, thumbnails queued and not yet made, and those made but not
+        # yet recorded.
+        self._quiet = threading.Condition()
+        self._answering_now = 0
+        self._backlog = 0
+        self._derived: list[tuple[int, str]] = []
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The thumbnail thread's executor in this process."""
+        return self._pool.executor
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Mark a webhook of this process as waiting for its media; thumbnails wait meanwhile."""
+        with self._quiet:
+            self._answering_now += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._answering_now -= 1
+                if self._answering_now == 0:
+                    self._quiet.notify_all()
+
+    def queue(self, media_id: int, key: str) -> None:
+        """Make the thumbnail of the stored image at `key` on the thumbnail thread.
+
+        A key that is never recorded (a crash, the index down) leaves the item
+        to `remake_missing`.
+        """
+        pool = self.pool
+        with self._quiet:
+            self._backlog += 1
+        pool.submit(self._make_queued, media_id, key)
+
+    def remake_missing(self, limit: int, *, older_than: float) -> None:
+        """Make, on this thread, thumbnails of images stored over `older_than` seconds ago."""
+        remade = [
+            (row.id, thumbnail_key)
+            for row in self.index.missing_thumbnails(limit, older_than=older_than)
+            if row.storage_key and (thumbnail_key := self._store_thumbnail(row.id, row.storage_key))
+        ]
+        self._record(remade)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the thumbnail thread (without `wait`, what is queued is left to the sweep)."""
+        self._pool.shutdown(wait=wait)
+
+    def _forget_queue(self) -> None:
+        # A new pool starts with an empty queue (the old one's died with a fork).
+        self._backlog, self._derived = 0, []
+
+    def _wait_for_quiet(self) -> None:
+        with self._quiet:
+            self._quiet.wait_for(
+                lambda: self._answering_now == 0 or self._backlog > DERIVE_MAX_DEFERRED,
+                timeout=DERIVE_MAX_WAIT,
+            )
+
+    def _make_queued(self, media_id: int, key: str) -> None:
+        self._wait_for_quiet()
+        thumbnail_key = self._store_thumbnail(media_id, key)
+        with self._quiet:
+            self._backlog -= 1
+            if thumbnail_key is not None:
+                self._derived.append((media_id, thumbnail_key))
+            batch: list[tuple[int, str]] = []
+            if self._backlog == 0 or len(self._derived) >= DERIVE_BATCH:
+                batch, self._derived = self._derived, []
+        self._record(batch)
+
+    def _record(self, pairs: list[tuple[int, str]]) -> None:
+        if not pairs:
+            return
+        try:
+            self.index.set_thumbnails(pairs)
+        except Exception as exc:  # the sweep finds them again
+            log.warning("%d thumbnails not recorded, left for the sweep: %s", len(pairs), exc)
+
+    def _store_thumbnail(self, media_id: int, key: str) -> str | None:
+        try:
+            with self.store.open(key) as fp:
+                thumb = make_thumbnail(fp)
+            thumbnail_key = derived_key(key, "thumb", thumb.extension)
+            self.store.put_bytes(thumbnail_key, thumb.data, content_type=thumb.content_type)
+            return thumbnail_key
+        except Exception as exc:  # a thumbnail is a convenience; the original is what matters
+            log.warning("thumbnail of media %s failed: %s", media_id, exc)
+            return None
+
+
+def _lower_thread_priority() -> None:
+    # On Linux a thread has its own nice value: thumbnails (C code that releases
+    # the GIL) then take the CPU only when answering webhooks leaves it idle.
+    # Not Linux, or not allowed: the thread runs at normal priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DERIVE_NICENESS)

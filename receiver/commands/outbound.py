@@ -13,12 +13,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
+from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, OutboundError, ReceiverError, TwilioApiError
+from receiver.inbound.reconcile import Reconciler
 from receiver.outbound import (
     BulkSummary,
     Outbound,
@@ -29,7 +31,11 @@ from receiver.outbound import (
     parse_size,
     row_key,
 )
+from receiver.outbound.send import IN_FLIGHT_GRACE
 from receiver.ratelimit import SENDER_TYPES, RateLimiter, RateLimits
+
+if TYPE_CHECKING:
+    from receiver.services import Services
 
 MEDIA_SEPARATOR = "|"
 
@@ -44,14 +50,20 @@ def register(group: click.Group) -> None:
 @contextmanager
 def _outbound(
     limits: RateLimits | None = None, grace: float | None = None
-) -> Iterator[tuple[Any, Outbound]]:
-    """Services and the outbound workflow for one command, closed afterwards."""
-    from receiver.cli import load_services, load_settings
-
+) -> Iterator[tuple[Services, Outbound]]:
+    """Services and an outbound workflow with this command's rate limits, closed afterwards."""
     settings = load_settings()
     services = load_services(settings)
-    extra = {} if grace is None else {"in_flight_grace": grace}
-    outbound = Outbound.from_services(services, limiter=RateLimiter(limits), **extra)
+    outbound = Outbound.build(
+        settings,
+        services.index,
+        services.store,
+        outbox=services.outbound_index,
+        links=services.links,
+        rest=services.twilio,
+        limiter=RateLimiter(limits),
+        in_flight_grace=IN_FLIGHT_GRACE if grace is None else grace,
+    )
     try:
         yield services, outbound
     finally:
@@ -320,7 +332,6 @@ def configure_number(
     dry_run: bool,
 ) -> None:
     """Point a Twilio number (or Messaging Service) at this service through the REST API."""
-    from receiver.cli import load_settings
     from receiver.twilio.rest import TwilioRest
 
     if bool(number) == bool(messaging_service):
@@ -445,13 +456,14 @@ def reconcile(since: str, include_text: bool, deadline: float) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     with _outbound() as (services, outbound):
+        reconciler = Reconciler(services.index, services.pipeline, services.twilio)
         try:
             resolved, in_flight = outbound.resolve_unknown()
-            messages = outbound.inbound_since(window, include_text=include_text)
+            messages = reconciler.inbound_since(window, include_text=include_text)
             what = "inbound message(s)" + ("" if include_text else " with media")
             click.echo(f"Twilio lists {len(messages)} {what} since {since} ago", err=True)
             with click.progressbar(messages, label="reconciling", file=sys.stderr) as bar:
-                summary = outbound.reconcile(bar, deadline=deadline)
+                summary = reconciler.reconcile(bar, deadline=deadline)
             services.pipeline.shutdown(wait=True)
             moved = outbound.refresh_statuses(window)
         except (ConfigError, TwilioApiError) as exc:

@@ -15,14 +15,15 @@ and never leaves a final state, except delivered -> read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from receiver.index.schema import outbound_messages, status_events, utcnow
 from receiver.index.store import _unavailable
@@ -59,6 +60,35 @@ FINAL = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class OutboundRecord:
+    """One row of `outbound_messages`: what was asked, what was sent, where it stands."""
+
+    id: int
+    to_addr: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    sid: str | None = None
+    account_sid: str | None = None
+    from_addr: str | None = None
+    messaging_service_sid: str | None = None
+    body: str = ""
+    #: The prepared (or requested) attachments, as stored: JSON objects.
+    media: tuple[dict[str, Any], ...] = ()
+    fallback: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    raw_dlr_done_date: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a plain dict (media as a list), for JSON views."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["media"] = list(self.media)
+        return out
+
+
 def can_advance(current: str, new: str) -> bool:
     """Whether a row in status `current` may move to `new` (forward only; final stays)."""
     if new not in RANK or current == new:
@@ -73,7 +103,7 @@ def sources_for(new: str) -> list[str]:
     return [s for s in (*RANK, "refused", "rejected") if can_advance(s, new)]
 
 
-class OutboundStore:
+class OutboundIndex:
     """Reads and writes of outbound messages and status events against one engine."""
 
     def __init__(
@@ -100,7 +130,7 @@ class OutboundStore:
     # -- rows ------------------------------------------------------------------
 
     @_unavailable
-    def reserve(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    def reserve(self, row: Mapping[str, Any]) -> tuple[OutboundRecord, bool]:
         """Record a message to send under its idempotency key, once.
 
         Returns (row, created). With a key that is already known, nothing is
@@ -126,25 +156,25 @@ class OutboundStore:
             return created, True
 
     @_unavailable
-    def get(self, row_id: int) -> dict[str, Any] | None:
+    def get(self, row_id: int) -> OutboundRecord | None:
         """One row by id."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.id == row_id)
 
     @_unavailable
-    def by_key(self, key: str) -> dict[str, Any] | None:
+    def by_key(self, key: str) -> OutboundRecord | None:
         """One row by idempotency key."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.idempotency_key == key)
 
     @_unavailable
-    def by_sid(self, sid: str) -> dict[str, Any] | None:
+    def by_sid(self, sid: str) -> OutboundRecord | None:
         """One row by Twilio MessageSid."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.sid == sid)
 
     @_unavailable
-    def recent(self, limit: int = 50, *, before_id: int | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 50, *, before_id: int | None = None) -> list[OutboundRecord]:
         """Newest rows first (keyset on id)."""
         stmt = select(outbound_messages).order_by(outbound_messages.c.id.desc()).limit(limit)
         if before_id is not None:
@@ -153,7 +183,7 @@ class OutboundStore:
             return [_row(r) for r in conn.execute(stmt).mappings()]
 
     @_unavailable
-    def in_states(self, states: Iterable[str]) -> list[dict[str, Any]]:
+    def in_states(self, states: Iterable[str]) -> list[OutboundRecord]:
         """Rows in any of `states`, oldest first."""
         stmt = (
             select(outbound_messages)
@@ -214,7 +244,7 @@ class OutboundStore:
         )
 
     @_unavailable
-    def mark_submitted(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+    def mark_submitted(self, row_id: int, message: Mapping[str, Any]) -> OutboundRecord:
         """Record Twilio's Message resource for a claimed row, then apply any status events
         that arrived before it (callbacks can beat the create response)."""
         now = utcnow()
@@ -234,16 +264,7 @@ class OutboundStore:
                     updated_at=now,
                 )
             )
-            events = (
-                conn.execute(
-                    select(status_events)
-                    .where(status_events.c.message_sid == sid)
-                    .order_by(status_events.c.id)
-                )
-                .mappings()
-                .all()
-            )
-            for event in events:
+            for event in _events(conn, sid):
                 self._apply(
                     conn, sid, event["status"], event["error_code"], event["raw_dlr_done_date"], now
                 )
@@ -252,7 +273,7 @@ class OutboundStore:
         return row
 
     @_unavailable
-    def adopt(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+    def adopt(self, row_id: int, message: Mapping[str, Any]) -> OutboundRecord:
         """Attach a Message found on Twilio to a row left ``submitting`` by a crash."""
         return self.mark_submitted(row_id, message)
 
@@ -339,15 +360,7 @@ class OutboundStore:
     def events(self, sid: str) -> list[dict[str, Any]]:
         """Every status event of one message, in arrival order."""
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(status_events)
-                    .where(status_events.c.message_sid == sid)
-                    .order_by(status_events.c.id)
-                )
-                .mappings()
-                .all()
-            )
+            rows = _events(conn, sid)
         out = []
         for r in rows:
             item = dict(r)
@@ -363,11 +376,7 @@ class OutboundStore:
         cond = outbound_messages.c.created_at >= since if since is not None else true()
         day = func.date(outbound_messages.c.created_at)
         with self.engine.connect() as conn:
-            by_status = conn.execute(
-                select(outbound_messages.c.status, func.count())
-                .where(cond)
-                .group_by(outbound_messages.c.status)
-            ).all()
+            counts = _by_status(conn, cond)
             by_code = conn.execute(
                 select(outbound_messages.c.error_code, func.count())
                 .where(cond, outbound_messages.c.error_code.is_not(None))
@@ -384,7 +393,6 @@ class OutboundStore:
             entry = days.setdefault(str(when), {"total": 0})
             entry[status] = int(n)
             entry["total"] += int(n)
-        counts = {status: int(n) for status, n in by_status}
         return {
             "total": sum(counts.values()),
             "by_status": dict(sorted(counts.items())),
@@ -392,17 +400,41 @@ class OutboundStore:
             "by_day": days,
         }
 
+    @_unavailable
+    def count_by_status(self) -> dict[str, int]:
+        """Every outbound message counted by its current status (the metrics gauge)."""
+        with self.engine.connect() as conn:
+            return _by_status(conn, true())
+
     # -- internals -----------------------------------------------------------------
 
-    def _one(self, conn: Connection, cond: Any) -> dict[str, Any] | None:
+    def _one(self, conn: Connection, cond: Any) -> OutboundRecord | None:
         row = conn.execute(select(outbound_messages).where(cond)).mappings().first()
         return _row(row) if row is not None else None
 
 
-def _row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    out = dict(row)
+def _events(conn: Connection, sid: str) -> Sequence[RowMapping]:
+    """The status events of one message, in arrival order."""
+    stmt = (
+        select(status_events).where(status_events.c.message_sid == sid).order_by(status_events.c.id)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def _by_status(conn: Connection, cond: Any) -> dict[str, int]:
+    rows = conn.execute(
+        select(outbound_messages.c.status, func.count())
+        .where(cond)
+        .group_by(outbound_messages.c.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _row(row: Mapping[Any, Any]) -> OutboundRecord:
+    values = dict(row)
     try:
-        out["media"] = json.loads(out.get("media") or "[]")
+        media = json.loads(values.get("media") or "[]")
     except ValueError:
-        out["media"] = []
-    return out
+        media = []
+    values["media"] = tuple(media) if isinstance(media, list) else ()
+    return OutboundRecord(**values)

@@ -1,0 +1,1 @@
+"""The inbound workflow: ingest, process, derivatives, reconcile."""

@@ -12,7 +12,13 @@ Nothing is sent until every attachment of a message passed pre-flight. This
 package never imports Flask. The names below are the ones other modules import.
 """
 
-from receiver.outbound.bulk import BulkSender, BulkSummary, row_key
+from receiver.outbound.bulk import (
+    BulkSender,
+    BulkSummary,
+    campaign_name,
+    read_campaign,
+    row_key,
+)
 from receiver.outbound.hosting import Hosting, MediaLinks
 from receiver.outbound.prepare import (
     FALLBACK_LINK_TTL,
@@ -53,9 +59,11 @@ __all__ = [
     "SendResult",
     "Sender",
     "StatusTracker",
+    "campaign_name",
     "carries_mms",
     "parse_since",
     "parse_size",
+    "read_campaign",
     "row_key",
     "short_filename",
     "sms_segments",

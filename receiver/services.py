@@ -98,7 +98,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
     twilio = TwilioClient(settings)
     links = MediaLinks(settings.secret_key)
     outbound = Outbound.build(
-        settings, index, store, outbox=outbound_index, links=links, rest=twilio
+        settings, index, store, outbound_index=outbound_index, links=links, rest=twilio
     )
     return Services(
         settings=settings,

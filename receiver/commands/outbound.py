@@ -53,7 +53,7 @@ def _outbound(
         settings,
         services.index,
         services.store,
-        outbox=services.outbound_index,
+        outbound_index=services.outbound_index,
         links=services.links,
         rest=services.twilio,
         limiter=RateLimiter(limits),

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Twilio errors after which the same request must not be repeated unchanged.
 REJECTING_STATUSES = frozenset({400, 404, 409, 422})
+#: Twilio's error for a recipient who replied STOP to this sender: it refuses the message.
+#: https://www.twilio.com/docs/api/errors/21610
+OPTED_OUT_ERROR = 21610
 #: How long an interrupted create may still land in Twilio's records: the REST
 #: client's read timeout plus a margin. Rows claimed more recently are not resent.
 IN_FLIGHT_GRACE = 35.0
@@ -74,6 +77,20 @@ class SendResult:
         return out
 
 
+def record_opt_out(
+    index: MediaIndex, recipient: str, sender: str, *, message_sid: str | None = None
+) -> None:
+    """Record that Twilio reported `recipient` opted out of `sender` (error 21610)."""
+    index.set_opt_out(
+        recipient,
+        sender,
+        opted_out=True,
+        keyword="STOP",
+        source="twilio-21610",
+        message_sid=message_sid,
+    )
+
+
 class Sender:
     """Sends one message at a time under its idempotency key, through `preparer` and `rest`."""
 
@@ -81,7 +98,7 @@ class Sender:
         self,
         settings: Settings,
         index: MediaIndex,
-        outbox: OutboundIndex,
+        outbound_index: OutboundIndex,
         preparer: Preparer,
         rest: Callable[[], TwilioRest],
         *,
@@ -90,7 +107,7 @@ class Sender:
     ) -> None:
         self.settings = settings
         self.index = index
-        self.outbox = outbox
+        self.outbound_index = outbound_index
         self.preparer = preparer
         self.rest = rest
         self.limiter = limiter or RateLimiter()
@@ -121,7 +138,7 @@ class Sender:
             prepared = self.preparer.prepare(request, host=False)
             return SendResult(None, request.idempotency_key, None, "dry-run", False, prepared)
         rest = self.rest()  # fails (ConfigError) before anything is recorded
-        row, created = self.outbox.reserve(
+        row, created = self.outbound_index.reserve(
             {
                 "idempotency_key": request.idempotency_key,
                 "to_addr": request.to,
@@ -144,22 +161,24 @@ class Sender:
                 f"{request.to} opted out (replied STOP) of messages from "
                 f"{request.sender}; they must text START before you can message them"
             )
-            self.outbox.finish(row_id, "refused", error_code=21610, error_message=message)
+            self.outbound_index.finish(
+                row_id, "refused", error_code=OPTED_OUT_ERROR, error_message=message
+            )
             raise OutboundError(message, "opted_out")
         try:
             prepared = self.preparer.prepare_reusing(request, cache)
         except (OutboundError, ConfigError) as exc:
-            self.outbox.finish(row_id, "refused", error_message=str(exc))
+            self.outbound_index.finish(row_id, "refused", error_message=str(exc))
             raise
-        self.outbox.update_prepared(
+        self.outbound_index.update_prepared(
             row_id,
             body=prepared.body,
             media=[m.to_json() for m in prepared.media],
             fallback="link" if prepared.mode == "link" else request.fallback,
         )
         self.limiter.acquire(request.sender, prepared.segments)
-        if not self.outbox.claim(row_id):
-            current = self.outbox.get(row_id) or row
+        if not self.outbound_index.claim(row_id):
+            current = self.outbound_index.get(row_id) or row
             return self._result(current, duplicate=True, prepared=prepared)
         return self._submit(rest, row_id, request, prepared)
 
@@ -183,7 +202,7 @@ class Sender:
             # Unknown outcome: the row stays `submitting` and is resolved before any resend.
             log.exception("sending outbound row %s failed unexpectedly", row_id)
             raise
-        row = self.outbox.mark_submitted(row_id, message)
+        row = self.outbound_index.mark_submitted(row_id, message)
         log.info(
             "sent %s to %s (%s, %d media)",
             row.sid,
@@ -197,19 +216,17 @@ class Sender:
         """Record what a failed create means for the row (and the opt-out list)."""
         if exc.maybe_sent:
             return  # unknown outcome: stays `submitting`, resolved before any resend
-        if exc.code == 21610:
-            self.index.set_opt_out(
-                request.to,
-                request.messaging_service_sid or request.from_ or "*",
-                opted_out=True,
-                keyword="STOP",
-                source="twilio-21610",
+        if exc.code == OPTED_OUT_ERROR:
+            record_opt_out(
+                self.index, request.to, request.messaging_service_sid or request.from_ or "*"
             )
         if exc.status in REJECTING_STATUSES:
-            self.outbox.finish(row_id, "rejected", error_code=exc.code, error_message=str(exc))
+            self.outbound_index.finish(
+                row_id, "rejected", error_code=exc.code, error_message=str(exc)
+            )
         else:
             # 401/403, throttling or server errors after retries: nothing was created.
-            self.outbox.release(row_id, error_message=str(exc))
+            self.outbound_index.release(row_id, error_message=str(exc))
 
     def _settle_existing(self, row: OutboundRecord, *, wait: bool) -> SendResult | None:
         """For a known key: the earlier result, or None when it should be (re)tried."""
@@ -223,7 +240,7 @@ class Sender:
             return None
         if status in ("refused", "rejected"):
             # Nothing was created on Twilio: trying again cannot send twice.
-            self.outbox.retry(row.id)
+            self.outbound_index.retry(row.id)
         return None
 
     def _resolve(self, row: OutboundRecord, *, wait: bool) -> OutboundRecord | None:
@@ -251,7 +268,7 @@ class Sender:
             found = self._find_sent(row)
             if found is not None:
                 return found
-        self.outbox.release(row.id)
+        self.outbound_index.release(row.id)
         return None
 
     def _find_sent(self, row: OutboundRecord) -> OutboundRecord | None:
@@ -263,20 +280,20 @@ class Sender:
             if (
                 message.get("direction", "").startswith("outbound")
                 and (message.get("body") or "") == (row.body or "")
-                and self.outbox.by_sid(message["sid"]) is None
+                and self.outbound_index.by_sid(message["sid"]) is None
             ):
                 log.info(
                     "outbound row %s was sent before an interruption: adopting %s",
                     row.id,
                     message["sid"],
                 )
-                return self.outbox.adopt(row.id, message)
+                return self.outbound_index.adopt(row.id, message)
         return None
 
     def resolve_unknown(self) -> tuple[int, int]:
         """Resolve rows left `submitting` by an interruption: (resolved, still in flight)."""
         resolved = waiting = 0
-        for row in self.outbox.in_states(["submitting"]):
+        for row in self.outbound_index.in_states(["submitting"]):
             try:
                 self._resolve(row, wait=False)
                 resolved += 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from receiver.errors import TwilioApiError
 from receiver.index.outbound import OutboundIndex
+from receiver.outbound.send import OPTED_OUT_ERROR, record_opt_out
 from receiver.twilio.rest import TwilioRest
 from receiver.twilio.webhook import parse_status
 
@@ -27,10 +28,10 @@ class StatusTracker:
     """Applies status callbacks and reports where outbound messages stand."""
 
     def __init__(
-        self, index: MediaIndex, outbox: OutboundIndex, rest: Callable[[], TwilioRest]
+        self, index: MediaIndex, outbound_index: OutboundIndex, rest: Callable[[], TwilioRest]
     ) -> None:
         self.index = index
-        self.outbox = outbox
+        self.outbound_index = outbound_index
         self.rest = rest
 
     def handle_status(self, params: Sequence[tuple[str, str]]) -> str | None:
@@ -40,37 +41,30 @@ class StatusTracker:
         from here). Raises WebhookError for a malformed callback (the view answers 400).
         """
         event = parse_status(params)
-        status = self.outbox.record_status(event)
-        if event.error_code == 21610 and event.to is not None:
-            row = self.outbox.by_sid(event.message_sid)
+        status = self.outbound_index.record_status(event)
+        if event.error_code == OPTED_OUT_ERROR and event.to is not None:
+            row = self.outbound_index.by_sid(event.message_sid)
             sender = (row.messaging_service_sid if row else None) or (
                 event.from_.address if event.from_ else "*"
             )
-            self.index.set_opt_out(
-                event.to.address,
-                sender,
-                opted_out=True,
-                keyword="STOP",
-                source="twilio-21610",
-                message_sid=event.message_sid,
-            )
+            record_opt_out(self.index, event.to.address, sender, message_sid=event.message_sid)
         return status
 
     def stats(self, *, days: int | None = None) -> dict[str, Any]:
         """Delivery figures for `GET /api/stats`."""
         since = datetime.now(UTC) - timedelta(days=days) if days else None
-        return {"outbound": self.outbox.stats(since=since)}
+        return {"outbound": self.outbound_index.stats(since=since)}
 
     def message(self, sid_or_id: str) -> dict[str, Any] | None:
         """One outbound message as a dict with its status events (by MessageSid or row id)."""
         row = (
-            self.outbox.get(int(sid_or_id))
+            self.outbound_index.get(int(sid_or_id))
             if sid_or_id.isdigit()
-            else self.outbox.by_sid(sid_or_id)
+            else self.outbound_index.by_sid(sid_or_id)
         )
         if row is None:
             return None
-        return {**row.as_dict(), "events": self.outbox.events(row.sid) if row.sid else []}
+        return {**row.as_dict(), "events": self.outbound_index.events(row.sid) if row.sid else []}
 
     def refresh_statuses(self, since: timedelta) -> int:
         """Bring outbound messages still in flight up to Twilio's record (their callbacks
@@ -79,7 +73,9 @@ class StatusTracker:
         moved = 0
         rows = [
             (r.sid, r.status)
-            for r in self.outbox.in_states(["accepted", "scheduled", "queued", "sending", "sent"])
+            for r in self.outbound_index.in_states(
+                ["accepted", "scheduled", "queued", "sending", "sent"]
+            )
             if r.sid and r.created_at >= after
         ]
         for sid, before in rows:

@@ -75,7 +75,7 @@ class Outbound:
         index: MediaIndex,
         store: ObjectStore,
         *,
-        outbox: OutboundIndex | None = None,
+        outbound_index: OutboundIndex | None = None,
         links: MediaLinks | None = None,
         rest: TwilioClient | None = None,
         limiter: RateLimiter | None = None,
@@ -83,20 +83,20 @@ class Outbound:
         in_flight_grace: float = IN_FLIGHT_GRACE,
     ) -> Outbound:
         """Wire the collaborators over one index, store and Twilio client."""
-        outbox = outbox or OutboundIndex(index.engine, begin=index.begin)
+        outbound_index = outbound_index or OutboundIndex(index.engine, begin=index.begin)
         rest = rest or TwilioClient(settings)
         hosting = Hosting(settings, store, links or MediaLinks(settings.secret_key))
         preparer = Preparer(settings, fetcher or user_media_fetcher(settings), hosting)
         sender = Sender(
             settings,
             index,
-            outbox,
+            outbound_index,
             preparer,
             rest,
             limiter=limiter,
             in_flight_grace=in_flight_grace,
         )
-        return cls(preparer, sender, BulkSender(sender), StatusTracker(index, outbox, rest))
+        return cls(preparer, sender, BulkSender(sender), StatusTracker(index, outbound_index, rest))
 
     def close(self) -> None:
         """Release HTTP sessions (the shared Twilio client is closed by its owner)."""

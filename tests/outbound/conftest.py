@@ -74,7 +74,7 @@ class Running:
             dataclasses.replace(svc.settings, **settings),
             svc.index,
             svc.store,
-            outbox=svc.outbound_index,
+            outbound_index=svc.outbound_index,
             links=svc.links,
             rest=svc.twilio,
         )

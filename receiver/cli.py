@@ -11,35 +11,16 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
 import click
 
-from receiver.errors import ConfigError, IndexUnavailable, ReceiverError, StorageError
-from receiver.logs import configure_logging
+from receiver.commands import lifecycle as lifecycle_commands
+from receiver.commands import outbound as outbound_commands
+from receiver.commands.common import load_services, load_settings
+from receiver.errors import ConfigError, ReceiverError
 from receiver.settings import SIMULATE_MEDIA_PORT, Settings
 
 log = logging.getLogger("receiver.cli")
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, or a clean exit naming the variable and the fix."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(settings)
-    return settings
-
-
-def load_services(settings: Settings) -> Any:
-    """Services for a command, or a clean exit that says what is unreachable."""
-    from receiver.services import build_services
-
-    try:
-        return build_services(settings)
-    except (ConfigError, StorageError, IndexUnavailable) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -249,9 +230,7 @@ def worker(interval: float, once: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"worker {services.pipeline.owner} started")
-    services.pipeline.run_forever(
-        stop, interval=interval, extra=services.extras.get("background_task")
-    )
+    services.pipeline.run_forever(stop, interval=interval, extra=services.remote_deletion)
     services.pipeline.shutdown(wait=True)
     services.close()
 
@@ -311,19 +290,9 @@ def check() -> None:
     sys.exit(1 if problems else 0)
 
 
-def _register_extensions() -> None:
-    """Commands of features built on the core (outbound, lifecycle)."""
-    for name in ("receiver.commands.outbound", "receiver.commands.lifecycle"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name and not (exc.name and name.startswith(exc.name)):
-                raise
-            continue
-        module.register(main)
-
-
-_register_extensions()
+# Every command is registered here, explicitly: a missing module is an ImportError.
+outbound_commands.register(main)
+lifecycle_commands.register(main)
 
 if __name__ == "__main__":
     main()

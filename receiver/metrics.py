@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +34,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+if TYPE_CHECKING:
+    from receiver.index import MediaIndex
+    from receiver.index.outbound import OutboundIndex
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +174,17 @@ class Metrics:
 
     # -- exposition --------------------------------------------------------
 
-    def render(self, index: Any = None) -> tuple[bytes, str]:
-        """The Prometheus text of every process's values plus gauges read from `index` now."""
+    def render(
+        self, index: MediaIndex | None = None, outbound: OutboundIndex | None = None
+    ) -> tuple[bytes, str]:
+        """The Prometheus text of every process's values plus gauges read from the index now."""
         scrape = CollectorRegistry(auto_describe=False)
         if self.multiprocess_path is not None:
             MultiProcessCollector(scrape, path=str(self.multiprocess_path))
         elif self.registry is not None:
             scrape.register(_Forward(self.registry.collect))
-        if index is not None:
-            scrape.register(IndexCollector(index))
+        if index is not None and outbound is not None:
+            scrape.register(IndexCollector(index, outbound))
         return generate_latest(scrape), CONTENT_TYPE_LATEST
 
 
@@ -196,8 +202,9 @@ class _Forward:
 class IndexCollector:
     """Gauges read from the index at scrape time: backlog and outbound messages by status."""
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: MediaIndex, outbound: OutboundIndex) -> None:
         self.index = index
+        self.outbound = outbound
 
     def collect(self) -> Iterator[Metric]:
         """Yield the gauges; `mmsr_index_up` is 0 (and the others absent) when the index is down."""
@@ -206,7 +213,7 @@ class IndexCollector:
         up = GaugeMetricFamily(f"{PREFIX}_index_up", "Whether the index answered this scrape.")
         try:
             backlog = self.index.backlog()
-            outbound = outbound_by_status(self.index)
+            outbound = self.outbound.count_by_status()
         except IndexUnavailable as exc:
             log.warning("metrics: index unavailable: %s", exc)
             up.add_metric([], 0)
@@ -236,34 +243,6 @@ class IndexCollector:
         for status, count in sorted(outbound.items()):
             out.add_metric([status], count)
         yield out
-
-
-def outbound_by_status(index: Any) -> dict[str, int]:
-    """Outbound messages by their current status (IndexUnavailable if the database is down)."""
-    from sqlalchemy import func, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from receiver.errors import IndexUnavailable
-    from receiver.index.schema import outbound_messages
-
-    stmt = select(outbound_messages.c.status, func.count()).group_by(outbound_messages.c.status)
-    try:
-        with index.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-    except SQLAlchemyError as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc
-    return {str(status): int(count) for status, count in rows}
-
-
-def instrument(services: Any) -> Metrics:
-    """Attach this process's `Metrics` to `services` (once) and observe its pipeline."""
-    metrics: Metrics | None = services.extras.get("metrics")
-    if metrics is None:
-        metrics = Metrics()
-        services.extras["metrics"] = metrics
-    if getattr(services.pipeline, "observer", None) is None:
-        services.pipeline.observer = metrics.observe_item
-    return metrics
 
 
 def _label(value: str) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
 from receiver.settings import Settings
+
+if TYPE_CHECKING:
+    from receiver.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +50,20 @@ class ReceiverServer(BaseApplication):
         return create_app(self.settings)
 
 
-def start_sweeper(services: Any, *, interval: float = 2.0) -> threading.Event:
-    """Resume pending and due failed media in the background of this process."""
+def start_sweeper(services: Services, *, interval: float = 2.0) -> threading.Event:
+    """Resume pending and due failed media in the background of this process.
+
+    Returns the event that stops the sweeper.
+    """
     stop = threading.Event()
-    extra = services.extras.get("background_task")
     thread = threading.Thread(
         target=services.pipeline.run_forever,
         args=(stop,),
-        kwargs={"interval": interval, "extra": extra},
+        kwargs={"interval": interval, "extra": services.remote_deletion},
         name="sweeper",
         daemon=True,
     )
     thread.start()
-    services.extras["sweeper_stop"] = stop
     return stop
 
 

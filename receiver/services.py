@@ -1,78 +1,118 @@
-"""Builds the service objects once from Settings; Flask-free so `worker` and CLI share it."""
+"""Builds the service objects once from Settings; Flask-free so `worker` and CLI share it.
+
+`build_services` is the one place where collaborators are constructed and
+handed to each other; everything else receives them (see docs/design.md,
+"Module map").
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
+from receiver.index.outbound import OutboundIndex
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
-from receiver.metrics import instrument
+from receiver.metrics import Metrics
+from receiver.outbound import MediaLinks, Outbound
 from receiver.replies import ReplyRenderer
 from receiver.settings import Settings
 from receiver.storage import open_store
 from receiver.storage.base import ObjectStore
+from receiver.twilio.client import TwilioClient
 from receiver.twilio.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     """Everything a request or a worker needs, built once per process."""
 
     settings: Settings
+    #: The metadata database: messages, media work queue, opt-outs.
     index: MediaIndex
+    #: Outbound messages and their status events (same database as `index`).
+    outbound_index: OutboundIndex
+    #: The bytes: originals, derivatives, prepared outbound files.
     store: ObjectStore
+    #: Downloads inbound MediaUrls (allowlisted hosts, Twilio credentials).
+    fetcher: Fetcher
     pipeline: Pipeline
     verifier: SignatureVerifier
     replies: ReplyRenderer
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: Twilio's REST API, built on first use (sending works only with credentials).
+    twilio: TwilioClient
+    #: Signs and checks the /m/<token> links of prepared outbound media.
+    links: MediaLinks
+    outbound: Outbound
+    metrics: Metrics
+    #: The periodic step that deletes Twilio's copy of stored media, when enabled.
+    remote_deletion: Callable[[], None] | None = None
 
     def close(self) -> None:
         """Stop background work and release connections."""
         self.pipeline.shutdown(wait=False)
+        self.outbound.close()
+        self.twilio.close()
         self.index.close()
 
 
 def build_services(settings: Settings, *, check_storage: bool = True) -> Services:
-    """Open the index (upgrading its schema) and the store, and wire the pipeline."""
+    """Open the index (upgrading its schema) and the store, and wire every collaborator."""
     index = MediaIndex.open(settings.database_url)
     store = open_store(settings.storage_url)
     if check_storage:
         store.check()
+    metrics = Metrics()
+    fetcher = Fetcher(FetchConfig.inbound(settings))
     pipeline = Pipeline(
         index,
         store,
-        Fetcher(FetchConfig.inbound(settings)),
+        fetcher,
         inbound_policy(settings.max_media_bytes, settings.max_message_bytes),
         max_attempts=settings.max_attempts,
         max_message_bytes=settings.max_message_bytes,
         max_media_bytes=settings.max_media_bytes,
         lease_seconds=settings.lease_seconds,
         delete_remote=settings.delete_remote_media,
+        observer=metrics.observe_item,
     )
-    services = Services(
+    # Outbound rows share the index's SQLite writer lock (`begin`).
+    outbound_index = OutboundIndex(index.engine, begin=index.begin)
+    twilio = TwilioClient(settings)
+    links = MediaLinks(settings.secret_key)
+    outbound = Outbound.build(
+        settings, index, store, outbound_index=outbound_index, links=links, rest=twilio
+    )
+    return Services(
         settings=settings,
         index=index,
+        outbound_index=outbound_index,
         store=store,
+        fetcher=fetcher,
         pipeline=pipeline,
         verifier=SignatureVerifier(settings.auth_tokens),
         replies=ReplyRenderer(settings.data_dir / "templates"),
+        twilio=twilio,
+        links=links,
+        outbound=outbound,
+        metrics=metrics,
+        remote_deletion=(
+            remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
+        ),
     )
-    if settings.delete_remote_media:
-        services.extras["background_task"] = remote_deletion_task(settings, pipeline)
-    instrument(services)
-    return services
 
 
 def remote_deletion_task(settings: Settings, pipeline: Pipeline) -> Callable[[], None]:
-    """The periodic step that deletes Twilio's copy of media verified in storage."""
+    """The periodic step that deletes Twilio's copy of media verified in storage.
+
+    It has its own REST client: it runs on the sweeper thread, apart from requests.
+    """
     from receiver.twilio.rest import TwilioRest
 
     credentials = settings.rest_credentials

@@ -1,1 +1,1 @@
-"""Commands of features built on the core; receiver.cli registers each module with register()."""
+"""The `mms-receiver` subcommands beyond the core; receiver.cli registers each module."""

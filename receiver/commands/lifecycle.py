@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 import click
 
+from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
 
 
@@ -70,7 +71,6 @@ def purge(older_than: Any, execute: bool, batch: int, keep_outbound: bool) -> No
 
     Safe to interrupt and run again: a second run finishes what the first began.
     """
-    from receiver.cli import load_services, load_settings
     from receiver.lifecycle import count_messages, retention_cutoff
     from receiver.lifecycle import purge as run_purge
 
@@ -120,7 +120,6 @@ def purge(older_than: Any, execute: bool, batch: int, keep_outbound: bool) -> No
 )
 def export(since: datetime, until: datetime | None, output: TextIO) -> None:
     """Write messages with their media manifest as JSON lines (one message per line)."""
-    from receiver.cli import load_services, load_settings
     from receiver.lifecycle import count_messages
     from receiver.lifecycle import export as run_export
 

@@ -2,36 +2,34 @@
 
 Each command reads Settings, builds the services, and hands the work to
 `receiver.outbound`; this module only parses options, shows progress and
-prints results.
+prints results. The workflow modules (images, database) are imported inside
+the commands, so `mms-receiver --help` and the other commands start fast.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
+from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, OutboundError, ReceiverError, TwilioApiError
-from receiver.outbound import (
-    BulkSummary,
-    Outbound,
-    OutboundRequest,
-    PreparedMessage,
-    SendResult,
-    parse_since,
-    parse_size,
-    row_key,
-)
 from receiver.ratelimit import SENDER_TYPES, RateLimiter, RateLimits
 
-MEDIA_SEPARATOR = "|"
+if TYPE_CHECKING:
+    from receiver.outbound import (
+        BulkSummary,
+        Outbound,
+        OutboundRequest,
+        PreparedMessage,
+        SendResult,
+    )
+    from receiver.services import Services
 
 
 def register(group: click.Group) -> None:
@@ -44,14 +42,23 @@ def register(group: click.Group) -> None:
 @contextmanager
 def _outbound(
     limits: RateLimits | None = None, grace: float | None = None
-) -> Iterator[tuple[Any, Outbound]]:
-    """Services and the outbound workflow for one command, closed afterwards."""
-    from receiver.cli import load_services, load_settings
+) -> Iterator[tuple[Services, Outbound]]:
+    """Services and an outbound workflow with this command's rate limits, closed afterwards."""
+    from receiver.outbound import Outbound
+    from receiver.outbound.send import IN_FLIGHT_GRACE
 
     settings = load_settings()
     services = load_services(settings)
-    extra = {} if grace is None else {"in_flight_grace": grace}
-    outbound = Outbound.from_services(services, limiter=RateLimiter(limits), **extra)
+    outbound = Outbound.build(
+        settings,
+        services.index,
+        services.store,
+        outbound_index=services.outbound_index,
+        links=services.links,
+        rest=services.twilio,
+        limiter=RateLimiter(limits),
+        in_flight_grace=IN_FLIGHT_GRACE if grace is None else grace,
+    )
     try:
         yield services, outbound
     finally:
@@ -72,6 +79,8 @@ def _limits(rate: str | None) -> RateLimits | None:
 
 
 def _size(value: str | None) -> int | None:
+    from receiver.outbound import parse_size
+
     if not value:
         return None
     try:
@@ -151,6 +160,8 @@ def send(
     dry_run: bool,
 ) -> None:
     """Send an MMS (or a CSV of them) that Twilio and the carriers will accept, or say why not."""
+    from receiver.outbound import OutboundRequest
+
     if bool(to) == bool(to_file):
         raise click.UsageError("give exactly one of --to (one message) or --to-file (bulk)")
     budget = _size(carrier_budget)
@@ -203,56 +214,6 @@ def _print_plan(prepared: PreparedMessage) -> None:
         click.echo(f"  note: {note}")
 
 
-def _read_rows(path: Path, template: OutboundRequest, batch: str) -> list[OutboundRequest]:
-    """One request per CSV row; the CLI options are defaults for missing columns."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = {f.strip().lower() for f in reader.fieldnames or ()}
-            if "to" not in fields:
-                raise click.ClickException(
-                    f"{path}: the first line must name the columns and include 'to' "
-                    "(optional: body, media, from, messaging_service_sid, key)"
-                )
-            rows = [
-                {(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise click.ClickException(f"{path}: cannot read the CSV ({exc})") from None
-    requests = []
-    for row in rows:
-        if not row.get("to"):
-            continue
-        media = (
-            tuple(m.strip() for m in row["media"].split(MEDIA_SEPARATOR) if m.strip())
-            if row.get("media")
-            else template.media
-        )
-        from_ = row.get("from") or template.from_
-        service = row.get("messaging_service_sid") or template.messaging_service_sid
-        body = row.get("body") or template.body
-        sender = from_ or service or ""
-        key = (
-            f"{batch}:{row['key']}"
-            if row.get("key")
-            else row_key(batch, row["to"], sender, body, media)
-        )
-        requests.append(
-            OutboundRequest(
-                to=row["to"],
-                from_=from_,
-                messaging_service_sid=service,
-                body=body,
-                media=media,
-                fallback=template.fallback,
-                carrier_budget=template.carrier_budget,
-                validity_period=template.validity_period,
-                idempotency_key=key,
-            )
-        )
-    return requests
-
-
 def _send_bulk(
     path: Path,
     template: OutboundRequest,
@@ -261,10 +222,13 @@ def _send_bulk(
     grace: float | None,
     dry_run: bool,
 ) -> None:
-    name = batch or "csv-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    requests = _read_rows(path, template, name)
-    if not requests:
-        raise click.ClickException(f"{path}: no rows with a 'to' value")
+    from receiver.outbound import campaign_name, read_campaign
+
+    name = batch or campaign_name(path)
+    try:
+        requests = read_campaign(path, template, name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     with _outbound(limits, grace) as (_, outbound):
         if dry_run:
             for request in requests:
@@ -320,7 +284,6 @@ def configure_number(
     dry_run: bool,
 ) -> None:
     """Point a Twilio number (or Messaging Service) at this service through the REST API."""
-    from receiver.cli import load_settings
     from receiver.twilio.rest import TwilioRest
 
     if bool(number) == bool(messaging_service):
@@ -440,18 +403,22 @@ def _finish(changes: dict[str, str], dry_run: bool, update: Any) -> None:
 )
 def reconcile(since: str, include_text: bool, deadline: float) -> None:
     """Ingest inbound messages Twilio has but the index lacks (webhooks missed while down)."""
+    from receiver.inbound.reconcile import Reconciler
+    from receiver.outbound import parse_since
+
     try:
         window = parse_since(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     with _outbound() as (services, outbound):
+        reconciler = Reconciler(services.index, services.pipeline, services.twilio)
         try:
             resolved, in_flight = outbound.resolve_unknown()
-            messages = outbound.inbound_since(window, include_text=include_text)
+            messages = reconciler.inbound_since(window, include_text=include_text)
             what = "inbound message(s)" + ("" if include_text else " with media")
             click.echo(f"Twilio lists {len(messages)} {what} since {since} ago", err=True)
             with click.progressbar(messages, label="reconciling", file=sys.stderr) as bar:
-                summary = outbound.reconcile(bar, deadline=deadline)
+                summary = reconciler.reconcile(bar, deadline=deadline)
             services.pipeline.shutdown(wait=True)
             moved = outbound.refresh_statuses(window)
         except (ConfigError, TwilioApiError) as exc:

@@ -1,10 +1,15 @@
-"""Parse Twilio's inbound-message and status-callback parameters into immutable dataclasses."""
+"""Parse Twilio's inbound-message and status-callback parameters into immutable dataclasses.
+
+`inbound_from_rest` builds the same `InboundMessage` from a Message resource
+of the REST API, for messages whose webhook never arrived.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from receiver.errors import WebhookError
@@ -195,6 +200,78 @@ def parse_status(params: Iterable[tuple[str, str]]) -> StatusCallback:
         to=fields.address("To"),
         from_=fields.address("From"),
         params=fields.pairs,
+    )
+
+
+def inbound_from_rest(
+    message: Mapping[str, Any],
+    media: Sequence[Mapping[str, Any]],
+    media_url: Callable[[str, str], str],
+) -> InboundMessage:
+    """The `InboundMessage` of a received Message resource from Twilio's REST API.
+
+    `media` is the message's Media list and `media_url(message_sid, media_sid)`
+    the URL of a file's bytes (what a webhook's MediaUrlN holds). `params` keeps
+    the resource's own fields as received, not webhook names: nothing is made up.
+    WebhookError names the field that is wrong.
+    """
+    pairs = [(str(k), str(v)) for k, v in message.items() if _scalar(k, v)]
+    fields = _Fields(pairs)
+    message_sid = fields.sid("sid", _MESSAGE_SID, "SM or MM")
+    account_sid = fields.sid("account_sid", _ACCOUNT_SID, "AC")
+    if message_sid is None or account_sid is None:
+        raise WebhookError("a Message resource always has a sid and an account_sid")
+    from_ = fields.address("from")
+    to = fields.address("to")
+    if from_ is None or to is None:
+        raise WebhookError(f"{'from' if from_ is None else 'to'} is missing or empty")
+    if len(media) > MAX_MEDIA:
+        raise WebhookError(f"{len(media)} media; Twilio keeps at most {MAX_MEDIA} per message")
+    refs = []
+    for index, item in enumerate(media):
+        media_sid = str(item.get("sid") or "")
+        if not _MEDIA_SID.fullmatch(media_sid):
+            raise WebhookError(f"media {index} has no Media SID (ME and 32 letters or digits)")
+        url = media_url(message_sid, media_sid)
+        _check_media_url(f"media {index}", url)
+        content_type = item.get("content_type")
+        refs.append(MediaRef(index, url, str(content_type) if content_type else None))
+        pairs.extend((f"media.{index}.{k}", str(v)) for k, v in item.items() if _scalar(k, v))
+    return InboundMessage(
+        message_sid=message_sid,
+        account_sid=account_sid,
+        messaging_service_sid=fields.sid("messaging_service_sid", _SERVICE_SID, "MG"),
+        from_=from_,
+        to=to,
+        body=fields.one("body") or "",
+        num_media=len(refs),
+        num_segments=fields.count("num_segments"),
+        media=tuple(refs),
+        # The REST resource carries no OptOutType or geographic fields.
+        opt_out_type=None,
+        from_city=None,
+        from_state=None,
+        from_zip=None,
+        from_country=None,
+        to_city=None,
+        to_state=None,
+        to_zip=None,
+        to_country=None,
+        api_version=fields.text("api_version"),
+        sms_status=fields.text("status"),
+        profile_name=None,
+        wa_id=None,
+        params=tuple(pairs),
+    )
+
+
+def _scalar(name: Any, value: Any) -> bool:
+    """Whether a REST field is kept in `params`: set, plain, and not a local annotation."""
+    return (
+        isinstance(name, str)
+        and not name.startswith("_")
+        and isinstance(value, str | int | float)
+        and not isinstance(value, bool)
     )
 
 

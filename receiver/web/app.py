@@ -34,33 +34,18 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     )
     app.extensions["receiver"] = services
 
-    from receiver.web import api, hooks, ops
+    from receiver.web import api, browse, hooks, media_links, metrics_view, ops, outbound_api
 
+    # Every feature is registered here, explicitly: a missing module is an ImportError.
     app.register_blueprint(hooks.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(api.bp)
-    _register_optional(app)
+    browse.register(app)
+    outbound_api.register(app)
+    media_links.register(app)
+    metrics_view.register(app)
     _register_errors(app)
     return app
-
-
-def _register_optional(app: Flask) -> None:
-    """Blueprints of features that build on the core (browser, outbound, metrics)."""
-    import importlib
-
-    for name in (
-        "receiver.web.browse",
-        "receiver.web.outbound_api",
-        "receiver.web.media_links",
-        "receiver.web.metrics_view",
-    ):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(app)
 
 
 def _register_errors(app: Flask) -> None:

@@ -66,12 +66,10 @@ def status() -> Response:
     """Outbound status callback: verified, stored, status only moves forward."""
     svc = services()
     verified = read_verified(request, svc)
-    handler = svc.extras.get("status_handler")
-    if handler is not None:
-        try:
-            handler(verified.params)
-        except WebhookError as exc:
-            abort(400, description=str(exc))
+    try:
+        svc.outbound.handle_status(verified.params)
+    except WebhookError as exc:
+        abort(400, description=str(exc))
     return Response(status=204)
 
 

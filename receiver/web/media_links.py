@@ -15,7 +15,8 @@ from typing import BinaryIO
 from flask import Blueprint, Flask, Response, abort, current_app
 
 from receiver.errors import StorageError
-from receiver.outbound import MAX_FILENAME, MediaLinks
+from receiver.outbound import MAX_FILENAME
+from receiver.services import Services
 
 bp = Blueprint("media_links", __name__)
 
@@ -27,8 +28,8 @@ CHUNK = 256 * 1024
 @bp.route("/m/<token>", methods=["GET", "HEAD"])
 def media_link(token: str) -> Response:
     """Serve a signed, unexpired prepared file with its exact type; 404/410 otherwise."""
-    services = current_app.extensions["receiver"]
-    links: MediaLinks = services.extras["media_links"]
+    services: Services = current_app.extensions["receiver"]
+    links = services.links
     if not TOKEN.match(token):
         abort(404, description="no such file")
     try:
@@ -69,7 +70,5 @@ def _stream(fp: BinaryIO) -> Iterator[bytes]:
 
 
 def register(app: Flask) -> None:
-    """Add the route and the link signer (keyed by RECEIVER_SECRET_KEY)."""
-    services = app.extensions["receiver"]
-    services.extras.setdefault("media_links", MediaLinks(services.settings.secret_key))
+    """Add the route (the link signer is `Services.links`, keyed by RECEIVER_SECRET_KEY)."""
     app.register_blueprint(bp)

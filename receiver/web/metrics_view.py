@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, g, request
 
-from receiver.metrics import WEBHOOK_STATUS_OUTCOMES, Metrics, instrument
+from receiver.metrics import WEBHOOK_STATUS_OUTCOMES, Metrics
 from receiver.web.hooks import services
 
 bp = Blueprint("metrics", __name__)
@@ -14,14 +14,15 @@ STATUS_PATH = "/twilio/status"
 
 
 def metrics() -> Metrics:
-    """This process's metrics (attached to the services by `register`)."""
-    return instrument(services())
+    """This process's metrics (built with the services)."""
+    return services().metrics
 
 
 @bp.get("/metrics")
 def scrape() -> Response:
     """Prometheus text: every worker's counters plus the backlog read from the index now."""
-    body, content_type = metrics().render(services().index)
+    svc = services()
+    body, content_type = svc.metrics.render(svc.index, svc.outbound_index)
     resp = Response(body, content_type=content_type)
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -53,7 +54,6 @@ def _count(response: Response) -> Response:
 
 
 def register(app: Flask) -> None:
-    """Add `/metrics`, observe the pipeline and count webhook answers for `app`."""
-    instrument(app.extensions["receiver"])
+    """Add `/metrics` and count webhook answers for `app`."""
     app.register_blueprint(bp)
     app.after_request(_count)

@@ -1,7 +1,6 @@
 """Outbound JSON API: send (POST /api/messages), delivery figures, per-message status (thin views).
 
-`register(app)` also wires the status-callback handler that `POST /twilio/status`
-calls after verifying Twilio's signature.
+The workflow itself is `Services.outbound`, built with the other services.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, reque
 
 from receiver.errors import ConfigError, OutboundError, TwilioApiError
 from receiver.outbound import Outbound, OutboundRequest
+from receiver.services import Services
 from receiver.web.auth import api_auth
 from receiver.web.openapi import add_paths
 
@@ -26,10 +26,15 @@ OUTBOUND_REF = re.compile(r"^(?:(?:SM|MM)[A-Za-z0-9]{32}|[1-9][0-9]{0,9})$")
 MAX_LIST = 200
 
 
+def services() -> Services:
+    """The services of the running app."""
+    svc: Services = current_app.extensions["receiver"]
+    return svc
+
+
 def outbound() -> Outbound:
     """The outbound workflow of the running app."""
-    ob: Outbound = current_app.extensions["receiver"].extras["outbound"]
-    return ob
+    return services().outbound
 
 
 @bp.post("/messages")
@@ -78,8 +83,8 @@ def list_outbound() -> Response:
         abort(400, description=f"limit must be a whole number from 1 to {MAX_LIST}")
     if before and not (before.isdigit() and 0 < int(before) <= MAX_ID):
         abort(400, description=f"before must be an outbound message id from 1 to {MAX_ID}")
-    rows = outbound().outbox.recent(int(limit), before_id=int(before) if before else None)
-    return jsonify(messages=[_json(r) for r in rows])
+    rows = services().outbound_index.recent(int(limit), before_id=int(before) if before else None)
+    return jsonify(messages=[_json(r.as_dict()) for r in rows])
 
 
 @bp.get("/outbound/<ref>")
@@ -107,12 +112,7 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(app: Flask) -> None:
-    """Add the routes, build the outbound workflow and hand its status handler to the hooks."""
-    services = app.extensions["receiver"]
-    ob = services.extras.get("outbound")
-    if ob is None:
-        ob = services.extras["outbound"] = Outbound.from_services(services)
-    services.extras["status_handler"] = ob.handle_status
+    """Add the routes and their OpenAPI description."""
     app.register_blueprint(bp)
     add_paths(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
 

@@ -41,6 +41,13 @@ def deliver(app: Any, fake: FakeTwilio, data: bytes) -> tuple[str, dict[str, Any
     return sid, item
 
 
+def run_remote_deletion(app: Any) -> None:
+    """One step of the sweeper's remote-deletion task (built only when it is enabled)."""
+    task = app.extensions["receiver"].remote_deletion
+    assert task is not None
+    task()
+
+
 def test_remote_copy_deleted_after_verified_readback(make_app: Any, fake: FakeTwilio) -> None:
     app = make_app(
         TWILIO_API_BASE=fake.url,
@@ -51,7 +58,7 @@ def test_remote_copy_deleted_after_verified_readback(make_app: Any, fake: FakeTw
     sid, item = deliver(app, fake, data)
     # The media URL needed Twilio credentials: they were sent to the account's media path.
     assert item["size_bytes"] == len(data) and item["remote_delete_state"] == "pending"
-    app.extensions["receiver"].extras["background_task"]()
+    run_remote_deletion(app)
     assert fake.media[sid] == {}
     item = app.test_client().get(f"/api/messages/{sid}", headers=AUTH).get_json()["media"][0]
     assert item["remote_delete_state"] == "done"
@@ -66,7 +73,7 @@ def test_corrupted_stored_copy_keeps_the_remote_one(make_app: Any, fake: FakeTwi
     sid, item = deliver(app, fake, photo())
     store = app.extensions["receiver"].store
     store.put_bytes(item["storage_key"], b"bit rot", content_type="image/jpeg")
-    app.extensions["receiver"].extras["background_task"]()
+    run_remote_deletion(app)
     assert len(fake.media[sid]) == 1
     item = app.test_client().get(f"/api/messages/{sid}", headers=AUTH).get_json()["media"][0]
     assert item["remote_delete_state"] == "mismatch"

@@ -3,15 +3,18 @@ running on a real loopback HTTP server (Twilio's callbacks and media fetches rea
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
 
+from receiver.outbound import Outbound
+from receiver.services import Services
 from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, base_env
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.mediaserver import MediaServer
@@ -52,14 +55,31 @@ class Running:
     url: str
     app: Any
     env: dict[str, str]
+    #: Workflows built by `outbound_with`, closed with the app.
+    built: list[Outbound] = field(default_factory=list)
 
     @property
-    def services(self) -> Any:
+    def services(self) -> Services:
         return self.app.extensions["receiver"]
 
     @property
-    def outbound(self) -> Any:
-        return self.services.extras["outbound"]
+    def outbound(self) -> Outbound:
+        return self.services.outbound
+
+    def outbound_with(self, **settings: Any) -> Outbound:
+        """The outbound workflow over these services with some settings changed
+        (e.g. a RECEIVER_PUBLIC_URL that no longer reaches the service)."""
+        svc = self.services
+        outbound = Outbound.build(
+            dataclasses.replace(svc.settings, **settings),
+            svc.index,
+            svc.store,
+            outbound_index=svc.outbound_index,
+            links=svc.links,
+            rest=svc.twilio,
+        )
+        self.built.append(outbound)
+        return outbound
 
 
 @pytest.fixture
@@ -82,22 +102,24 @@ def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
     from receiver import create_app
     from receiver.settings import Settings
 
-    started: list[tuple[Any, Any]] = []
+    started: list[tuple[Any, Running]] = []
 
     def start(env: dict[str, str]) -> Running:
         app = create_app(Settings.from_env(env))
         port = int(env["RECEIVER_PUBLIC_URL"].rsplit(":", 1)[1])
         server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        started.append((server, app))
-        return Running(f"http://127.0.0.1:{port}", app, env)
+        running = Running(f"http://127.0.0.1:{port}", app, env)
+        started.append((server, running))
+        return running
 
     yield start
-    for server, app in started:
+    for server, running in started:
         server.shutdown()
         server.server_close()
-        app.extensions["receiver"].extras["outbound"].close()
-        app.extensions["receiver"].close()
+        for outbound in running.built:
+            outbound.close()
+        running.services.close()
 
 
 @pytest.fixture

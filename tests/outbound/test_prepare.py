@@ -178,11 +178,8 @@ def test_local_storage_without_public_url(
     env = dict(outbound_env)
     env["RECEIVER_PUBLIC_URL"] = f"http://127.0.0.1:{free_port()}"
     running = serve(env)
-    running.outbound.settings = running.outbound.settings.__class__(
-        **{**running.outbound.settings.__dict__, "public_url": ""}
-    )
     with pytest.raises(OutboundError) as info:
-        running.outbound.prepare(req(write(tmp_path, "a.jpg", samples.jpeg())))
+        running.outbound_with(public_url="").prepare(req(write(tmp_path, "a.jpg", samples.jpeg())))
     assert info.value.reason == "no_public_url"
     assert "RECEIVER_PUBLIC_URL" in str(info.value)
 

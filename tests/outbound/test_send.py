@@ -72,9 +72,15 @@ def wait_status(service: Running, sid: str, status: str, timeout: float = 10.0) 
     raise AssertionError(f"{sid} did not reach {status}: {service.outbound.message(sid)}")
 
 
+def status_of(service: Running, key: str) -> str | None:
+    """The current status of the outbound row with idempotency key `key`."""
+    row = service.services.outbound_index.by_key(key)
+    return row.status if row is not None else None
+
+
 def quick_retries(service: Running, fake: FakeTwilio) -> None:
     """The service's client with short backoff, so retry tests take milliseconds."""
-    service.outbound._rest = TwilioRest(
+    service.services.twilio.client = TwilioRest(
         ACCOUNT_SID,
         (API_KEY, API_SECRET),
         api_base=fake.url,
@@ -138,7 +144,7 @@ def test_media_link_headers(service: Running, tmp_path: Path) -> None:
     token = item.url.rsplit("/", 1)[1]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert requests.get(f"{service.url}/m/{tampered}", timeout=5).status_code == 404
-    links = service.services.extras["media_links"]
+    links = service.services.links
     stem = ".".join(token.split(".")[:3])
     expired = links.sign(stem, int(time.time()) - 1)
     resp = requests.get(f"{service.url}/m/{expired}", timeout=5)
@@ -217,8 +223,8 @@ def test_wrong_credentials(serve: Any, outbound_env: dict[str, str], fake: FakeT
     with pytest.raises(TwilioApiError) as info:
         running.outbound.send(req(body="hi", idempotency_key="k-401"))
     assert info.value.status == 401 and "TWILIO_API_KEY" in str(info.value)
-    row = running.outbound.outbox.by_key("k-401")
-    assert row["status"] == "pending" and not row["sid"]  # free to send once fixed
+    row = running.services.outbound_index.by_key("k-401")
+    assert row is not None and row.status == "pending" and not row.sid  # free to send once fixed
     assert fake.outbound() == []
 
 
@@ -229,7 +235,7 @@ def test_missing_credentials_record_nothing(
     running = serve(env)
     with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID"):
         running.outbound.send(req(body="hi"))
-    assert running.outbound.outbox.recent() == [] and fake.requests == []
+    assert running.services.outbound_index.recent() == [] and fake.requests == []
 
 
 def test_429_then_201_sends_once(service: Running, fake: FakeTwilio) -> None:
@@ -247,7 +253,7 @@ def test_persistent_500_then_a_rerun_sends_once(service: Running, fake: FakeTwil
     with pytest.raises(TwilioApiError, match="after 4 attempts"):
         service.outbound.send(req(body="hi", idempotency_key="k-500"))
     assert fake.outbound() == []
-    assert service.outbound.outbox.by_key("k-500")["status"] == "pending"
+    assert status_of(service, "k-500") == "pending"
     result = service.outbound.send(req(body="hi", idempotency_key="k-500"))
     assert not result.duplicate and len(fake.outbound()) == 1
 
@@ -256,12 +262,12 @@ def test_malformed_json_answer_then_a_rerun_sends_once(service: Running, fake: F
     fake.malformed_next(1, 201, path="Messages.json")  # nothing created, answer unreadable
     with pytest.raises(TwilioApiError, match="not JSON"):
         service.outbound.send(req(body="hi", idempotency_key="k-json"))
-    assert service.outbound.outbox.by_key("k-json")["status"] == "submitting"
+    assert status_of(service, "k-json") == "submitting"
     # At once, the outcome is unknown: the message is not sent again blindly.
     with pytest.raises(OutboundError) as info:
         service.outbound.send(req(body="hi", idempotency_key="k-json"))
     assert info.value.reason == "in_flight" and "run again in" in str(info.value)
-    service.outbound.in_flight_grace = 0.2
+    service.outbound.sender.in_flight_grace = 0.2
     result = service.outbound.send(req(body="hi", idempotency_key="k-json"), wait_in_flight=True)
     assert result.sid and not result.duplicate and len(fake.outbound()) == 1
 
@@ -281,10 +287,8 @@ def test_failed_preflight_sends_nothing_and_cleans_up(
     running = serve(outbound_env)
     # The public URL now names a port where nothing answers: Twilio could not fetch.
     wrong = f"http://127.0.0.1:{free_port()}"
-    settings = running.outbound.settings
-    running.outbound.settings = type(settings)(**{**settings.__dict__, "public_url": wrong})
     with pytest.raises(OutboundError) as info:
-        running.outbound.send(req(write(tmp_path, "a.jpg", samples.jpeg())))
+        running.outbound_with(public_url=wrong).send(req(write(tmp_path, "a.jpg", samples.jpeg())))
     assert info.value.reason == "preflight_failed"
     assert "RECEIVER_PUBLIC_URL" in str(info.value)
     assert creates(fake) == 0
@@ -300,14 +304,14 @@ def test_bad_status_callback_signature_changes_nothing(service: Running) -> None
         headers={"X-Twilio-Signature": "forged"},
     )
     assert resp.status_code == 403
-    assert service.outbound.outbox.events("SM" + "9" * 32) == []
+    assert service.services.outbound_index.events("SM" + "9" * 32) == []
 
 
 # -- rate limits --------------------------------------------------------------------------------
 
 
 def test_per_sender_rate_limit(service: Running, fake: FakeTwilio) -> None:
-    service.outbound.limiter = RateLimiter()  # defaults: long code 1/s, toll-free 3/s
+    service.outbound.sender.limiter = RateLimiter()  # defaults: long code 1/s, toll-free 3/s
     started = time.monotonic()
     for i in range(2):
         service.outbound.send(req(body=f"long {i}"))
@@ -430,9 +434,9 @@ def test_s3_storage_hosts_with_presigned_urls(
     bucket = moto.new_bucket()
     env = {**outbound_env, "RECEIVER_STORAGE_URL": f"s3://{bucket}/media"}
     running = serve(env)
-    settings = running.outbound.settings
-    running.outbound.settings = type(settings)(**{**settings.__dict__, "public_url": ""})
-    result = running.outbound.send(req(write(tmp_path, "shoes.heic", samples.heic())))
+    result = running.outbound_with(public_url="").send(
+        req(write(tmp_path, "shoes.heic", samples.heic()))
+    )
     assert result.prepared is not None
     (item,) = result.prepared.media
     assert item.url and "X-Amz-Signature" in item.url and item.url.startswith(moto.endpoint_url)

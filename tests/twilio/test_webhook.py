@@ -15,6 +15,7 @@ from receiver.twilio.webhook import (
     InboundMessage,
     MediaRef,
     StatusCallback,
+    inbound_from_rest,
     parse_address,
     parse_inbound,
     parse_status,
@@ -431,3 +432,84 @@ def test_fuzz_parse_status_only_raises_webhook_error(params):
     except WebhookError:
         return
     assert cb.error_code is None or cb.error_code >= 0
+
+
+# --- REST Message resources (reconciliation) --------------------------------------------
+
+REST_MESSAGE = {
+    "sid": MESSAGE_SID,
+    "account_sid": ACCOUNT_SID,
+    "api_version": "2010-04-01",
+    "body": "Test",
+    "direction": "inbound",
+    "error_code": None,
+    "from": "+17205550123",
+    "messaging_service_sid": None,
+    "num_media": "1",
+    "num_segments": "1",
+    "status": "received",
+    "subresource_uris": {"media": "/2010-04-01/.../Media.json"},
+    "to": "+18885550100",
+}
+REST_MEDIA = [{"sid": MEDIA_SID, "content_type": "image/jpeg", "parent_sid": MESSAGE_SID}]
+
+
+def rest_media_url(message_sid: str, media_sid: str) -> str:
+    return f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message_sid}/Media/{media_sid}"
+
+
+def test_rest_message_gives_the_webhooks_message():
+    from_rest = inbound_from_rest(REST_MESSAGE, REST_MEDIA, rest_media_url)
+    from_hook = parse_inbound(CAPTURED_PARAMS)
+    for name in (
+        "message_sid",
+        "account_sid",
+        "messaging_service_sid",
+        "from_",
+        "to",
+        "body",
+        "num_media",
+        "num_segments",
+        "media",
+        "api_version",
+        "sms_status",
+    ):
+        assert getattr(from_rest, name) == getattr(from_hook, name), name
+
+
+def test_rest_params_are_the_resources_own_fields():
+    msg = inbound_from_rest(REST_MESSAGE, REST_MEDIA, rest_media_url)
+    names = [name for name, _ in msg.params]
+    # Nothing made up: no webhook names, only what the REST resource said (set, plain values).
+    assert not {"MessageSid", "SmsStatus", "MediaUrl0", "NumMedia"} & set(names)
+    assert msg.param("sid") == MESSAGE_SID and msg.param("direction") == "inbound"
+    assert msg.param("error_code") is None and msg.param("subresource_uris") is None
+    assert msg.param("media.0.sid") == MEDIA_SID
+    assert msg.param("media.0.content_type") == "image/jpeg"
+
+
+def test_rest_sms_with_a_messaging_service():
+    service = "MG" + "c" * 32
+    msg = inbound_from_rest(
+        {**REST_MESSAGE, "num_media": "0", "body": "STOP", "messaging_service_sid": service},
+        [],
+        rest_media_url,
+    )
+    assert (msg.body, msg.num_media, msg.media) == ("STOP", 0, ())
+    assert msg.messaging_service_sid == service
+
+
+@pytest.mark.parametrize(
+    ("message", "media", "needle"),
+    [
+        ({**REST_MESSAGE, "sid": "XX1"}, REST_MEDIA, "sid"),
+        ({k: v for k, v in REST_MESSAGE.items() if k != "account_sid"}, REST_MEDIA, "account_sid"),
+        ({**REST_MESSAGE, "from": ""}, REST_MEDIA, "from"),
+        (REST_MESSAGE, [{"sid": "nope"}], "Media SID"),
+        (REST_MESSAGE, REST_MEDIA * 11, "at most 10"),
+        ({**REST_MESSAGE, "body": "a\x00b"}, REST_MEDIA, "NUL"),
+    ],
+)
+def test_malformed_rest_message(message, media, needle):
+    with pytest.raises(WebhookError, match=needle):
+        inbound_from_rest(message, media, rest_media_url)

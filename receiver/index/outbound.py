@@ -15,16 +15,17 @@ and never leaves a final state, except delivered -> read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from receiver.index.errors import translate_db_errors as _unavailable
+from receiver.index.errors import translate_db_errors
 from receiver.index.schema import outbound_messages, status_events, utcnow
 from receiver.twilio.webhook import StatusCallback
 
@@ -59,6 +60,35 @@ FINAL = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class OutboundRecord:
+    """One row of `outbound_messages`: what was asked, what was sent, where it stands."""
+
+    id: int
+    to_addr: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    sid: str | None = None
+    account_sid: str | None = None
+    from_addr: str | None = None
+    messaging_service_sid: str | None = None
+    body: str = ""
+    #: The prepared (or requested) attachments, as stored: JSON objects.
+    media: tuple[dict[str, Any], ...] = ()
+    fallback: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    raw_dlr_done_date: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a plain dict (media as a list), for JSON views."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["media"] = list(self.media)
+        return out
+
+
 def can_advance(current: str, new: str) -> bool:
     """Whether a row in status `current` may move to `new` (forward only; final stays)."""
     if new not in RANK or current == new:
@@ -73,7 +103,7 @@ def sources_for(new: str) -> list[str]:
     return [s for s in (*RANK, "refused", "rejected") if can_advance(s, new)]
 
 
-class OutboundStore:
+class OutboundIndex:
     """Reads and writes of outbound messages and status events against one engine."""
 
     def __init__(
@@ -99,8 +129,8 @@ class OutboundStore:
 
     # -- rows ------------------------------------------------------------------
 
-    @_unavailable
-    def reserve(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    @translate_db_errors
+    def reserve(self, row: Mapping[str, Any]) -> tuple[OutboundRecord, bool]:
         """Record a message to send under its idempotency key, once.
 
         Returns (row, created). With a key that is already known, nothing is
@@ -125,26 +155,26 @@ class OutboundStore:
             assert created is not None
             return created, True
 
-    @_unavailable
-    def get(self, row_id: int) -> dict[str, Any] | None:
+    @translate_db_errors
+    def get(self, row_id: int) -> OutboundRecord | None:
         """One row by id."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.id == row_id)
 
-    @_unavailable
-    def by_key(self, key: str) -> dict[str, Any] | None:
+    @translate_db_errors
+    def by_key(self, key: str) -> OutboundRecord | None:
         """One row by idempotency key."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.idempotency_key == key)
 
-    @_unavailable
-    def by_sid(self, sid: str) -> dict[str, Any] | None:
+    @translate_db_errors
+    def by_sid(self, sid: str) -> OutboundRecord | None:
         """One row by Twilio MessageSid."""
         with self.engine.connect() as conn:
             return self._one(conn, outbound_messages.c.sid == sid)
 
-    @_unavailable
-    def recent(self, limit: int = 50, *, before_id: int | None = None) -> list[dict[str, Any]]:
+    @translate_db_errors
+    def recent(self, limit: int = 50, *, before_id: int | None = None) -> list[OutboundRecord]:
         """Newest rows first (keyset on id)."""
         stmt = select(outbound_messages).order_by(outbound_messages.c.id.desc()).limit(limit)
         if before_id is not None:
@@ -152,8 +182,8 @@ class OutboundStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt).mappings()]
 
-    @_unavailable
-    def in_states(self, states: Iterable[str]) -> list[dict[str, Any]]:
+    @translate_db_errors
+    def in_states(self, states: Iterable[str]) -> list[OutboundRecord]:
         """Rows in any of `states`, oldest first."""
         stmt = (
             select(outbound_messages)
@@ -163,7 +193,7 @@ class OutboundStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt).mappings()]
 
-    @_unavailable
+    @translate_db_errors
     def update_prepared(self, row_id: int, *, body: str, media: Any, fallback: str | None) -> None:
         """Store what preparation produced (final body, hosted media) on a pending row."""
         with self._begin() as conn:
@@ -178,22 +208,22 @@ class OutboundStore:
                 )
             )
 
-    @_unavailable
+    @translate_db_errors
     def claim(self, row_id: int) -> bool:
         """Move a pending row to ``submitting``; False if another sender already did."""
         return self._move(row_id, ("pending",), status="submitting")
 
-    @_unavailable
+    @translate_db_errors
     def retry(self, row_id: int) -> bool:
         """Make a refused or rejected row pending again (nothing was created on Twilio)."""
         return self._move(row_id, ("refused", "rejected"), status="pending")
 
-    @_unavailable
+    @translate_db_errors
     def release(self, row_id: int, *, error_message: str | None = None) -> bool:
         """Put a ``submitting`` row back to ``pending``: the request certainly never arrived."""
         return self._move(row_id, ("submitting",), status="pending", error_message=error_message)
 
-    @_unavailable
+    @translate_db_errors
     def finish(
         self,
         row_id: int,
@@ -213,8 +243,8 @@ class OutboundStore:
             error_message=error_message,
         )
 
-    @_unavailable
-    def mark_submitted(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+    @translate_db_errors
+    def mark_submitted(self, row_id: int, message: Mapping[str, Any]) -> OutboundRecord:
         """Record Twilio's Message resource for a claimed row, then apply any status events
         that arrived before it (callbacks can beat the create response)."""
         now = utcnow()
@@ -234,16 +264,7 @@ class OutboundStore:
                     updated_at=now,
                 )
             )
-            events = (
-                conn.execute(
-                    select(status_events)
-                    .where(status_events.c.message_sid == sid)
-                    .order_by(status_events.c.id)
-                )
-                .mappings()
-                .all()
-            )
-            for event in events:
+            for event in _events(conn, sid):
                 self._apply(
                     conn, sid, event["status"], event["error_code"], event["raw_dlr_done_date"], now
                 )
@@ -251,8 +272,8 @@ class OutboundStore:
         assert row is not None
         return row
 
-    @_unavailable
-    def adopt(self, row_id: int, message: Mapping[str, Any]) -> dict[str, Any]:
+    @translate_db_errors
+    def adopt(self, row_id: int, message: Mapping[str, Any]) -> OutboundRecord:
         """Attach a Message found on Twilio to a row left ``submitting`` by a crash."""
         return self.mark_submitted(row_id, message)
 
@@ -269,7 +290,7 @@ class OutboundStore:
 
     # -- status callbacks ----------------------------------------------------------
 
-    @_unavailable
+    @translate_db_errors
     def record_status(self, event: StatusCallback) -> str | None:
         """Store a status callback and move the message forward if it is news.
 
@@ -335,19 +356,11 @@ class OutboundStore:
             )
         )
 
-    @_unavailable
+    @translate_db_errors
     def events(self, sid: str) -> list[dict[str, Any]]:
         """Every status event of one message, in arrival order."""
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(status_events)
-                    .where(status_events.c.message_sid == sid)
-                    .order_by(status_events.c.id)
-                )
-                .mappings()
-                .all()
-            )
+            rows = _events(conn, sid)
         out = []
         for r in rows:
             item = dict(r)
@@ -357,17 +370,13 @@ class OutboundStore:
 
     # -- figures -------------------------------------------------------------------
 
-    @_unavailable
+    @translate_db_errors
     def stats(self, *, since: datetime | None = None) -> dict[str, Any]:
         """Counts by current status, by error code and by day (UTC) of creation."""
         cond = outbound_messages.c.created_at >= since if since is not None else true()
         day = func.date(outbound_messages.c.created_at)
         with self.engine.connect() as conn:
-            by_status = conn.execute(
-                select(outbound_messages.c.status, func.count())
-                .where(cond)
-                .group_by(outbound_messages.c.status)
-            ).all()
+            counts = _by_status(conn, cond)
             by_code = conn.execute(
                 select(outbound_messages.c.error_code, func.count())
                 .where(cond, outbound_messages.c.error_code.is_not(None))
@@ -384,7 +393,6 @@ class OutboundStore:
             entry = days.setdefault(str(when), {"total": 0})
             entry[status] = int(n)
             entry["total"] += int(n)
-        counts = {status: int(n) for status, n in by_status}
         return {
             "total": sum(counts.values()),
             "by_status": dict(sorted(counts.items())),
@@ -392,17 +400,41 @@ class OutboundStore:
             "by_day": days,
         }
 
+    @translate_db_errors
+    def count_by_status(self) -> dict[str, int]:
+        """Every outbound message counted by its current status (the metrics gauge)."""
+        with self.engine.connect() as conn:
+            return _by_status(conn, true())
+
     # -- internals -----------------------------------------------------------------
 
-    def _one(self, conn: Connection, cond: Any) -> dict[str, Any] | None:
+    def _one(self, conn: Connection, cond: Any) -> OutboundRecord | None:
         row = conn.execute(select(outbound_messages).where(cond)).mappings().first()
         return _row(row) if row is not None else None
 
 
-def _row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    out = dict(row)
+def _events(conn: Connection, sid: str) -> Sequence[RowMapping]:
+    """The status events of one message, in arrival order."""
+    stmt = (
+        select(status_events).where(status_events.c.message_sid == sid).order_by(status_events.c.id)
+    )
+    return conn.execute(stmt).mappings().all()
+
+
+def _by_status(conn: Connection, cond: Any) -> dict[str, int]:
+    rows = conn.execute(
+        select(outbound_messages.c.status, func.count())
+        .where(cond)
+        .group_by(outbound_messages.c.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _row(row: Mapping[Any, Any]) -> OutboundRecord:
+    values = dict(row)
     try:
-        out["media"] = json.loads(out.get("media") or "[]")
+        media = json.loads(values.get("media") or "[]")
     except ValueError:
-        out["media"] = []
-    return out
+        media = []
+    values["media"] = tuple(media) if isinstance(media, list) else ()
+    return OutboundRecord(**values)

@@ -1,0 +1,95 @@
+"""`Outbound`: the one entry point the CLI and the API use, over the collaborators wired.
+
+Each collaborator has one job and gets what it needs through ``__init__``:
+`Preparer` (fetch, inspect, fit) -> `Hosting` (store, sign, pre-flight) ->
+`Sender` (opt-outs, rate limit, idempotent create) <- `BulkSender` (CSV
+campaigns); `StatusTracker` applies callbacks and reports figures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from receiver.index.outbound import OutboundIndex
+from receiver.media.fetch import FetchConfig, Fetcher
+from receiver.outbound.bulk import BulkSender
+from receiver.outbound.hosting import Hosting, MediaLinks
+from receiver.outbound.prepare import Preparer
+from receiver.outbound.send import IN_FLIGHT_GRACE, Sender
+from receiver.outbound.status import StatusTracker
+from receiver.ratelimit import RateLimiter
+from receiver.twilio.client import TwilioClient
+
+if TYPE_CHECKING:
+    from receiver.index import MediaIndex
+    from receiver.settings import Settings
+    from receiver.storage.base import ObjectStore
+
+
+def user_media_fetcher(settings: Settings) -> Fetcher:
+    """The fetcher for media URLs a sender gives: any public host, never Twilio credentials.
+
+    RECEIVER_MEDIA_HOSTS entries with a port may be private (local media hosts, tests).
+    """
+    return Fetcher(FetchConfig.outbound(settings))
+
+
+class Outbound:
+    """The outbound workflow: prepare, host, send (one or many) and track."""
+
+    def __init__(
+        self,
+        preparer: Preparer,
+        sender: Sender,
+        bulk: BulkSender,
+        status: StatusTracker,
+    ) -> None:
+        self.preparer = preparer
+        self.hosting: Hosting = preparer.hosting
+        self.sender = sender
+        self.bulk = bulk
+        self.status = status
+        # The steps the CLI and the API call, each done by the collaborator that owns it.
+        self.prepare = preparer.prepare
+        self.send = sender.send
+        self.resolve_unknown = sender.resolve_unknown
+        self.send_bulk = bulk.send_bulk
+        self.handle_status = status.handle_status
+        self.stats = status.stats
+        self.message = status.message
+        self.refresh_statuses = status.refresh_statuses
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        index: MediaIndex,
+        store: ObjectStore,
+        *,
+        outbound_index: OutboundIndex | None = None,
+        links: MediaLinks | None = None,
+        rest: TwilioClient | None = None,
+        limiter: RateLimiter | None = None,
+        fetcher: Fetcher | None = None,
+        in_flight_grace: float = IN_FLIGHT_GRACE,
+    ) -> Outbound:
+        """Wire the collaborators over one index, store and Twilio client."""
+        outbound_index = outbound_index or OutboundIndex(index.engine, begin=index.begin)
+        rest = rest or TwilioClient(settings)
+        hosting = Hosting(settings, store, links or MediaLinks(settings.secret_key))
+        preparer = Preparer(settings, fetcher or user_media_fetcher(settings), hosting)
+        sender = Sender(
+            settings,
+            index,
+            outbound_index,
+            preparer,
+            rest,
+            limiter=limiter,
+            in_flight_grace=in_flight_grace,
+        )
+        return cls(preparer, sender, BulkSender(sender), StatusTracker(index, outbound_index, rest))
+
+    def close(self) -> None:
+        """Release HTTP sessions (the shared Twilio client is closed by its owner)."""
+        self.preparer.fetcher.close()
+        self.hosting.close()

@@ -56,10 +56,10 @@ def stored_images(index: MediaIndex, store: LocalStore, count: int) -> list[tupl
     assert rows is not None
     out = []
     for row in rows:
-        key = media_key(msg.account_sid, sid, row["idx"], None, "jpg")
-        store.put_bytes(key, samples.jpeg(200 + row["idx"], 150), content_type="image/jpeg")
-        assert index.finish_media(row["id"], "test", state="stored", kind="image", storage_key=key)
-        out.append((row["id"], key))
+        key = media_key(msg.account_sid, sid, row.idx, None, "jpg")
+        store.put_bytes(key, samples.jpeg(200 + row.idx, 150), content_type="image/jpeg")
+        assert index.finish_media(row.id, "test", state="stored", kind="image", storage_key=key)
+        out.append((row.id, key))
     return out
 
 

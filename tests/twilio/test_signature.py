@@ -57,7 +57,8 @@ def case(id, url, params, signature, valid, body=None):
     return pytest.param(url, params, signature, body, valid, id=id)
 
 
-# Every vector of TWILIO.md section 2.6 whose URL + parameter semantics are twilio-python's.
+# Every vector of the official SDKs' own tests (github.com/twilio/twilio-python, -node, -java and
+# -go; the file is named above each group) whose URL + parameter semantics are twilio-python's.
 # Left out on purpose, because they test behaviour a Python validator does not have:
 # - node `special characters` as given (raw `It's` URL): node re-encodes `'` as `%27` (WHATWG
 #   URL) before signing; it is kept below in the form a Python server actually sees, and the

@@ -17,15 +17,15 @@ import requests
 from tests.support.mediaserver import MediaServer
 from tests.support.s3server import moto_server_fixture
 from tests.support.services import free_port, port_open, require
-from tests.support.webhooks import WebhookPoster
+from tests.support.webhooks import ACCOUNT_SID, TOKEN, WebhookPoster
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
-TOKEN = "test-auth-token-0123456789abcdef"
 API_TOKEN = "test-api-token"
+#: Headers of an API caller holding the API token.
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ADMIN_PASSWORD = "test-admin-password"
-ACCOUNT_SID = "AC" + "1" * 32
 
 
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
@@ -12,17 +11,10 @@ import pytest
 from lxml import etree
 from PIL import Image
 
-from tests.conftest import API_TOKEN
+from tests.conftest import AUTH
 from tests.support.mediaserver import MediaServer
+from tests.support.samples import jpeg
 from tests.support.webhooks import FORM, WebhookPoster, inbound_params, media_path, new_sid
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def jpeg(width: int = 320, height: int = 240) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 120, 200)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -50,7 +42,7 @@ def test_signed_mms_is_recorded_stored_and_answered(
     media_poster: WebhookPoster, media_server: MediaServer, media_app: Any
 ) -> None:
     sid = new_sid()
-    data = jpeg()
+    data = jpeg(320, 240)
     url = media_server.add(media_path(sid, 0), data, content_type="image/jpeg")
     vcard = b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ada Lovelace\r\nTEL:+15550001111\r\nEND:VCARD\r\n"
     url2 = media_server.add(media_path(sid, 1), vcard, content_type="text/vcard")

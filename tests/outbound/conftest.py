@@ -3,17 +3,16 @@ running on a real loopback HTTP server (Twilio's callbacks and media fetches rea
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, base_env
+from tests.conftest import ACCOUNT_SID, TOKEN, base_env
 from tests.support.fake_twilio import FakeTwilio
+from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
 from tests.support.services import free_port
 
@@ -22,7 +21,6 @@ API_SECRET = "test-api-secret-0123456789"
 SENDER = "+15017122661"
 TOLL_FREE = "+18005550123"
 RECIPIENT = "+15558675310"
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture
@@ -87,8 +85,7 @@ def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
     def start(env: dict[str, str]) -> Running:
         app = create_app(Settings.from_env(env))
         port = int(env["RECEIVER_PUBLIC_URL"].rsplit(":", 1)[1])
-        server = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        server = serve_in_thread(app, port)
         started.append((server, app))
         return Running(f"http://127.0.0.1:{port}", app, env)
 

@@ -21,11 +21,10 @@ from receiver.outbound import OutboundRequest
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.rest import RetryPolicy, TwilioRest
 from receiver.twilio.signature import compute_signature
-from tests.conftest import ACCOUNT_SID, TOKEN
+from tests.conftest import ACCOUNT_SID, AUTH, TOKEN
 from tests.outbound.conftest import (
     API_KEY,
     API_SECRET,
-    AUTH,
     RECIPIENT,
     SENDER,
     TOLL_FREE,

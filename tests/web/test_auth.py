@@ -10,10 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from receiver.web.auth import LoginLimiter, is_public, safe_next
-from tests.conftest import ADMIN_PASSWORD, API_TOKEN
+from tests.conftest import ADMIN_PASSWORD, API_TOKEN, AUTH
 from tests.web.seed import Item, Seeder
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 #: Routes that need no credentials, and why: Twilio signs its hooks, load balancers and
 #: Prometheus probe health and metrics, /m/<token> links are HMAC-signed, and the
 #: login form (and its stylesheet) must be reachable to log in.
@@ -323,8 +322,7 @@ def test_limiter_memory_is_bounded() -> None:
 # -- CSRF on deletion --------------------------------------------------------------------
 
 
-def test_delete_without_csrf_is_refused(app: Any, client: Any) -> None:
-    seed = Seeder(app)
+def test_delete_without_csrf_is_refused(app: Any, client: Any, seed: Seeder) -> None:
     made = seed.message(items=[Item()])
     login(client)
     assert client.post(f"/messages/{made}/delete", data={"confirm": "yes"}).status_code == 400

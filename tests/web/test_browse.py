@@ -22,11 +22,6 @@ CONTACT = {
 
 
 @pytest.fixture
-def seed(app: Any) -> Seeder:
-    return Seeder(app)
-
-
-@pytest.fixture
 def browser(client: Any) -> Any:
     login(client)
     return client

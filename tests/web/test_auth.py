@@ -345,9 +345,13 @@ def test_delete_without_csrf_is_refused(app: Any, client: Any, seed: Seeder) -> 
     assert app.extensions["receiver"].index.get_message(made) is None
 
 
-def test_bearer_calls_need_no_csrf(app: Any, client: Any) -> None:
-    made = Seeder(app).message()
+def test_bearer_calls_need_no_csrf(app: Any, client: Any, seed: Seeder) -> None:
+    made = seed.message(items=[Item()])
+    (item,) = seed.media_rows(made)
     assert client.delete(f"/api/messages/{made}", headers=AUTH).status_code == 200
+    assert app.extensions["receiver"].index.get_message(made) is None
+    assert client.get(f"/api/messages/{made}", headers=AUTH).status_code == 404
+    assert not app.extensions["receiver"].store.exists(item["storage_key"])
 
 
 # -- headers everywhere --------------------------------------------------------------------

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -40,10 +39,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from receiver.index.schema import media, messages  # noqa: E402
+from tests.support.postgres import PG_HOST, PG_PORT, fresh_database, pg_available  # noqa: E402
 
-PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 API_TOKEN = "bench-api-token"
 ACCOUNT = "AC" + "1" * 32
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -251,17 +248,8 @@ def database(backend: str, tmp: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp / 'bench.db'}"
         return
-    import psycopg
-
-    name = "mmsr_bench_" + secrets.token_hex(6)
-    admin = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(prefix="mmsr_bench_") as url:
+        yield url
 
 
 def make_app(db_url: str, tmp: Path) -> Any:
@@ -514,12 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[list[str]] = []
     for backend in backends:
-        if backend == "postgresql":
-            from tests.support.services import port_open
-
-            if not port_open(PG_HOST, PG_PORT):
-                print(f"PostgreSQL is not running on {PG_HOST}:{PG_PORT}; skipping it", flush=True)
-                continue
+        if backend == "postgresql" and not pg_available():
+            print(f"PostgreSQL is not running on {PG_HOST}:{PG_PORT}; skipping it", flush=True)
+            continue
         rows += run_backend(backend, n, repeats, depth, args.search_index)
     print()
     print(

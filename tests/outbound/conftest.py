@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from receiver.outbound import OutboundRequest
 from tests.conftest import ACCOUNT_SID, TOKEN, base_env
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.loopback import serve_in_thread
@@ -101,3 +102,21 @@ def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
 def service(serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str]) -> Running:
     """The service, configured for sending through the fake."""
     return serve(outbound_env)
+
+
+def req(*media: str, **kwargs: Any) -> OutboundRequest:
+    """A request from SENDER to RECIPIENT with `media`; `kwargs` override any field."""
+    return OutboundRequest(
+        to=kwargs.pop("to", RECIPIENT),
+        from_=kwargs.pop("from_", SENDER),
+        body=kwargs.pop("body", "Back in stock"),
+        media=media,
+        **kwargs,
+    )
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    """Write `data` to tmp_path/name; returns the path as a CLI or request would name it."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)

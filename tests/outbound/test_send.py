@@ -17,7 +17,6 @@ import requests
 from PIL import Image
 
 from receiver.errors import ConfigError, OutboundError, TwilioApiError
-from receiver.outbound import OutboundRequest
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.rest import RetryPolicy, TwilioRest
 from receiver.twilio.signature import compute_signature
@@ -29,6 +28,8 @@ from tests.outbound.conftest import (
     SENDER,
     TOLL_FREE,
     Running,
+    req,
+    write,
 )
 from tests.support import samples
 from tests.support.fake_twilio import FakeTwilio
@@ -37,22 +38,6 @@ from tests.support.s3server import moto_server_fixture
 from tests.support.services import free_port
 
 moto = moto_server_fixture(scope="module", name="moto")
-
-
-def req(*media: str, **kwargs: Any) -> OutboundRequest:
-    return OutboundRequest(
-        to=kwargs.pop("to", RECIPIENT),
-        from_=kwargs.pop("from_", SENDER),
-        body=kwargs.pop("body", "Back in stock"),
-        media=media,
-        **kwargs,
-    )
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return str(path)
 
 
 def creates(fake: FakeTwilio) -> int:

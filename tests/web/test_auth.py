@@ -11,6 +11,7 @@ import pytest
 
 from receiver.web.auth import LoginLimiter, is_public, safe_next
 from tests.conftest import ADMIN_PASSWORD, API_TOKEN, AUTH
+from tests.web.conftest import PAGE_CSP, csrf_of, login
 from tests.web.seed import Item, Seeder
 
 #: Routes that need no credentials, and why: Twilio signs its hooks, load balancers and
@@ -31,10 +32,6 @@ SAMPLE_VALUES = {
     "address": "+15550001111",
     "token": "abcdefgh12345678",
 }
-PAGE_CSP = (
-    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
 
 def routes(app: Any) -> list[tuple[str, str, str]]:
@@ -51,23 +48,6 @@ def routes(app: Any) -> list[tuple[str, str, str]]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             out.append((rule.rule, method, adapter.build(rule.endpoint, values, method=method)))
     return out
-
-
-def login(
-    client: Any, password: str = ADMIN_PASSWORD, next_path: str = "/messages", **environ: Any
-) -> Any:
-    page = client.get("/login", environ_base=environ)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    return client.post(
-        "/login",
-        data={"password": password, "csrf_token": token, "next": next_path},
-        environ_base=environ,
-    )
-
-
-def csrf_of(client: Any, path: str = "/messages") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 # -- every route ---------------------------------------------------------------------

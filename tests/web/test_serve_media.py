@@ -10,12 +10,9 @@ import requests
 
 from tests.conftest import AUTH
 from tests.support import samples
+from tests.web.conftest import PAGE_CSP
 from tests.web.seed import Item, Seeder
 
-PAGE_CSP = (
-    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 VIDEO = bytes(range(256)) * 40  # 10,240 bytes; the content does not matter for serving
 
 

@@ -1,11 +1,14 @@
 """Per-sender token buckets, so bulk sends stay within each sender's throughput.
 
 Twilio queues what a sender cannot send at once, but a queue holds only about
-four hours of messages (error 21611) and queued messages expire after their
-ValidityPeriod, so a large send is paced here instead. Defaults by sender type
-(TWILIO.md section 8): a US/CA long code sends 1 message segment per second, a
-toll-free number 3, a short code 30. A Messaging Service spreads over its pool,
-whose size is not known here, so it gets the long-code rate unless configured.
+four hours of messages (error 21611, https://www.twilio.com/docs/api/errors/21611)
+and queued messages expire after their ValidityPeriod, so a large send is paced
+here instead. Defaults by sender type: a US/CA long code sends 1 message segment
+per second and a short code 30
+(https://www.twilio.com/help/faq/sms/how-quickly-can-i-send-sms-messages), a
+toll-free number 3 (https://support.twilio.com/hc/en-us/articles/4411046744987).
+A Messaging Service spreads over its pool, whose size is not known here, so it
+gets the long-code rate unless configured.
 
 The limiter is per process; run one bulk send per sender at a time.
 """

@@ -119,7 +119,10 @@ def inbound_params(
     body: str,
     media: Sequence[SimulatedMedia],
 ) -> list[tuple[str, str]]:
-    """The parameters Twilio sends for an inbound MMS (see TWILIO.md 1.2)."""
+    """The parameters Twilio sends for an inbound MMS.
+
+    Twilio lists them at https://www.twilio.com/docs/messaging/guides/webhook-request.
+    """
     params = [
         ("ToCountry", "US"),
         ("SmsMessageSid", message_sid),

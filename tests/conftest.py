@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.support.mediaserver import MediaServer
+from tests.support.postgres import PG_HOST, PG_PORT, fresh_database, pg_available
 from tests.support.s3server import moto_server_fixture
-from tests.support.services import free_port, port_open, require
-from tests.support.webhooks import WebhookPoster
+from tests.support.services import free_port, require, wait_healthy
+from tests.support.webhooks import ACCOUNT_SID, TOKEN, WebhookPoster
 
-PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("TEST_PG_USER", "postgres")
-TOKEN = "test-auth-token-0123456789abcdef"
 API_TOKEN = "test-api-token"
+#: Headers of an API caller holding the API token.
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ADMIN_PASSWORD = "test-admin-password"
-ACCOUNT_SID = "AC" + "1" * 32
 
 
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -99,26 +94,12 @@ moto_s3 = moto_server_fixture()
 # -- PostgreSQL ---------------------------------------------------------------
 
 
-def pg_available() -> bool:
-    """Whether the local PostgreSQL accepts connections."""
-    return port_open(PG_HOST, PG_PORT)
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     require(pg_available(), f"PostgreSQL is not running on {PG_HOST}:{PG_PORT}")
-    import psycopg
-
-    name = "mmsr_test_" + secrets.token_hex(6)
-    admin = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -157,17 +138,9 @@ class LiveServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"serve did not start: {self.log()}")
+        proc = self.proc
+        wait_healthy(self.url, lambda: proc.poll() is None, self.log, timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

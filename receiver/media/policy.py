@@ -10,14 +10,16 @@ Two families of policy exist:
   SVG, XML, JavaScript), JSON (an API error body is not an attachment),
   executables, archives (they hide any of the above from inspection) and
   bytes nobody can identify.
-* outbound MMS (`mms_policy`, TWILIO.md 4.3-4.4): at most 10 files and 5 MB per
-  message; JPEG/PNG/GIF up to the message limit (Twilio transcodes them for the
-  handset); every other accepted type up to 600 KB (carriers deliver them
-  untouched, and the smallest carrier limit is 600 KB); an optional
-  per-carrier budget lowers both. HEIC/HEIF, WebP, BMP, TIFF and AVIF are not
-  sent as they are even where Twilio would pass them on: handsets show them
-  inconsistently and Twilio does not resize them, so the verdict says they
-  are fixable (converted to JPEG by `transform.fit_for_mms`).
+* outbound MMS (`mms_policy`): at most 10 files and 5 MB per message
+  (https://www.twilio.com/docs/api/errors/21623,
+  https://www.twilio.com/docs/api/errors/11751); JPEG/PNG/GIF up to the
+  message limit (Twilio transcodes them for the handset); every other accepted
+  type up to 600 KB (carriers deliver them untouched, and the smallest carrier
+  limit is 600 KB: https://support.twilio.com/hc/en-us/articles/360018832773);
+  an optional per-carrier budget lowers both. HEIC/HEIF, WebP, BMP, TIFF and
+  AVIF are not sent as they are even where Twilio would pass them on: handsets
+  show them inconsistently and Twilio does not resize them, so the verdict says
+  they are fixable (converted to JPEG by `transform.fit_for_mms`).
 
 Sizes use decimal units (5 MB = 5,000,000 bytes), the smaller reading of
 Twilio's limits.
@@ -92,7 +94,8 @@ _INBOUND_DOCUMENTS = (
 )
 INBOUND_TYPES = _INBOUND_IMAGES | _MEDIA | _INBOUND_DOCUMENTS
 
-#: TWILIO.md 4.4, canonical spellings; "accepted" means Twilio passes them through untouched.
+#: The types Twilio accepts for MMS, canonical spellings; "accepted" means Twilio passes them
+#: through untouched (https://www.twilio.com/docs/messaging/guides/accepted-mime-types).
 MMS_TYPES = (
     MMS_FULL_SUPPORT
     | frozenset(

@@ -37,7 +37,8 @@ DEFAULT_MESSAGING_BASE = "https://messaging.twilio.com"
 DEFAULT_TIMEOUT = (5.0, 30.0)
 USER_AGENT = "mms-receiver/0.1"
 
-#: Fixes for the errors users meet most, by Twilio error code (TWILIO.md, Appendix A).
+#: Fixes for the errors users meet most, by Twilio error code; Twilio explains each code at
+#: https://www.twilio.com/docs/api/errors/<code>.
 HINTS: dict[int, str] = {
     20003: (
         "check TWILIO_API_KEY/TWILIO_API_SECRET (or TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN) and "

@@ -19,7 +19,6 @@ import contextlib
 import os
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from receiver.simulate import SimulatedMedia, inbound_params, post_signed
-from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, API_TOKEN, TOKEN, base_env
+from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, AUTH, TOKEN, base_env
 from tests.support import samples
+from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
 from tests.support.services import require
 
@@ -42,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "tests" / "fixtures" / "clip.mp4"
 SCREENSHOT = ROOT / "artifacts" / "screenshots" / "messages.png"
 README_SCREENSHOT = ROOT / "docs" / "screenshot-messages.png"
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 BODY_XSS = '<script>window.__xss = "body"; alert("body")</script><img src=x onerror=alert(1)>'
 FROM_XSS = "<img src=x onerror=alert('from')>"
@@ -99,9 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("ui")
     with MediaServer() as media:
         app = create_app(Settings.from_env(base_env(tmp, RECEIVER_MEDIA_HOSTS=media.host_port)))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
+        server = serve_in_thread(app)
         url = f"http://127.0.0.1:{server.server_port}"
         try:
             vcard_xss = f"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{VCARD_NAME_XSS}\r\nTEL;TYPE=CELL:+15550100123\r\nEMAIL:mallory@example.com\r\nEND:VCARD\r\n".encode()
@@ -140,7 +136,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield Site(url, app, photos, xss, clip, doomed)
         finally:
             server.shutdown()
-            thread.join(5)
+            server.server_close()
             app.extensions["receiver"].close()
 
 

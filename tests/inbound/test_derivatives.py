@@ -64,7 +64,9 @@ def stored_images(index: MediaIndex, store: LocalStore, count: int) -> list[tupl
 
 
 def thumbnail_keys(index: MediaIndex, items: list[tuple[int, str]]) -> list[str | None]:
-    return [(index.get_media(media_id) or {}).get("thumbnail_key") for media_id, _ in items]
+    return [
+        item.thumbnail_key if (item := index.get_media(media_id)) else None for media_id, _ in items
+    ]
 
 
 def test_thumbnails_wait_while_a_webhook_is_answering_then_are_recorded_together(

@@ -16,11 +16,9 @@ import requests
 from lxml import etree
 from PIL import Image
 
-from tests.conftest import API_TOKEN, base_env
+from tests.conftest import AUTH, base_env
 from tests.support.mediaserver import MediaServer
 from tests.support.webhooks import WebhookPoster, inbound_params, media_path, new_sid
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def run_cli(

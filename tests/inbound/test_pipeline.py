@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -12,24 +11,11 @@ import pytest
 from PIL import Image
 
 from receiver.index.schema import utcnow
-from tests.conftest import API_TOKEN
+from tests.conftest import AUTH
 from tests.support.mediaserver import MediaServer, Reply
+from tests.support.samples import jpeg, png_bomb
 from tests.support.waiting import wait_for
 from tests.support.webhooks import WebhookPoster, inbound_params, media_path, new_sid
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def jpeg(size: tuple[int, int] = (200, 150)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (250, 200, 0)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def png_bomb() -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (20_000, 20_000), 0).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def message(app: Any, sid: str) -> dict[str, Any]:
@@ -54,7 +40,7 @@ def setup(make_app: Any, media_server: MediaServer) -> Any:
 
 BAD_MEDIA = [
     ("empty", b"", "image/jpeg", {}, "rejected", "empty"),
-    ("truncated-jpeg", jpeg((400, 300))[:900], "image/jpeg", {}, "rejected", "corrupt"),
+    ("truncated-jpeg", jpeg(400, 300)[:900], "image/jpeg", {}, "rejected", "corrupt"),
     (
         "html-as-jpeg",
         b"<!DOCTYPE html><html><body>Error</body></html>",
@@ -201,7 +187,7 @@ def test_ten_media_in_one_message_are_fetched_concurrently(
     media = [
         (
             media_server.add(
-                media_path(sid, i), jpeg((100 + i, 100)), content_type="image/jpeg", latency=0.3
+                media_path(sid, i), jpeg(100 + i, 100), content_type="image/jpeg", latency=0.3
             ),
             "image/jpeg",
         )
@@ -292,11 +278,11 @@ def test_thumbnails_wait_for_webhooks_in_flight_then_follow(
     app, poster = setup()
     slow, quick = new_sid(), new_sid()
     slow_url = media_server.add(
-        media_path(slow, 0), jpeg((300, 200)), content_type="image/jpeg", latency=1.5
+        media_path(slow, 0), jpeg(300, 200), content_type="image/jpeg", latency=1.5
     )
     quick_urls = [
         (
-            media_server.add(media_path(quick, i), jpeg((160 + i, 120)), content_type="image/jpeg"),
+            media_server.add(media_path(quick, i), jpeg(160 + i, 120), content_type="image/jpeg"),
             "image/jpeg",
         )
         for i in range(3)
@@ -343,7 +329,7 @@ def test_s3_storage_outage_then_recovery_loses_nothing(
     app, poster = setup(RECEIVER_STORAGE_URL=f"s3://{bucket}/inbound")
     store = app.extensions["receiver"].store
     sids = [new_sid() for _ in range(3)]
-    payloads = {sid: jpeg((120, 90 + n)) for n, sid in enumerate(sids)}
+    payloads = {sid: jpeg(120, 90 + n) for n, sid in enumerate(sids)}
     with moto_s3.outage():
         for sid in sids:
             url = media_server.add(media_path(sid, 0), payloads[sid], content_type="image/jpeg")
@@ -401,7 +387,7 @@ def test_sweep_remakes_thumbnails_a_crash_left_missing(
     sid = new_sid()
     urls = [
         (
-            media_server.add(media_path(sid, i), jpeg((180 + i, 120)), content_type="image/jpeg"),
+            media_server.add(media_path(sid, i), jpeg(180 + i, 120), content_type="image/jpeg"),
             "image/jpeg",
         )
         for i in range(2)

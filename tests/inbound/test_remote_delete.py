@@ -11,11 +11,9 @@ from PIL import Image
 
 from receiver.errors import ConfigError
 from receiver.settings import Settings
-from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, base_env
+from tests.conftest import ACCOUNT_SID, AUTH, TOKEN, base_env
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.webhooks import WebhookPoster, inbound_params
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture

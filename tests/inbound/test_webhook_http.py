@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
@@ -12,17 +11,10 @@ import pytest
 from lxml import etree
 from PIL import Image
 
-from tests.conftest import API_TOKEN
+from tests.conftest import AUTH
 from tests.support.mediaserver import MediaServer
+from tests.support.samples import jpeg
 from tests.support.webhooks import FORM, WebhookPoster, inbound_params, media_path, new_sid
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def jpeg(width: int = 320, height: int = 240) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 120, 200)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -50,7 +42,7 @@ def test_signed_mms_is_recorded_stored_and_answered(
     media_poster: WebhookPoster, media_server: MediaServer, media_app: Any
 ) -> None:
     sid = new_sid()
-    data = jpeg()
+    data = jpeg(320, 240)
     url = media_server.add(media_path(sid, 0), data, content_type="image/jpeg")
     vcard = b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ada Lovelace\r\nTEL:+15550001111\r\nEND:VCARD\r\n"
     url2 = media_server.add(media_path(sid, 1), vcard, content_type="text/vcard")
@@ -136,8 +128,11 @@ def test_missing_signature_header_is_403_and_logs_the_checked_url(
 def test_secondary_token_is_accepted_during_rotation(make_app: Any) -> None:
     app = make_app(TWILIO_AUTH_TOKEN_SECONDARY="rotated-token")
     poster = WebhookPoster(app.test_client(), token="rotated-token")
-    resp = poster.post(inbound_params(body="hi"))
+    sid = new_sid("SM")
+    resp = poster.post(inbound_params(sid, body="hi"))
     assert resp.status_code == 200
+    msg = recorded(poster.client, sid)
+    assert msg is not None and msg["body"] == "hi"
 
 
 def test_public_url_is_what_gets_verified(make_app: Any) -> None:
@@ -155,11 +150,18 @@ def test_public_url_is_what_gets_verified(make_app: Any) -> None:
 def test_fragment_connection_overrides_are_not_signed(make_app: Any) -> None:
     app = make_app(RECEIVER_PUBLIC_URL="https://hooks.example.com")
     poster = WebhookPoster(app.test_client())
-    params = inbound_params()
-    # Twilio is configured with ...#rc=2&rp=all; the fragment never reaches us
-    # and is not part of the signed URL.
-    resp = poster.post(params, signed_url="https://hooks.example.com/twilio/messaging")
+    # The URL configured at Twilio carries connection overrides in its fragment. The
+    # fragment never reaches us, so Twilio's signature cannot cover it: a signature over
+    # the URL with its fragment is refused, one over the URL without it is accepted.
+    configured = "https://hooks.example.com/twilio/messaging#rc=2&rp=all"
+    with_fragment = new_sid("SM")
+    resp = poster.post(inbound_params(with_fragment), signed_url=configured)
+    assert resp.status_code == 403
+    assert recorded(poster.client, with_fragment) is None
+    without_fragment = new_sid("SM")
+    resp = poster.post(inbound_params(without_fragment), signed_url=configured.split("#")[0])
     assert resp.status_code == 200
+    assert recorded(poster.client, without_fragment) is not None
 
 
 def test_trusted_proxy_headers_rebuild_the_url(make_app: Any) -> None:

@@ -1,4 +1,8 @@
-"""Policy verdicts: every reason, in order, inbound and outbound (TWILIO.md 4.3-4.4)."""
+"""Policy verdicts: every reason, in order, inbound and outbound.
+
+Twilio's outbound limits: https://www.twilio.com/docs/messaging/guides/accepted-mime-types and
+https://support.twilio.com/hc/en-us/articles/360018832773.
+"""
 
 from __future__ import annotations
 

@@ -16,9 +16,6 @@ import pytest
 
 from tests.reliability.cluster import Cluster, deliver, plan_messages, verify, wait_drained
 from tests.support.mediaserver import MediaServer
-from tests.support.s3server import moto_server_fixture
-
-moto_s3 = moto_server_fixture(scope="module")
 
 MESSAGES = 150
 

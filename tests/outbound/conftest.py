@@ -4,19 +4,18 @@ running on a real loopback HTTP server (Twilio's callbacks and media fetches rea
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
-from receiver.outbound import Outbound
+from receiver.outbound import Outbound, OutboundRequest
 from receiver.services import Services
-from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, base_env
+from tests.conftest import ACCOUNT_SID, TOKEN, base_env
 from tests.support.fake_twilio import FakeTwilio
+from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
 from tests.support.services import free_port
 
@@ -25,7 +24,6 @@ API_SECRET = "test-api-secret-0123456789"
 SENDER = "+15017122661"
 TOLL_FREE = "+18005550123"
 RECIPIENT = "+15558675310"
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture
@@ -107,8 +105,7 @@ def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
     def start(env: dict[str, str]) -> Running:
         app = create_app(Settings.from_env(env))
         port = int(env["RECEIVER_PUBLIC_URL"].rsplit(":", 1)[1])
-        server = make_server("127.0.0.1", port, app, threaded=True)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        server = serve_in_thread(app, port)
         running = Running(f"http://127.0.0.1:{port}", app, env)
         started.append((server, running))
         return running
@@ -126,3 +123,21 @@ def serve() -> Iterator[Callable[[dict[str, str]], Running]]:
 def service(serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str]) -> Running:
     """The service, configured for sending through the fake."""
     return serve(outbound_env)
+
+
+def req(*media: str, **kwargs: Any) -> OutboundRequest:
+    """A request from SENDER to RECIPIENT with `media`; `kwargs` override any field."""
+    return OutboundRequest(
+        to=kwargs.pop("to", RECIPIENT),
+        from_=kwargs.pop("from_", SENDER),
+        body=kwargs.pop("body", "Back in stock"),
+        media=media,
+        **kwargs,
+    )
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    """Write `data` to tmp_path/name; returns the path as a CLI or request would name it."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)

@@ -31,6 +31,11 @@ def sid_status(service: Running, sid: str) -> str | None:
     return row.status if row is not None else None
 
 
+def send(env: dict[str, str], *args: str) -> Result:
+    """`send` from SENDER to RECIPIENT, with `args` for the rest."""
+    return run(env, "send", "--to", RECIPIENT, "--from", SENDER, *args)
+
+
 def recipients(n: int) -> list[str]:
     return [f"+1555010{i:04d}" for i in range(n)]
 
@@ -49,45 +54,13 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 def test_send_one_mms(service: Running, fake: FakeTwilio, tmp_path: Path) -> None:
     photo = tmp_path / "shoes.heic"
     photo.write_bytes(samples.heic())
-    result = run(
-        service.env,
-        "send",
-        "--to",
-        RECIPIENT,
-        "--from",
-        SENDER,
-        "--body",
-        "Back in stock",
-        "--media",
-        str(photo),
-    )
+    result = send(service.env, "--body", "Back in stock", "--media", str(photo))
     assert result.exit_code == 0, result.output
     (message,) = fake.outbound()
     assert f"sent {message['sid']}" in result.output
     assert "converted image/heic to image/jpeg" in result.output
-    again = run(
-        service.env,
-        "send",
-        "--to",
-        RECIPIENT,
-        "--from",
-        SENDER,
-        "--body",
-        "x",
-        "--idempotency-key",
-        "promo-1",
-    )
-    twice = run(
-        service.env,
-        "send",
-        "--to",
-        RECIPIENT,
-        "--from",
-        SENDER,
-        "--body",
-        "x",
-        "--idempotency-key",
-        "promo-1",
+    again, twice = (
+        send(service.env, "--body", "x", "--idempotency-key", "promo-1") for _ in range(2)
     )
     assert again.exit_code == twice.exit_code == 0
     assert "nothing sent again" in twice.output and len(fake.outbound()) == 2
@@ -98,19 +71,7 @@ def test_dry_run_sends_and_stores_nothing(
 ) -> None:
     photo = tmp_path / "big.jpg"
     photo.write_bytes(samples.jpeg(2000, 1500, quality=98))
-    result = run(
-        service.env,
-        "send",
-        "--to",
-        RECIPIENT,
-        "--from",
-        SENDER,
-        "--media",
-        str(photo),
-        "--carrier-budget",
-        "300KB",
-        "--dry-run",
-    )
+    result = send(service.env, "--media", str(photo), "--carrier-budget", "300KB", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "resized 2000x1500" in result.output and "dry run" in result.output
     assert fake.requests == []
@@ -136,14 +97,14 @@ def test_send_refusals_name_the_fix(
 
 def test_send_without_credentials(service: Running, fake: FakeTwilio) -> None:
     env = {**service.env, "TWILIO_ACCOUNT_SID": ""}
-    result = run(env, "send", "--to", RECIPIENT, "--from", SENDER, "--body", "x")
+    result = send(env, "--body", "x")
     assert result.exit_code == 1 and "TWILIO_ACCOUNT_SID" in result.output
     assert fake.requests == []
 
 
 def test_twilio_refusal_is_reported(service: Running, fake: FakeTwilio) -> None:
     fake.opted_out.add(RECIPIENT)
-    result = run(service.env, "send", "--to", RECIPIENT, "--from", SENDER, "--body", "x")
+    result = send(service.env, "--body", "x")
     assert result.exit_code == 1
     assert "21610" in result.output and "START" in result.output
 
@@ -199,20 +160,9 @@ def test_bulk_send_killed_midway_resumes_without_duplicates(
     numbers = recipients(10)
     sheet = write_csv(tmp_path / "list.csv", [{"to": n, "body": "Sale"} for n in numbers])
     fake.create_delay = 0.15
-    args = [
-        sys.executable,
-        "-m",
-        "receiver",
-        "send",
-        "--to-file",
-        str(sheet),
-        "--from",
-        SENDER,
-        "--rate",
-        "50",
-    ]
+    bulk = ["send", "--to-file", str(sheet), "--from", SENDER, "--rate", "50"]
     proc = subprocess.Popen(
-        args,
+        [sys.executable, "-m", "receiver", *bulk],
         env={**os.environ, **service.env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -227,18 +177,7 @@ def test_bulk_send_killed_midway_resumes_without_duplicates(
     assert 3 <= before < len(numbers)
     # Run again at once: a create cut off by the kill may still be landing at Twilio, so
     # such a row is re-checked after the grace period instead of being sent again.
-    result = run(
-        service.env,
-        "send",
-        "--to-file",
-        str(sheet),
-        "--from",
-        SENDER,
-        "--rate",
-        "50",
-        "--in-flight-grace",
-        "1",
-    )
+    result = run(service.env, *bulk, "--in-flight-grace", "1")
     assert result.exit_code == 0, result.output
     sent = [m["to"] for m in fake.outbound()]
     assert sorted(sent) == sorted(numbers)  # every row exactly once
@@ -317,7 +256,7 @@ def test_reconcile_ingests_missed_messages_once(service: Running, fake: FakeTwil
         media=[(samples.jpeg(), "image/jpeg")],
         date_sent=datetime.now(UTC) - timedelta(days=3),
     )
-    run(service.env, "send", "--to", RECIPIENT, "--from", SENDER, "--body", "outbound")
+    send(service.env, "--body", "outbound")
 
     first = run(service.env, "reconcile", "--since", "24h")
     assert first.exit_code == 0, first.output
@@ -338,7 +277,7 @@ def test_reconcile_ingests_missed_messages_once(service: Running, fake: FakeTwil
 
 def test_reconcile_refreshes_outbound_statuses(service: Running, fake: FakeTwilio) -> None:
     fake.sequence = ()  # the callbacks never arrive
-    result = run(service.env, "send", "--to", RECIPIENT, "--from", SENDER, "--body", "hi")
+    result = send(service.env, "--body", "hi")
     (message,) = fake.outbound()
     message["status"] = "delivered"  # what Twilio's record says by now
     assert sid_status(service, message["sid"]) == "queued"

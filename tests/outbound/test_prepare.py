@@ -15,26 +15,10 @@ from PIL import Image
 
 from receiver.errors import OutboundError
 from receiver.outbound import OutboundRequest, short_filename, sms_segments, validate_request
-from tests.outbound.conftest import RECIPIENT, SENDER, Running
+from tests.outbound.conftest import RECIPIENT, SENDER, Running, req, write
 from tests.support import samples
 from tests.support.mediaserver import MediaServer
 from tests.support.services import free_port
-
-
-def req(*media: str, **kwargs: Any) -> OutboundRequest:
-    return OutboundRequest(
-        to=kwargs.pop("to", RECIPIENT),
-        from_=SENDER,
-        body=kwargs.pop("body", "Back in stock"),
-        media=media,
-        **kwargs,
-    )
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return str(path)
 
 
 def refused(service: Running, request: OutboundRequest, reason: str) -> str:

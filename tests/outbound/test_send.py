@@ -17,19 +17,19 @@ import requests
 from PIL import Image
 
 from receiver.errors import ConfigError, OutboundError, TwilioApiError
-from receiver.outbound import OutboundRequest
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.rest import RetryPolicy, TwilioRest
 from receiver.twilio.signature import compute_signature
-from tests.conftest import ACCOUNT_SID, TOKEN
+from tests.conftest import ACCOUNT_SID, AUTH, TOKEN
 from tests.outbound.conftest import (
     API_KEY,
     API_SECRET,
-    AUTH,
     RECIPIENT,
     SENDER,
     TOLL_FREE,
     Running,
+    req,
+    write,
 )
 from tests.support import samples
 from tests.support.fake_twilio import FakeTwilio
@@ -38,22 +38,6 @@ from tests.support.s3server import moto_server_fixture
 from tests.support.services import free_port
 
 moto = moto_server_fixture(scope="module", name="moto")
-
-
-def req(*media: str, **kwargs: Any) -> OutboundRequest:
-    return OutboundRequest(
-        to=kwargs.pop("to", RECIPIENT),
-        from_=kwargs.pop("from_", SENDER),
-        body=kwargs.pop("body", "Back in stock"),
-        media=media,
-        **kwargs,
-    )
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return str(path)
 
 
 def creates(fake: FakeTwilio) -> int:

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -42,7 +41,7 @@ from receiver.simulate import SimulatedMedia, inbound_params
 from receiver.twilio.signature import compute_signature
 from tests.support import samples
 from tests.support.mediaserver import MediaServer, Reply
-from tests.support.services import free_port
+from tests.support.services import free_port, wait_healthy
 
 TOKEN = "reliability-auth-token-0123456789"
 ACCOUNT_SID = "AC" + "7" * 32
@@ -228,17 +227,8 @@ class Serve(Proc):
 
     def start(self, timeout: float = 60.0) -> Serve:
         super().start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
+        wait_healthy(self.url, lambda: self.alive, self.log_tail, timeout)
+        return self
 
 
 # -- a network path that can be cut ------------------------------------------------------
@@ -400,22 +390,6 @@ class PrivatePostgres:
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new empty database on the server of `admin_url`, dropped afterwards."""
-    import psycopg
-
-    name = "mmsr_rel_" + secrets.token_hex(6)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- the cluster -------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from tests.reliability.cluster import (
     PrivatePostgres,
     TcpProxy,
     deliver,
-    fresh_database,
     pg_bin,
     plan_messages,
     s3_outage,
@@ -43,13 +42,8 @@ from tests.reliability.cluster import (
     wait_drained,
 )
 from tests.support.mediaserver import MediaServer
+from tests.support.postgres import fresh_database
 from tests.support.s3server import MotoS3Server
-
-PG_ADMIN = "postgresql://{user}@{host}:{port}/postgres".format(
-    user=os.environ.get("TEST_PG_USER", "postgres"),
-    host=os.environ.get("TEST_PG_HOST", "127.0.0.1"),
-    port=os.environ.get("TEST_PG_PORT", "5432"),
-)
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,7 @@ class Report:
 def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None:
     """Signed webhooks with media at 16-way concurrency on 2 serve + 2 worker processes."""
     print("load:", flush=True)
-    with fresh_database(PG_ADMIN) as db, MediaServer() as media:
+    with fresh_database(prefix="mmsr_rel_") as db, MediaServer() as media:
         bucket = moto.new_bucket("load")
         cluster = Cluster(
             work / "load",
@@ -229,7 +223,7 @@ def database_for_faults(report: Report) -> Iterator[tuple[str, PrivatePostgres |
     """A private PostgreSQL (restartable) when the server binaries exist, else a shared one."""
     if pg_bin() is None:
         report.notes.append("PostgreSQL server binaries not found: no database restart")
-        with fresh_database(PG_ADMIN) as db:
+        with fresh_database(prefix="mmsr_rel_") as db:
             yield db, None
         return
     server = PrivatePostgres()

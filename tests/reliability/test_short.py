@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import pg_available
 from tests.reliability.suite import run
+from tests.support.postgres import pg_available
 from tests.support.s3server import start_moto_server
 from tests.support.services import require
 

@@ -19,6 +19,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from receiver.errors import ConfigError, StorageError
 from receiver.storage import LocalStore, ObjectStore, content_disposition, open_store
 from receiver.storage.keys import media_key
 from receiver.storage.local import META_XATTR
+from tests.support.stores import FailingReader, Trickle, key_calls
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 KEY = media_key("AC" + "1" * 32, "MM" + "2" * 32, 0, "ME" + "3" * 32, "jpg")
@@ -60,43 +62,6 @@ def sidecar_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore
 def files_under(root: Path) -> list[str]:
     """Every file below `root`, relative, sorted (including hidden ones)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-class FailingReader(io.RawIOBase):
-    """Yields `limit` bytes, then raises OSError, like a connection reset mid-body."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.sent = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self.sent >= self.limit:
-            raise OSError("connection reset by peer")
-        n = min(len(buffer), self.limit - self.sent, 10_000)
-        buffer[:n] = b"x" * n
-        self.sent += n
-        return n
-
-
-class Trickle(io.RawIOBase):
-    """A non-seekable stream returning short reads of `data`."""
-
-    def __init__(self, data: bytes, step: int = 777) -> None:
-        self.data = data
-        self.pos = 0
-        self.step = step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        chunk = self.data[self.pos : self.pos + min(self.step, len(buffer))]
-        buffer[: len(chunk)] = chunk
-        self.pos += len(chunk)
-        return len(chunk)
 
 
 # -- round trip ---------------------------------------------------------------
@@ -278,7 +243,7 @@ def test_unreadable_sidecar_is_served_as_octet_stream(sidecar_store: LocalStore)
 def test_failure_mid_copy_leaves_nothing_visible_and_no_debris(store: LocalStore):
     store.put_bytes("keep/me", b"1", content_type="text/plain")
     with pytest.raises(OSError, match="connection reset"):
-        store.put(KEY, FailingReader(150_000), content_type="image/jpeg")
+        store.put(KEY, FailingReader(150_000, step=10_000), content_type="image/jpeg")
     assert store.exists(KEY) is False
     with pytest.raises(FileNotFoundError):
         store.open(KEY)
@@ -290,7 +255,9 @@ def test_failure_mid_copy_leaves_nothing_visible_and_no_debris(store: LocalStore
 def test_failure_mid_copy_keeps_the_previous_object(store: LocalStore):
     store.put_bytes(KEY, b"previous", content_type="image/jpeg", metadata={"v": "1"})
     with pytest.raises(OSError):
-        store.put(KEY, FailingReader(100_000), content_type="image/png", metadata={"v": "2"})
+        store.put(
+            KEY, FailingReader(100_000, step=10_000), content_type="image/png", metadata={"v": "2"}
+        )
     assert store.open(KEY).read() == b"previous"
     assert store.stat(KEY).content_type == "image/jpeg"
     assert dict(store.stat(KEY).metadata) == {"v": "1"}
@@ -510,18 +477,7 @@ BAD_KEYS = [
 @pytest.mark.parametrize("key", BAD_KEYS)
 def test_every_method_refuses_unsafe_keys(tmp_path: Path, key: str):
     store = LocalStore(tmp_path / "media")
-    calls = [
-        lambda: store.put_bytes(key, b"x", content_type="text/plain"),
-        lambda: store.put(key, io.BytesIO(b"x"), content_type="text/plain"),
-        lambda: store.open(key),
-        lambda: store.open_range(key, 0, None),
-        lambda: store.stat(key),
-        lambda: store.exists(key),
-        lambda: store.delete(key),
-        lambda: store.path_for(key),
-        lambda: store.presigned_url(key),
-    ]
-    for call in calls:
+    for call in [*key_calls(store, key), lambda: store.path_for(key)]:
         with pytest.raises(ValueError):
             call()
     assert files_under(tmp_path) == []
@@ -681,23 +637,14 @@ def test_delete_prefix_is_a_string_prefix_and_counts(store: LocalStore):
 
 
 def test_concurrent_puts_and_deletes_in_one_directory(store: LocalStore):
-    errors: list[BaseException] = []
-
     def churn(n: int) -> None:
-        try:
-            for i in range(40):
-                key = f"media/AC1/MM1/{n}-{i}"
-                store.put_bytes(key, b"x" * 100, content_type="text/plain")
-                store.delete(key)  # may prune the directory another thread is about to use
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(40):
+            key = f"media/AC1/MM1/{n}-{i}"
+            store.put_bytes(key, b"x" * 100, content_type="text/plain")
+            store.delete(key)  # may prune the directory another thread is about to use
 
-    threads = [threading.Thread(target=churn, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(churn, range(6)))  # raises what any thread raised
     assert list(store.iter_keys()) == []
 
 

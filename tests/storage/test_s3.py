@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -23,6 +23,7 @@ from receiver.storage.keys import media_key
 from receiver.storage.s3 import S3Store
 from tests.support.s3server import MotoS3Server, moto_server_fixture
 from tests.support.services import free_port
+from tests.support.stores import FailingReader, Trickle, key_calls
 
 pytestmark = pytest.mark.s3
 
@@ -76,43 +77,6 @@ def store(bucket: str, s3_client) -> S3Store:
     store = open_store(f"s3://{bucket}/tenant-a", client=s3_client, **SMALL_PARTS)
     assert isinstance(store, S3Store)
     return store
-
-
-class FailingReader(io.RawIOBase):
-    """Yields `limit` bytes, then raises OSError, like a connection reset mid-body."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.sent = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self.sent >= self.limit:
-            raise OSError("connection reset by peer")
-        n = min(len(buffer), self.limit - self.sent)
-        buffer[:n] = b"z" * n
-        self.sent += n
-        return n
-
-
-class Trickle(io.RawIOBase):
-    """A non-seekable stream that returns short reads."""
-
-    def __init__(self, data: bytes, step: int = 100_000) -> None:
-        self.data = data
-        self.pos = 0
-        self.step = step
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        chunk = self.data[self.pos : self.pos + min(self.step, len(buffer))]
-        buffer[: len(chunk)] = chunk
-        self.pos += len(chunk)
-        return len(chunk)
 
 
 def raw_head(moto: MotoS3Server, bucket: str, key: str) -> dict:
@@ -234,18 +198,9 @@ def test_open_range_past_the_end_is_value_error(store: S3Store):
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a//b", "a\x00b", "médïa/x", "a/./b"])
 def test_every_method_refuses_unsafe_keys(store: S3Store, moto: MotoS3Server, key: str):
-    calls = [
-        lambda: store.put_bytes(key, b"x", content_type="text/plain"),
-        lambda: store.open(key),
-        lambda: store.open_range(key, 0, None),
-        lambda: store.stat(key),
-        lambda: store.exists(key),
-        lambda: store.delete(key),
-        lambda: store.presigned_url(key),
-        lambda: store.iter_keys(key),
-        lambda: store.delete_prefix(key),
-    ]
-    for call in calls:
+    # iter_keys and delete_prefix take prefixes, which S3 checks like keys.
+    prefix_calls = [lambda: store.iter_keys(key), lambda: store.delete_prefix(key)]
+    for call in key_calls(store, key) + prefix_calls:
         with pytest.raises(ValueError):
             call()
     assert moto.client().list_objects_v2(Bucket=store.bucket).get("KeyCount") == 0
@@ -276,7 +231,7 @@ def test_small_file_is_a_single_put(store: S3Store):
 
 def test_non_seekable_stream_with_short_reads_uploads_in_full_parts(store: S3Store):
     data = os.urandom(11 * MIB)
-    store.put(KEY, Trickle(data), content_type="video/mp4", size=len(data))
+    store.put(KEY, Trickle(data, step=100_000), content_type="video/mp4", size=len(data))
     assert store.stat(KEY).etag.endswith("-3")
     with store.open(KEY) as fp:
         assert fp.read() == data
@@ -330,21 +285,12 @@ def test_cleanup_partials_aborts_only_stale_uploads_under_the_prefix(
 
 
 def test_concurrent_puts_share_one_client(store: S3Store):
-    errors: list[BaseException] = []
-
     def work(n: int) -> None:
-        try:
-            for i in range(5):
-                store.put_bytes(f"c/{n}/{i}", f"{n}-{i}".encode(), content_type="text/plain")
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(5):
+            store.put_bytes(f"c/{n}/{i}", f"{n}-{i}".encode(), content_type="text/plain")
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))  # raises what any thread raised
     assert len(list(store.iter_keys("c/"))) == 40
     assert store.open("c/7/4").read() == b"7-4"
 

@@ -1,5 +1,10 @@
 """A fake of Twilio's REST API on loopback: a real threaded HTTP server that checks requests
-the way Twilio documents them (TWILIO.md sections 3, 4.2-4.4, 6 and 7).
+the way Twilio documents them: status callbacks
+(https://www.twilio.com/docs/messaging/guides/outbound-message-status-in-status-callbacks),
+the Media resource (https://www.twilio.com/docs/messaging/api/media-resource), accepted media
+(https://www.twilio.com/docs/messaging/guides/accepted-mime-types), authentication
+(https://www.twilio.com/docs/usage/requests-to-twilio) and opt-outs
+(https://www.twilio.com/docs/api/errors/21610).
 
 What it does:
 

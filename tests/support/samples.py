@@ -350,32 +350,34 @@ def pdf() -> bytes:
     return bytes(out)
 
 
-def docx() -> bytes:
-    """A zip laid out like a Word document (entry names are what identify it)."""
+def _zip(entries: dict[str, str | bytes]) -> bytes:
+    """A zip archive of `entries` (name: content), in order."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
-        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-        archive.writestr("_rels/.rels", "<Relationships/>")
-        archive.writestr("word/document.xml", "<w:document/>")
+        for name, data in entries.items():
+            archive.writestr(name, data)
     return buf.getvalue()
+
+
+def docx() -> bytes:
+    """A zip laid out like a Word document (entry names are what identify it)."""
+    return _zip(
+        {
+            "[Content_Types].xml": '<?xml version="1.0"?><Types/>',
+            "_rels/.rels": "<Relationships/>",
+            "word/document.xml": "<w:document/>",
+        }
+    )
 
 
 def pkpass() -> bytes:
     """A zip laid out like an Apple Wallet pass."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        archive.writestr("icon.png", png(8, 8))
-        archive.writestr("pass.json", '{"formatVersion": 1}')
-        archive.writestr("manifest.json", "{}")
-    return buf.getvalue()
+    return _zip({"icon.png": png(8, 8), "pass.json": '{"formatVersion": 1}', "manifest.json": "{}"})
 
 
 def plain_zip() -> bytes:
     """An ordinary zip archive."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        archive.writestr("readme.txt", "hello")
-    return buf.getvalue()
+    return _zip({"readme.txt": "hello"})
 
 
 WINDOWS_EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + bytes(4096)

@@ -21,8 +21,10 @@ from receiver.twilio.webhook import (
     parse_status,
 )
 
-# The captured inbound MMS of TWILIO.md 1.2, byte for byte, except that the capture's
-# elided ids ("MM0ab8…", "AC5106…", "+1888…") are completed to full-length values.
+# A real inbound MMS as captured and published in the Go project github.com/sgryczan/photoGallery,
+# byte for byte, except that the capture's elided ids ("MM0ab8…", "AC5106…", "+1888…") are
+# completed to full-length values. Twilio documents the parameters at
+# https://www.twilio.com/docs/messaging/guides/webhook-request.
 MESSAGE_SID = "MM0ab8c1d2e3f40516273849a0b1c2d3e4"
 ACCOUNT_SID = "AC5106f1e2d3c4b5a69788796a5b4c3d2e"
 MEDIA_SID = "ME0123456789abcdef0123456789abcdef"

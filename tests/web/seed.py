@@ -2,52 +2,29 @@
 
 `Seeder` writes index rows and stored objects the way the pipeline leaves
 them (same keys, same columns), quickly and deterministically, for tests of
-views. Tests of the whole path post real signed webhooks instead (see
-`post_webhook`), through the real pipeline.
+views. Tests of the whole path post real signed webhooks instead
+(`tests.support.webhooks.WebhookPoster`), through the real pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from PIL import Image
 from sqlalchemy import insert
-from werkzeug.datastructures import MultiDict
 
 from receiver.index.schema import media, messages, outbound_messages
-from receiver.simulate import inbound_params
 from receiver.storage.keys import derived_key, media_key
-from receiver.twilio.signature import compute_signature
+from tests.support import samples
+from tests.support.webhooks import ACCOUNT_SID, new_sid
 
-ACCOUNT = "AC" + "1" * 32
 BASE_TIME = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def sid(prefix: str = "MM") -> str:
-    """A random SID of Twilio's form."""
-    return prefix + secrets.token_hex(16)
-
-
-def jpeg_bytes(
-    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    """A small real JPEG."""
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "JPEG", quality=80)
-    return out.getvalue()
-
-
-def png_bytes(width: int = 40, height: int = 30) -> bytes:
-    """A small real PNG."""
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (20, 120, 220)).save(out, "PNG")
-    return out.getvalue()
+# Built once: a photo-like JPEG takes milliseconds, and tests seed hundreds of them.
+PHOTO = samples.jpeg()
+THUMBNAIL = samples.jpeg(32, 24)
 
 
 @dataclass
@@ -65,7 +42,7 @@ class Item:
     ext: str = "jpg"
     width: int | None = None
     height: int | None = None
-    media_sid: str = field(default_factory=lambda: sid("ME"))
+    media_sid: str = field(default_factory=lambda: new_sid("ME"))
 
 
 class Seeder:
@@ -90,12 +67,12 @@ class Seeder:
     ) -> str:
         """Insert one message (and its media, with stored objects); return its SID."""
         self.count += 1
-        msid = message_sid or sid("MM")
+        msid = message_sid or new_sid("MM")
         at = received_at or BASE_TIME + timedelta(minutes=self.count)
         items = items or []
         row = {
             "sid": msid,
-            "account_sid": ACCOUNT,
+            "account_sid": ACCOUNT_SID,
             "direction": "inbound",
             "from_addr": from_addr,
             "from_channel": channel,
@@ -120,17 +97,15 @@ class Seeder:
         media_rows = []
         for idx, item in enumerate(items):
             data = (
-                item.data
-                if item.data is not None
-                else (jpeg_bytes() if item.kind == "image" else b"data")
+                item.data if item.data is not None else (PHOTO if item.kind == "image" else b"data")
             )
             key = thumb = None
             if item.state == "stored":
-                key = media_key(ACCOUNT, msid, idx, item.media_sid, item.ext)
+                key = media_key(ACCOUNT_SID, msid, idx, item.media_sid, item.ext)
                 self.svc.store.put_bytes(key, data, content_type=item.detected_type)
                 if item.thumbnail and item.kind == "image":
                     thumb = derived_key(key, "thumb", "jpg")
-                    self.svc.store.put_bytes(thumb, jpeg_bytes(32, 24), content_type="image/jpeg")
+                    self.svc.store.put_bytes(thumb, THUMBNAIL, content_type="image/jpeg")
             facts: dict[str, Any] = {
                 "mismatch": bool(item.declared_type and item.declared_type != item.detected_type)
             }
@@ -140,7 +115,7 @@ class Seeder:
                 {
                     "message_sid": msid,
                     "idx": idx,
-                    "url": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Messages/{msid}/Media/{item.media_sid}",
+                    "url": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{item.media_sid}",
                     "media_sid": item.media_sid,
                     "declared_type": item.declared_type or item.detected_type,
                     "detected_type": item.detected_type,
@@ -177,7 +152,7 @@ class Seeder:
         with self.svc.index.engine.begin() as conn:
             conn.execute(
                 insert(outbound_messages).values(
-                    sid=sid("SM"),
+                    sid=new_sid("SM"),
                     to_addr="+15558675310",
                     from_addr="+15017122661",
                     body=body,
@@ -189,36 +164,3 @@ class Seeder:
                     updated_at=now,
                 )
             )
-
-
-def post_webhook(
-    client: Any,
-    token: str,
-    *,
-    media: list[tuple[str, str]],
-    body: str = "hello",
-    from_: str = "+15550001111",
-    message_sid: str | None = None,
-) -> tuple[str, Any]:
-    """POST a signed inbound webhook through the test client; returns (MessageSid, response)."""
-    msid = message_sid or sid("MM")
-
-    @dataclass(frozen=True)
-    class _Ref:
-        url: str
-        content_type: str
-
-    params = inbound_params(
-        message_sid=msid,
-        account_sid=ACCOUNT,
-        from_=from_,
-        to="+15017122661",
-        body=body,
-        media=[_Ref(u, t) for u, t in media],  # type: ignore[misc]
-    )
-    url = "http://localhost/twilio/messaging"
-    signature = compute_signature(token, url, params)
-    resp = client.post(
-        "/twilio/messaging", data=MultiDict(params), headers={"X-Twilio-Signature": signature}
-    )
-    return msid, resp

@@ -10,11 +10,12 @@ import pytest
 
 from receiver.errors import StorageError
 from receiver.index.queries import Cursor
-from tests.conftest import API_TOKEN, TOKEN
+from tests.conftest import AUTH
+from tests.support import samples
 from tests.support.mediaserver import MediaServer
-from tests.web.seed import BASE_TIME, Item, Seeder, jpeg_bytes, png_bytes, post_webhook
+from tests.support.webhooks import WebhookPoster, inbound_params, new_sid
+from tests.web.seed import BASE_TIME, Item, Seeder
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 VCARD = (
     b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Pat Example\r\nTEL;TYPE=CELL:+15550100123\r\nEND:VCARD\r\n"
 )
@@ -23,11 +24,6 @@ VCARD = (
 @pytest.fixture
 def api(app: Any) -> Any:
     return app.test_client()
-
-
-@pytest.fixture
-def seed(app: Any) -> Seeder:
-    return Seeder(app)
 
 
 def get(client: Any, path: str, **params: Any) -> Any:
@@ -349,8 +345,8 @@ def test_delete_removes_unrecorded_objects_of_the_message(app: Any, api: Any, se
 
 def test_webhook_to_api_through_the_real_pipeline(make_app: Any) -> None:
     with MediaServer() as server:
-        jpeg = jpeg_bytes(640, 480)
-        png = png_bytes()
+        jpeg = samples.jpeg(640, 480)
+        png = samples.png(40, 30)
         urls = [
             (server.add("/a.jpg", jpeg, content_type="image/jpeg"), "image/jpeg"),
             (server.add("/b.png", png, content_type="image/png"), "image/png"),
@@ -358,7 +354,8 @@ def test_webhook_to_api_through_the_real_pipeline(make_app: Any) -> None:
         ]
         app = make_app(RECEIVER_MEDIA_HOSTS=server.host_port)
         client = app.test_client()
-        msid, resp = post_webhook(client, TOKEN, media=urls, body="three files")
+        msid = new_sid()
+        resp = WebhookPoster(client).post(inbound_params(msid, media=urls, body="three files"))
         assert resp.status_code == 200, resp.get_data(as_text=True)
         app.extensions["receiver"].pipeline.shutdown(wait=True)
     data = get(client, "/api/messages").get_json()

@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from receiver.web.auth import LoginLimiter, is_public, safe_next
-from tests.conftest import ADMIN_PASSWORD, API_TOKEN
+from tests.conftest import ADMIN_PASSWORD, API_TOKEN, AUTH
+from tests.web.conftest import PAGE_CSP, csrf_of, login
 from tests.web.seed import Item, Seeder
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 #: Routes that need no credentials, and why: Twilio signs its hooks, load balancers and
 #: Prometheus probe health and metrics, /m/<token> links are HMAC-signed, and the
 #: login form (and its stylesheet) must be reachable to log in.
@@ -32,10 +32,6 @@ SAMPLE_VALUES = {
     "address": "+15550001111",
     "token": "abcdefgh12345678",
 }
-PAGE_CSP = (
-    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
 
 def routes(app: Any) -> list[tuple[str, str, str]]:
@@ -52,23 +48,6 @@ def routes(app: Any) -> list[tuple[str, str, str]]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             out.append((rule.rule, method, adapter.build(rule.endpoint, values, method=method)))
     return out
-
-
-def login(
-    client: Any, password: str = ADMIN_PASSWORD, next_path: str = "/messages", **environ: Any
-) -> Any:
-    page = client.get("/login", environ_base=environ)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
-    return client.post(
-        "/login",
-        data={"password": password, "csrf_token": token, "next": next_path},
-        environ_base=environ,
-    )
-
-
-def csrf_of(client: Any, path: str = "/messages") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 # -- every route ---------------------------------------------------------------------
@@ -323,8 +302,7 @@ def test_limiter_memory_is_bounded() -> None:
 # -- CSRF on deletion --------------------------------------------------------------------
 
 
-def test_delete_without_csrf_is_refused(app: Any, client: Any) -> None:
-    seed = Seeder(app)
+def test_delete_without_csrf_is_refused(app: Any, client: Any, seed: Seeder) -> None:
     made = seed.message(items=[Item()])
     login(client)
     assert client.post(f"/messages/{made}/delete", data={"confirm": "yes"}).status_code == 400
@@ -347,9 +325,13 @@ def test_delete_without_csrf_is_refused(app: Any, client: Any) -> None:
     assert app.extensions["receiver"].index.get_message(made) is None
 
 
-def test_bearer_calls_need_no_csrf(app: Any, client: Any) -> None:
-    made = Seeder(app).message()
+def test_bearer_calls_need_no_csrf(app: Any, client: Any, seed: Seeder) -> None:
+    made = seed.message(items=[Item()])
+    (item,) = seed.media_rows(made)
     assert client.delete(f"/api/messages/{made}", headers=AUTH).status_code == 200
+    assert app.extensions["receiver"].index.get_message(made) is None
+    assert client.get(f"/api/messages/{made}", headers=AUTH).status_code == 404
+    assert not app.extensions["receiver"].store.exists(item["storage_key"])
 
 
 # -- headers everywhere --------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.web.conftest import csrf_of, login
 from tests.web.seed import BASE_TIME, Item, Seeder
-from tests.web.test_auth import csrf_of, login
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 CONTACT = {
@@ -19,11 +19,6 @@ CONTACT = {
     "emails": ["pat@example.com"],
     "org": "ACME",
 }
-
-
-@pytest.fixture
-def seed(app: Any) -> Seeder:
-    return Seeder(app)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ answers 5xx. It runs against a real HTTP server on loopback.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +17,11 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from werkzeug.serving import make_server
 
-from tests.conftest import API_TOKEN
+from tests.conftest import AUTH
+from tests.support.loopback import serving
 from tests.web.seed import Item, Seeder
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 MAX_EXAMPLES = 20
 
 
@@ -80,14 +78,8 @@ def live_api(app: Any) -> Iterator[str]:
         seed.message(body="filler")
     store = app.extensions["receiver"].store
     store.delete(seed.media_rows(lost)[0]["storage_key"])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with serving(app) as url:
+        yield url
 
 
 def test_live_api_conforms_to_its_document(live_api: str) -> None:

@@ -8,23 +8,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import API_TOKEN
-from tests.support.s3server import moto_server_fixture
-from tests.web.seed import Item, Seeder, jpeg_bytes
+from tests.conftest import AUTH
+from tests.support import samples
+from tests.web.conftest import PAGE_CSP
+from tests.web.seed import Item, Seeder
 
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-PAGE_CSP = (
-    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 VIDEO = bytes(range(256)) * 40  # 10,240 bytes; the content does not matter for serving
-
-moto_s3 = moto_server_fixture()
-
-
-@pytest.fixture
-def seed(app: Any) -> Seeder:
-    return Seeder(app)
 
 
 def first_media(seed: Seeder, item: Item) -> dict[str, Any]:
@@ -37,7 +26,7 @@ def fetch(client: Any, media_id: int, which: str = "content", **headers: str) ->
 
 
 def test_image_inline_with_detected_type_and_safe_headers(client: Any, seed: Seeder) -> None:
-    data = jpeg_bytes()
+    data = samples.jpeg()
     row = first_media(seed, Item(data=data, declared_type="application/octet-stream"))
     resp = fetch(client, row["id"])
     assert resp.status_code == 200
@@ -271,7 +260,7 @@ def s3_app(make_app: Any, moto_s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_s3_redirects_to_a_short_lived_presigned_url(s3_app: Any) -> None:
     client = s3_app.test_client()
     seed = Seeder(s3_app)
-    data = jpeg_bytes()
+    data = samples.jpeg()
     made = seed.message(
         items=[
             Item(data=data),

@@ -313,7 +313,11 @@ def check() -> None:
 
 def _register_extensions() -> None:
     """Commands of features built on the core (outbound, lifecycle)."""
-    for name in ("receiver.commands.outbound", "receiver.commands.lifecycle"):
+    for name in (
+        "receiver.commands.outbound",
+        "receiver.commands.lifecycle",
+        "receiver.commands.sessions",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -93,6 +93,9 @@ def serve(
     from receiver.server import ReceiverServer, gunicorn_options
 
     settings = load_settings()
+    weak = [] if settings.dev_mode else settings.weak_credentials()
+    if weak:
+        raise click.ClickException("; ".join(weak))
     if settings.dev_mode and host not in ("127.0.0.1", "localhost", "::1"):
         raise click.ClickException(
             "dev mode (no TWILIO_AUTH_TOKEN) only binds to loopback; set TWILIO_AUTH_TOKEN "
@@ -278,8 +281,12 @@ def check() -> None:
     except ConfigError as exc:
         click.echo(f"configuration: FAIL  {exc}")
         sys.exit(1)
-    problems = 0
-    click.echo("configuration: ok")
+    weak = [] if settings.dev_mode else settings.weak_credentials()
+    for problem in weak:
+        click.echo(f"configuration: FAIL  {problem}")
+    problems = len(weak)
+    if not weak:
+        click.echo("configuration: ok")
     for key, value in settings.describe().items():
         click.echo(f"  {key:22} {value}")
     try:

@@ -23,7 +23,7 @@ PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 TOKEN = "test-auth-token-0123456789abcdef"
-API_TOKEN = "test-api-token"
+API_TOKEN = "test-api-token-0123456789abcdef"
 ADMIN_PASSWORD = "test-admin-password"
 ACCOUNT_SID = "AC" + "1" * 32
 

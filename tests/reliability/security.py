@@ -286,7 +286,7 @@ def check_routes(tmp: Path) -> Check:
             "RECEIVER_DATA_DIR": str(tmp / "routes"),
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_ACCOUNT_SID": "AC" + "c" * 32,
-            "RECEIVER_API_TOKEN": "route-api-token",
+            "RECEIVER_API_TOKEN": "route-api-token-0123456789abcdef",
             "RECEIVER_ADMIN_PASSWORD": "route-admin-password",
             "RECEIVER_SECRET_KEY": "k" * 32,
         }

@@ -6,6 +6,9 @@ import base64
 import hashlib
 import random
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,3 +344,151 @@ def check_routes(tmp: Path) -> Check:
         check.note("an anonymous request deleted a message")
     services.close()
     return check
+
+
+# -- slow clients ----------------------------------------------------------------------------
+
+
+@dataclass
+class SlowClientResult:
+    """What 8 signed senders and /healthz saw while slow clients held connections open."""
+
+    slow_opened: int = 0
+    slow_closed_in_time: int = 0
+    slowest_close: float = 0.0
+    healthz: list[float] = field(default_factory=list)
+    healthz_failed: int = 0
+    webhooks: int = 0
+    webhooks_ok_in_time: int = 0
+    slowest_webhook: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def healthz_p99(self) -> float:
+        if not self.healthz:
+            return float("inf")
+        ordered = sorted(self.healthz)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _slow_openings(port: int, body: int, header: int) -> list[tuple[socket.socket, float, bytes]]:
+    """Connections that start a request and then send one byte (or line) a second."""
+    out = []
+    for n in range(body + header):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setblocking(False)
+        if n < body:
+            start = (
+                b"POST /twilio/messaging HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 60000\r\n\r\n"
+            )
+            drip = b"a"
+        else:
+            start = b"GET /healthz HTTP/1.1\r\n"
+            drip = b"X-Slow: 1\r\n"
+        sock.send(start)
+        out.append((sock, time.monotonic(), drip))
+    return out
+
+
+def check_slow_clients(
+    tmp: Path,
+    *,
+    slow_body: int = 200,
+    slow_header: int = 200,
+    senders: int = 8,
+    limit: float = 30.0,
+    workers: int = 4,
+) -> SlowClientResult:
+    """Slow-body and slow-header clients next to signed webhooks and /healthz probes.
+
+    Loopback only, bounded: every socket is closed by `limit` + 5 s whatever happens.
+    """
+    from tests.conftest import LiveServer, base_env, free_port
+    from tests.support.webhooks import TOKEN as HOOK_TOKEN
+    from tests.support.webhooks import WebhookPoster, inbound_params
+
+    result = SlowClientResult()
+    server = LiveServer(base_env(tmp / "slow"), free_port(), ["--workers", str(workers)])
+    server.start()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def send_webhooks() -> None:
+        session = requests.Session()
+        poster = WebhookPoster(session, token=HOOK_TOKEN, base=server.url)
+        while not stop.is_set():
+            params = inbound_params(body="slow-client check")
+            url = server.url + "/twilio/messaging"
+            started = time.monotonic()
+            try:
+                resp = session.post(
+                    url,
+                    data=params,
+                    headers={"X-Twilio-Signature": poster.sign(url, params)},
+                    timeout=10,
+                )
+                ok = resp.status_code == 200
+            except requests.RequestException:
+                ok = False
+            took = time.monotonic() - started
+            with lock:
+                result.webhooks += 1
+                result.slowest_webhook = max(result.slowest_webhook, took)
+                result.webhooks_ok_in_time += ok and took < 2.0
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = requests.get(server.url + "/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            took = time.monotonic() - started
+            with lock:
+                result.healthz.append(took)
+                result.healthz_failed += not ok
+            stop.wait(0.05)
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=send_webhooks, daemon=True) for _ in range(senders)]
+    threads.append(threading.Thread(target=probe, daemon=True))
+    try:
+        slow = _slow_openings(server.port, slow_body, slow_header)
+        result.slow_opened = len(slow)
+        for thread in threads:
+            thread.start()
+        open_ = {sock: (opened, drip) for sock, opened, drip in slow}
+        while open_ and time.monotonic() - began < limit + 5:
+            for sock, (opened, drip) in list(open_.items()):
+                closed = False
+                try:
+                    data = sock.recv(4096)
+                    closed = data == b"" or data.startswith(b"HTTP/1.1 408")
+                except BlockingIOError:
+                    try:
+                        sock.send(drip)
+                    except OSError:
+                        closed = True
+                except OSError:
+                    closed = True
+                if closed:
+                    took = time.monotonic() - opened
+                    result.slowest_close = max(result.slowest_close, took)
+                    result.slow_closed_in_time += took <= limit
+                    sock.close()
+                    del open_[sock]
+            time.sleep(1.0)
+        # The senders keep going a little after the last slow client left.
+        stop.wait(max(0.0, 3.0 - (time.monotonic() - began)))
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(15)
+        for sock, _, _ in locals().get("slow", []):
+            sock.close()
+        server.stop()
+    result.seconds = time.monotonic() - began
+    return result

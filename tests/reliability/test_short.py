@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pg_available
+from tests.reliability import fuzz
 from tests.reliability.suite import run
 from tests.support.s3server import start_moto_server
 from tests.support.services import require
@@ -33,7 +34,9 @@ def test_short_mode_meets_every_target(tmp_path: Path) -> None:
     fuzz_rows = [
         r for r in report.rows if r.check.startswith("fuzz ") and r.check != "fuzz inputs in all"
     ]
-    assert len(fuzz_rows) == 4 and all(", 0 crashes" in r.figure for r in fuzz_rows)
+    assert len(fuzz_rows) == len(fuzz.TARGETS) == 5 and all(
+        ", 0 crashes" in r.figure for r in fuzz_rows
+    )
     assert rows[("security", "forged or mutated signatures accepted")].figure.startswith("0 of ")
     assert rows[("security", "forged signatures over HTTP accepted")].figure.startswith("0 of ")
     assert rows[

@@ -248,7 +248,7 @@ def hostile_body(rng: random.Random) -> tuple[str, bytes]:
                 b'{"Body":"' + b"[" * n + b'"}',
                 b'{"a":"\\' + b"\\" * min(n, 20_000) + b'"}',
                 b'{"a":NaN,"b":Infinity,"c":-Infinity}',
-                b'{"a":"\ud800"}',
+                b'{"a":"\\ud800"}',
                 b"\xef\xbb\xbf{}",
             ]
         )

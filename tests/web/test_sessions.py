@@ -127,3 +127,14 @@ def test_expired_records_are_cleaned_up(app: Any) -> None:
 
 def test_bearer_calls_do_not_need_a_session(client: Any) -> None:
     assert client.get("/api/messages", headers=AUTH).status_code == 200
+
+
+def test_login_limit_holds_across_workers(make_app: Any) -> None:
+    # Two apps on one index stand for two gunicorn workers.
+    first, second = make_app().test_client(), make_app().test_client()
+    for n in range(5):
+        worker = (first, second)[n % 2]
+        assert login(worker, password="wrong", REMOTE_ADDR="10.8.8.8").status_code == 401
+    for worker in (first, second):
+        assert login(worker, REMOTE_ADDR="10.8.8.8").status_code == 429
+    assert login(second, REMOTE_ADDR="10.8.8.9").status_code == 303

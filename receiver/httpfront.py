@@ -50,6 +50,13 @@ class BufferedSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._pending = b""
+        #: Bytes taken back from the buffer to start the next request with.
+        self.taken = b""
+
+    def take_pending(self) -> bool:
+        """Move unread buffered bytes to `taken`; whether there were any."""
+        self.taken, self._pending = self._pending, b""
+        return bool(self.taken)
 
     def feed(self, data: bytes) -> None:
         """Bytes to return before reading the socket again."""
@@ -179,11 +186,22 @@ class BufferingWorker(ThreadWorker):
         self.keepalived_conns.remove(conn)
         self._read(conn, time.monotonic() + HEADER_SECONDS)
 
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """Gunicorn's hand-back, plus: a next request already buffered is read from memory."""
+        super().finish_request(conn, fs)
+        if conn in self.keepalived_conns and conn.sock.take_pending():
+            # Pipelined bytes the parser did not need: the socket will not turn
+            # readable for them, so they start the next request's reading now.
+            self.on_client_socket_readable(conn, conn.sock)
+
     def _read(self, conn: Any, deadline: float) -> None:
         conn.sock.setblocking(False)
-        state = Reading(conn, deadline)
+        state = Reading(conn, deadline, bytearray(conn.sock.taken))
+        conn.sock.taken = b""
         self.reading[conn.sock.fileno()] = state
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, state))
+        if state.buf and request_complete(state, time.monotonic()):
+            self._hand_over(state)
 
     def _readable(self, state: Reading, _sock: Any) -> None:
         try:
@@ -197,10 +215,13 @@ class BufferingWorker(ThreadWorker):
             return
         state.buf += chunk
         if request_complete(state, time.monotonic()):
-            self._forget(state)
-            state.conn.sock.feed(bytes(state.buf))
-            state.conn.data_ready = True
-            self.enqueue_req(state.conn)
+            self._hand_over(state)
+
+    def _hand_over(self, state: Reading) -> None:
+        self._forget(state)
+        state.conn.sock.feed(bytes(state.buf))
+        state.conn.data_ready = True
+        self.enqueue_req(state.conn)
 
     def _forget(self, state: Reading) -> None:
         self.reading.pop(state.conn.sock.fileno(), None)

@@ -114,3 +114,58 @@ def test_slow_clients_do_not_stall_the_service(tmp_path: Path) -> None:
     assert result.healthz_p99 < 0.5, result.healthz_p99
     assert result.webhooks > 0
     assert result.webhooks_ok_in_time == result.webhooks, result
+
+
+def test_pipelined_keepalive_requests_are_all_answered(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    (tmp_path / "tinyapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    body = environ['PATH_INFO'].encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(tmp_path),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-k",
+            "receiver.httpfront.BufferingWorker",
+            "--threads",
+            "2",
+            "--keep-alive",
+            "5",
+            "tinyapp:app",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while answer.count(b"HTTP/1.1 200") < 2 or not answer.endswith(b"/two"):
+            data = sock.recv(4096)
+            assert data, answer
+            answer += data
+        assert answer.index(b"/one") < answer.index(b"/two")
+        sock.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -170,6 +170,11 @@ class BufferingWorker(ThreadWorker):
 
     def accept(self, listener: Any) -> None:
         """Take a new connection into the event loop until its request is in."""
+        if self.cfg.is_ssl:
+            # TLS bytes cannot be framed before the handshake: gthread as it is
+            # (terminate TLS in a proxy in front to keep the protection).
+            super().accept(listener)
+            return
         try:
             client, address = listener.accept()
         except OSError as exc:
@@ -182,6 +187,9 @@ class BufferingWorker(ThreadWorker):
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
         """A kept-alive connection's next request: read it whole first, too."""
+        if self.cfg.is_ssl:
+            super().on_client_socket_readable(conn, client)
+            return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._read(conn, time.monotonic() + HEADER_SECONDS)
@@ -189,6 +197,8 @@ class BufferingWorker(ThreadWorker):
     def finish_request(self, conn: Any, fs: Any) -> None:
         """Gunicorn's hand-back, plus: a next request already buffered is read from memory."""
         super().finish_request(conn, fs)
+        if self.cfg.is_ssl:
+            return
         if conn in self.keepalived_conns and conn.sock.take_pending():
             # Pipelined bytes the parser did not need: the socket will not turn
             # readable for them, so they start the next request's reading now.

@@ -474,6 +474,8 @@ def run_hypothesis(target: str, examples: int) -> FuzzResult:
 
 
 TARGETS = ("webhook", "signature", "webhook_http", "vcard", "inspect")
+#: Targets that atheris fuzzes too (webhook_http drives a whole app: hypothesis only).
+ATHERIS_TARGETS = ("webhook", "signature", "vcard", "inspect")
 
 
 # -- atheris -------------------------------------------------------------------------------

@@ -388,7 +388,7 @@ def run_fuzz(report: Report, mode: Mode) -> None:
     total = 0
     for target in fuzz.TARGETS:
         results = [fuzz.run_hypothesis(target, hypothesis_examples)]
-        if use_atheris and mode.fuzz_atheris:
+        if use_atheris and mode.fuzz_atheris and target in fuzz.ATHERIS_TARGETS:
             results.append(fuzz.run_atheris(target, mode.fuzz_atheris))
         inputs = sum(r.inputs for r in results)
         crashes = sum(len(r.crashes) for r in results)

@@ -18,7 +18,9 @@ from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-worker_class = "gthread"
+# gthread, with each request read whole in the event loop before a thread takes it:
+# a client that dribbles costs a socket, not a thread (receiver/httpfront.py).
+worker_class = "receiver.httpfront.BufferingWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Twilio waits at most 15 s for an answer; a request still running after 60 s is stuck.
 timeout = 60

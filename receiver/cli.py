@@ -16,6 +16,7 @@ import click
 
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
+from receiver.commands import sessions as sessions_commands
 from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
 from receiver.settings import SIMULATE_MEDIA_PORT, Settings
@@ -74,6 +75,9 @@ def serve(
     from receiver.server import ReceiverServer, gunicorn_options
 
     settings = load_settings()
+    weak = [] if settings.dev_mode else settings.weak_credentials()
+    if weak:
+        raise click.ClickException("; ".join(weak))
     if settings.dev_mode and host not in ("127.0.0.1", "localhost", "::1"):
         raise click.ClickException(
             "dev mode (no TWILIO_AUTH_TOKEN) only binds to loopback; set TWILIO_AUTH_TOKEN "
@@ -257,8 +261,12 @@ def check() -> None:
     except ConfigError as exc:
         click.echo(f"configuration: FAIL  {exc}")
         sys.exit(1)
-    problems = 0
-    click.echo("configuration: ok")
+    weak = [] if settings.dev_mode else settings.weak_credentials()
+    for problem in weak:
+        click.echo(f"configuration: FAIL  {problem}")
+    problems = len(weak)
+    if not weak:
+        click.echo("configuration: ok")
     for key, value in settings.describe().items():
         click.echo(f"  {key:22} {value}")
     try:
@@ -293,6 +301,7 @@ def check() -> None:
 # Every command is registered here, explicitly: a missing module is an ImportError.
 outbound_commands.register(main)
 lifecycle_commands.register(main)
+sessions_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,8 @@ from receiver.settings import Settings
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 MASK = "***"
-# Secrets shorter than this are not searched for: masking "a" everywhere helps nobody.
+# Secrets shorter than this are masked where they stand alone (`password=a`,
+# `Bearer x`), not inside words: masking every letter "a" would hide the log.
 MIN_SECRET_LENGTH = 6
 
 _MESSAGE_SID = re.compile(r"\b(?:SM|MM)[0-9a-fA-F]{32}\b")
@@ -56,6 +57,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1" + MASK,
     ),
+)
+#: URL paths whose next segment is a credential (`/m/<token>` links): logs keep
+#: its first 8 characters, enough to tell links apart, never the whole token.
+CREDENTIAL_PATHS = ("/m/",)
+_CREDENTIAL_PATH = re.compile(
+    "(" + "|".join(re.escape(p) for p in CREDENTIAL_PATHS) + r")([^\s?#/\"']{1,8})[^\s?#/\"']*"
 )
 _BODY_PARAM = re.compile(r"(?i)(\bBody=)[^&\s'\"]*")
 _SECRET_KEY = re.compile(
@@ -84,8 +91,13 @@ class RedactionFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str] = (), *, log_bodies: bool = False) -> None:
         super().__init__()
         # Longest first, so a secret that contains another is masked whole.
-        self.secrets = tuple(
-            sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        known = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets = tuple(s for s in known if len(s) >= MIN_SECRET_LENGTH)
+        short = [re.escape(s) for s in known if len(s) < MIN_SECRET_LENGTH]
+        self._short = (
+            re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(short) + r")(?![A-Za-z0-9_])")
+            if short
+            else None
         )
         self.log_bodies = log_bodies
 
@@ -109,8 +121,11 @@ class RedactionFilter(logging.Filter):
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if self._short is not None:
+            text = self._short.sub(MASK, text)
         for pattern, repl in _PATTERNS:
             text = pattern.sub(repl, text)
+        text = _CREDENTIAL_PATH.sub("\\1\\2\u2026", text)
         if not self.log_bodies:
             text = _BODY_PARAM.sub(r"\1" + MASK, text)
         return text

@@ -81,7 +81,8 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int) -> dict[s
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        # gthread, with each request read whole in the event loop before a thread takes it.
+        "worker_class": "receiver.httpfront.BufferingWorker",
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 20,

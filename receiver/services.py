@@ -15,6 +15,8 @@ from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
 from receiver.index.outbound import OutboundIndex
+from receiver.index.sessions import SessionStore
+from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
 from receiver.metrics import Metrics
@@ -51,6 +53,10 @@ class Services:
     links: MediaLinks
     outbound: Outbound
     metrics: Metrics
+    #: Browser sessions held in the index, so logout and revocation reach every worker.
+    sessions: SessionStore
+    #: Login and API-token failures counted in the index, per address and per account.
+    throttle: AuthThrottle
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
@@ -102,6 +108,8 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         links=links,
         outbound=outbound,
         metrics=metrics,
+        sessions=SessionStore(index),
+        throttle=AuthThrottle(index),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

@@ -30,6 +30,11 @@ SECRETS_FILE = "secrets.json"
 # (no TWILIO_AUTH_TOKEN) adds it to the media host allowlist.
 SIMULATE_MEDIA_PORT = 8765
 
+# Shortest credentials `check` and `serve` accept outside dev mode: a login
+# form is guessable online, an API token is meant to be generated.
+MIN_ADMIN_PASSWORD = 12
+MIN_API_TOKEN = 24
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -133,6 +138,24 @@ class Settings:
                 "RECEIVER_DATABASE_URL must be sqlite:///path or postgresql://user@host/db "
                 f"(got {_redact_url(self.database_url)!r})"
             )
+
+    def weak_credentials(self) -> list[str]:
+        """What is wrong with the browser and API credentials (`check` and `serve` refuse them).
+
+        Empty ones are allowed: the browser or the API is then closed.
+        """
+        problems = []
+        for name, value, least in (
+            ("RECEIVER_ADMIN_PASSWORD", self.admin_password, MIN_ADMIN_PASSWORD),
+            ("RECEIVER_API_TOKEN", self.api_token, MIN_API_TOKEN),
+        ):
+            if value and len(value) < least:
+                problems.append(
+                    f"{name} is {len(value)} characters long; use at least {least}. "
+                    f"Generate one with: python3 -c 'import secrets; "
+                    f"print(secrets.token_urlsafe({max(least, 24)}))'"
+                )
+        return problems
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())

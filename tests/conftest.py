@@ -17,7 +17,7 @@ from tests.support.s3server import moto_server_fixture
 from tests.support.services import free_port, require, wait_healthy
 from tests.support.webhooks import ACCOUNT_SID, TOKEN, WebhookPoster
 
-API_TOKEN = "test-api-token"
+API_TOKEN = "test-api-token-0123456789abcdef"
 #: Headers of an API caller holding the API token.
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ADMIN_PASSWORD = "test-admin-password"

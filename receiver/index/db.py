@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +47,7 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         database = make_url(url).database or ""
         if database and database != ":memory:" and "mode=memory" not in url:
+            private_database_files(database)
             # One connection for each thread that may read at once (webhook
             # threads and media threads): a short pool makes reads queue for
             # a connection behind slow writes. SQLite connections are cheap.
@@ -71,6 +74,24 @@ def make_engine(url: str) -> Engine:
         )
         return create_engine(url, **kwargs)
     raise ConfigError("RECEIVER_DATABASE_URL must start with sqlite:/// or postgresql://")
+
+
+def private_database_files(database: str) -> None:
+    """Create the SQLite file 0600 before SQLite does, and make an older one 0600.
+
+    SQLite creates its -wal and -shm files with the mode of the main file, so
+    they are private too, whatever the umask. Files of another owner are left
+    alone (chmod would fail); the data directory (0700) still guards them.
+    """
+    if database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return  # a missing directory or a read-only file: SQLite reports it
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.chmod(database + suffix, 0o600)
 
 
 def upgrade(engine: Engine) -> int:

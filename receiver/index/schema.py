@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -184,6 +185,36 @@ status_events = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 Index("ix_status_events_sid", status_events.c.message_sid)
+
+# Browser sessions held on the server, so logout, a password change and
+# `sessions revoke --all` end a session everywhere at once. `id` is the
+# SHA-256 of the cookie's session id: a copy of the index opens no browser.
+# Times are seconds since the epoch, from the store's injectable clock.
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("credential", String(64), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+# Failed logins and API-token failures, shared by every worker and host:
+# `account` is what was attacked ("admin" login, "api" token), `address` the
+# client. Rows older than the throttle's window are deleted as new ones come.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(64), nullable=False),
+    Column("address", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index(
+    "ix_auth_failures_address", auth_failures.c.account, auth_failures.c.address, auth_failures.c.at
+)
+Index("ix_auth_failures_at", auth_failures.c.at)
 
 
 def search_index_ddl(dialect: str) -> list[str]:

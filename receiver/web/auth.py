@@ -9,17 +9,18 @@ signed `/m/<token>` links, the login form and its stylesheet are public.
 from __future__ import annotations
 
 import hmac
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from flask import Flask, current_app, jsonify, redirect, request, session
+from flask import Flask, current_app, g, jsonify, redirect, request, session
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import Unauthorized
+
+from receiver.index.sessions import SessionStore, credential_fingerprint
+from receiver.index.throttle import AuthThrottle
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,10 +29,11 @@ R = TypeVar("R")
 PUBLIC_RULES = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/static/app.css"})
 #: Route rules reachable without credentials (rule prefixes): signed by Twilio or by us.
 PUBLIC_PREFIXES = ("/twilio/", "/m/")
-#: How long a browser login lasts, whatever the cookie says.
+#: How long a browser login lasts at most, whatever the cookie or the index says.
 SESSION_MAX_AGE = 12 * 3600
-LOGIN_FAILURES = 5
-LOGIN_WINDOW = 60.0
+#: The throttle's account names: the browser login and the API token.
+LOGIN_ACCOUNT = "admin"
+API_ACCOUNT = "api"
 
 
 def bearer_presented() -> bool:
@@ -50,11 +52,52 @@ def bearer_ok() -> bool:
 
 
 def session_ok() -> bool:
-    """Whether the browser session is logged in (and the login is recent enough)."""
+    """Whether the browser session is logged in: a live record in the index, not just a cookie."""
+    cached = g.get("receiver_session_ok")
+    if cached is None:
+        cached = g.receiver_session_ok = _session_live()
+    return bool(cached)
+
+
+def _session_live() -> bool:
     if session.get("user") != "admin":
         return False
     started = session.get("login_at")
-    return isinstance(started, int | float) and 0 <= time.time() - started < SESSION_MAX_AGE
+    if not (isinstance(started, int | float) and 0 <= time.time() - started < SESSION_MAX_AGE):
+        return False
+    session_id = session.get("sid")
+    if not isinstance(session_id, str):
+        return False
+    record = sessions().check(session_id, _credential())
+    return record is not None and record.username == "admin"
+
+
+def _credential() -> str:
+    """The fingerprint of the admin password now configured (a change ends older sessions)."""
+    settings = current_app.extensions["receiver"].settings
+    return credential_fingerprint(settings.secret_key, settings.admin_password)
+
+
+def start_session() -> None:
+    """Log the browser in with a fresh session id (never one planted before login)."""
+    old = session.get("sid")
+    store = sessions()
+    if isinstance(old, str):
+        store.end(old)
+    session.clear()
+    session["sid"] = store.open("admin", _credential())
+    session["user"] = "admin"
+    session["login_at"] = int(time.time())
+    g.receiver_session_ok = True
+
+
+def end_session() -> None:
+    """Log out: the record goes, so a copy of the cookie opens nothing anywhere."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        sessions().end(session_id)
+    session.clear()
+    g.receiver_session_ok = False
 
 
 def authorized() -> bool:
@@ -110,8 +153,14 @@ def api_auth(fn: Callable[P, R]) -> Callable[P, R]:
 def _gate() -> ResponseReturnValue | None:
     """Deny every route that is not public unless the caller is authenticated."""
     rule = request.url_rule
-    if rule is None or is_public(rule.rule) or authorized():
+    if rule is None or is_public(rule.rule):
         return None  # unknown routes fall through to the 404/405 answer
+    if bearer_presented():
+        refused = _bearer_throttled()
+        if refused is not None:
+            return refused
+    if authorized():
+        return None
     if request.path.startswith("/api/"):
         message = (
             "the API token is wrong; use RECEIVER_API_TOKEN"
@@ -126,15 +175,38 @@ def _gate() -> ResponseReturnValue | None:
     return redirect(login_url(target), code=303 if request.method == "POST" else 302)
 
 
+def _bearer_throttled() -> ResponseReturnValue | None:
+    """429 for an address past its token failures; a wrong token counts as one failure."""
+    client = client_ip()
+    limiter = throttle()
+    wait = limiter.retry_after(client, API_ACCOUNT)
+    if not wait:
+        if bearer_ok():
+            return None
+        limiter.failed(client, API_ACCOUNT)
+        return None  # the gate answers 401
+    resp = jsonify(
+        error="too_many_requests",
+        message=f"too many wrong API tokens from this address; retry in {wait} seconds",
+    )
+    resp.headers["Retry-After"] = str(wait)
+    return resp, 429
+
+
 def install(app: Flask) -> None:
     """Put the authentication gate in front of every route of `app`."""
-    app.extensions["receiver_login_limiter"] = LoginLimiter()
     app.before_request(_gate)
 
 
-def login_limiter() -> LoginLimiter:
-    """The login rate limiter of the running app."""
-    limiter: LoginLimiter = current_app.extensions["receiver_login_limiter"]
+def sessions() -> SessionStore:
+    """The browser sessions of the running app."""
+    store: SessionStore = current_app.extensions["receiver"].sessions
+    return store
+
+
+def throttle() -> AuthThrottle:
+    """The shared login and API-token failure limiter of the running app."""
+    limiter: AuthThrottle = current_app.extensions["receiver"].throttle
     return limiter
 
 
@@ -148,51 +220,3 @@ def client_ip() -> str:
         if len(chain) >= hops:
             return chain[-hops]
     return request.remote_addr or "unknown"
-
-
-class LoginLimiter:
-    """In-process sliding window of failed logins per client address."""
-
-    def __init__(
-        self,
-        failures: int = LOGIN_FAILURES,
-        window: float = LOGIN_WINDOW,
-        max_clients: int = 10_000,
-    ) -> None:
-        self.failures = failures
-        self.window = window
-        self.max_clients = max_clients
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, client: str, now: float | None = None) -> int:
-        """Seconds until `client` may try again (0: it may try now)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            times = self._prune(client, now)
-            if len(times) < self.failures:
-                return 0
-            return max(1, int(times[0] + self.window - now + 0.999))
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        """Record one failed attempt."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            if client not in self._seen and len(self._seen) >= self.max_clients:
-                # Forget the client whose last failure is oldest; memory stays bounded.
-                oldest = min(self._seen, key=lambda c: self._seen[c][-1] if self._seen[c] else 0.0)
-                del self._seen[oldest]
-            self._seen.setdefault(client, deque()).append(now)
-
-    def succeeded(self, client: str) -> None:
-        """Forget the failures of a client that logged in."""
-        with self._lock:
-            self._seen.pop(client, None)
-
-    def _prune(self, client: str, now: float) -> deque[float]:
-        times = self._seen.get(client, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            self._seen.pop(client, None)
-        return times

@@ -7,7 +7,6 @@ escape everything a sender wrote through Jinja's autoescaping.
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,6 @@ from flask import (
     render_template,
     request,
     send_file,
-    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -137,8 +135,8 @@ def login() -> ResponseReturnValue:
             return redirect(target)
         return render_template("login.html", next=target, error=None, configured=configured)
     client = auth.client_ip()
-    limiter = auth.login_limiter()
-    wait = limiter.retry_after(client)
+    limiter = auth.throttle()
+    wait = limiter.reserve(client, auth.LOGIN_ACCOUNT)
     if wait:
         page = render_template(
             "login.html",
@@ -148,21 +146,19 @@ def login() -> ResponseReturnValue:
         )
         return Response(page, status=429, headers={"Retry-After": str(wait)})
     if not auth.password_ok(request.form.get("password", "")):
-        limiter.failed(client)
+        # The failure was counted by reserve() before the check.
         error = "Wrong password." if configured else "No admin password is configured."
         return render_template("login.html", next=target, error=error, configured=configured), 401
-    limiter.succeeded(client)
-    session.clear()
-    session["user"] = "admin"
-    session["login_at"] = int(time.time())
+    limiter.succeeded(client, auth.LOGIN_ACCOUNT)
+    auth.start_session()
     security.rotate_csrf()
     return redirect(target, code=303)
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session."""
-    session.clear()
+    """End the session here and in every other copy of its cookie."""
+    auth.end_session()
     flash("You are logged out.")
     return redirect(url_for("browse.login"), code=303)
 

@@ -99,8 +99,25 @@ def file_policy() -> str:
     return page_policy() + "; sandbox"
 
 
+def _relative_location(resp: Response) -> None:
+    """No redirect takes its host from the request: an absolute Location naming the
+    request's own Host (Werkzeug's slash-merging and strict-slash redirects build one
+    from it) becomes a path. Other hosts (presigned storage URLs) are ours to name."""
+    location = resp.headers.get("Location")
+    if not location:
+        return
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return
+    if parts.netloc and parts.netloc.lower() == request.host.lower():
+        path = "/" + parts.path.lstrip("/")  # never "//host": that is another host
+        resp.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
+
+
 def _headers(resp: Response) -> Response:
     """Strict defaults on every answer; a route may only make them stricter."""
+    _relative_location(resp)
     resp.headers.setdefault("Content-Security-Policy", page_policy())
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["X-Frame-Options"] = "DENY"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
@@ -49,19 +50,25 @@ def signed_url(req: Request, svc: Services) -> str:
 
 
 def read_verified(req: Request, svc: Services) -> VerifiedRequest:
-    """Parse the body or query and verify X-Twilio-Signature; 403/400 otherwise."""
+    """Verify X-Twilio-Signature, then parse the body or query; 403/400 otherwise.
+
+    A JSON body is verified over its raw bytes (`bodySHA256`) before it is
+    parsed at all, so an unsigned body never reaches the JSON parser. A form
+    body is signed through its parameters, so it is parsed first, which is
+    linear in its size and bounded by MAX_CONTENT_LENGTH.
+    """
     body = req.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
     url = signed_url(req, svc)
     _, _, query = url.partition("?")
     ctype = (req.mimetype or "").lower()
+    is_json = req.method != "GET" and ctype == "application/json"
     try:
         query_params = tuple(parse_qsl(query, keep_blank_values=True, errors="strict"))
         if req.method == "GET":
             params: tuple[tuple[str, str], ...] = query_params
             signed_params: tuple[tuple[str, str], ...] = ()
-        elif ctype == "application/json":
-            params = _json_params(body)
-            signed_params = ()
+        elif is_json:
+            params = signed_params = ()
         else:
             params = tuple(parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict"))
             signed_params = params
@@ -71,9 +78,7 @@ def read_verified(req: Request, svc: Services) -> VerifiedRequest:
         raise BadRequest(f"the request body cannot be parsed: {exc}") from None
     signature = req.headers.get("X-Twilio-Signature")
     try:
-        matched = svc.verifier.verify(
-            url, signed_params, signature, body=body if ctype == "application/json" else None
-        )
+        matched = svc.verifier.verify(url, signed_params, signature, body=body if is_json else None)
     except SignatureError as exc:
         # Say which URL was checked (never the token) so users behind ngrok
         # or a proxy can see why; the caller learns nothing beyond 403.
@@ -86,14 +91,41 @@ def read_verified(req: Request, svc: Services) -> VerifiedRequest:
             url,
         )
         raise Forbidden("invalid or missing X-Twilio-Signature") from None
+    if is_json:
+        params = _json_params(body)
     return VerifiedRequest(params=params, url=matched)
 
 
+#: Twilio's JSON webhooks are a few levels deep; anything deeper is refused
+#: before Python's recursive parser could hit its recursion limit.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in `body` (brackets inside strings do not count)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _json_params(body: bytes) -> tuple[tuple[str, str], ...]:
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the JSON body is not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")
-    return tuple((str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items())
+    try:
+        return tuple((str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items())
+    except (ValueError, RecursionError):  # e.g. an integer too long to print again
+        raise BadRequest("the JSON body has a value that cannot be read") from None

@@ -226,8 +226,8 @@ def bench_service(
         "RECEIVER_DATA_DIR": str(work / "svc"),
         "TWILIO_AUTH_TOKEN": TOKEN,
         "RECEIVER_MEDIA_HOSTS": media.host_port,
-        "RECEIVER_API_TOKEN": "bench",
-        "RECEIVER_ADMIN_PASSWORD": "bench",
+        "RECEIVER_API_TOKEN": "bench-api-token-0123456789abcdef",
+        "RECEIVER_ADMIN_PASSWORD": "bench-admin-password",
     }
     proc = run_server(
         [

@@ -36,9 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import flask  # noqa: E402
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from receiver.index.schema import media, messages  # noqa: E402
+from receiver.web import auth  # noqa: E402
 from tests.support.postgres import PG_HOST, PG_PORT, fresh_database, pg_available  # noqa: E402
 
 API_TOKEN = "bench-api-token"
@@ -399,9 +401,12 @@ def run_backend(
             flush=True,
         )
         client = app.test_client()
+        # A real login: sessions live in the index, a cookie alone opens nothing.
+        with app.test_request_context():
+            auth.start_session()
+            values = dict(flask.session)
         with client.session_transaction() as sess:
-            sess["user"] = "admin"
-            sess["login_at"] = int(time.time())
+            sess.update(values)
         indexed = has_search_index(engine)
         print(f"[{backend}] trigram search index: {'yes' if indexed else 'no'}", flush=True)
         # The bulk insert left this process with millions of objects a service

@@ -45,7 +45,7 @@ from tests.support.services import free_port, wait_healthy
 
 TOKEN = "reliability-auth-token-0123456789"
 ACCOUNT_SID = "AC" + "7" * 32
-API_TOKEN = "reliability-api-token"
+API_TOKEN = "reliability-api-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -418,7 +418,7 @@ class Cluster:
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "RECEIVER_API_TOKEN": API_TOKEN,
-            "RECEIVER_ADMIN_PASSWORD": "reliability-admin",
+            "RECEIVER_ADMIN_PASSWORD": "reliability-admin-password",
             "RECEIVER_SECRET_KEY": "reliability-secret-key",
             "RECEIVER_DATABASE_URL": database_url,
             "RECEIVER_STORAGE_URL": storage_url,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,6 +216,103 @@ def seed_files() -> list[bytes]:
     ]
 
 
+# -- hostile webhook bodies (HTTP) -----------------------------------------------------------
+
+HOSTILE_TYPES = (
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "multipart/form-data; boundary=x",
+    "",
+)
+BODY_LIMIT = 64 * 1024
+
+
+def hostile_body(rng: random.Random) -> tuple[str, bytes]:
+    """A (Content-Type, body) an attacker might post to a webhook: deep nesting, huge
+    numbers, broken encodings, many fields, random bytes (all within the 64 KiB cap)."""
+    kind = rng.randrange(10)
+    n = rng.choice([1, 31, 32, 33, 100, 1_000, 30_000, BODY_LIMIT // 2 - 2])
+    if kind == 0:  # deep arrays, closed or not
+        body = b"[" * n + (b"]" * n if rng.random() < 0.5 else b"")
+    elif kind == 1:  # deep objects
+        body = b'{"a":' * min(n, 12_000) + b"1" + b"}" * min(n, 12_000)
+    elif kind == 2:  # huge integers and floats, bare or inside an object
+        digits = rng.choice(["9" * n, "-" + "1" * n, "1e" + "9" * min(n, 400), "0." + "0" * n])
+        digits = digits[: BODY_LIMIT - 20]
+        body = (digits if rng.random() < 0.5 else '{"MessageSid":' + digits + "}").encode()
+    elif kind == 3:  # brackets hidden inside strings, escapes, NaN and friends
+        body = rng.choice(
+            [
+                b'{"Body":"' + b"[" * n + b'"}',
+                b'{"a":"\\' + b"\\" * min(n, 20_000) + b'"}',
+                b'{"a":NaN,"b":Infinity,"c":-Infinity}',
+                b'{"a":"\\ud800"}',
+                b"\xef\xbb\xbf{}",
+            ]
+        )
+    elif kind == 4:  # invalid UTF-8
+        body = bytes(b | 0x80 for b in rng.randbytes(rng.randrange(1, 200)))
+    elif kind == 5:  # many form fields, broken percent-escapes
+        fields = rng.randrange(1, 4_000)
+        body = b"&".join(b"MediaUrl%d=%%zz%%" % i for i in range(fields))
+    elif kind == 6:  # a plausible form with one hostile value
+        value = rng.choice([b"%00" * 100, b"%ff%fe", b"+" * 1000, b"=" * 500, b"%" * 300])
+        body = b"MessageSid=MM" + b"a" * 32 + b"&AccountSid=AC" + b"b" * 32 + b"&Body=" + value
+    elif kind == 7:  # random bytes
+        body = rng.randbytes(rng.randrange(0, 2_000))
+    elif kind == 8:  # JSON that is valid but the wrong shape
+        body = rng.choice([b"[]", b"null", b'"x"', b"1", b'{"MessageSid":[1,2,{"a":[]}]}'])
+    else:  # past the size cap
+        body = b"A" * (BODY_LIMIT + rng.randrange(1, 4_096))
+    return rng.choice(HOSTILE_TYPES), body[: BODY_LIMIT + 4_096]
+
+
+class HostilePoster:
+    """Posts hostile bodies to a real app (Flask test client): unsigned, wrongly signed,
+    or correctly signed with bodySHA256, so verified input also meets the depth bound."""
+
+    def __init__(self, tmp: Path) -> None:
+        from receiver import create_app
+        from receiver.settings import Settings
+
+        settings = Settings.from_env(
+            {
+                "RECEIVER_DATA_DIR": str(tmp),
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "TWILIO_ACCOUNT_SID": "AC" + "c" * 32,
+                "RECEIVER_PUBLIC_URL": "https://mms.example.com",
+                "RECEIVER_SECRET_KEY": "k" * 32,
+                "RECEIVER_INLINE_DEADLINE": "0",
+            }
+        )
+        self.app = create_app(settings)
+        self.client = self.app.test_client()
+
+    def post(self, rng: random.Random, content_type: str, body: bytes) -> int:
+        """The status of one hostile request."""
+        from receiver.twilio.signature import body_sha256, compute_signature
+
+        path = rng.choice(["/twilio/messaging", "/twilio/status"])
+        how = rng.randrange(3)
+        headers = {"Content-Type": content_type} if content_type else {}
+        query = ""
+        if how >= 1:
+            query = f"?bodySHA256={body_sha256(body)}"
+        if how == 1:
+            headers["X-Twilio-Signature"] = "forged" + str(rng.random())
+        elif how == 2:
+            headers["X-Twilio-Signature"] = compute_signature(
+                TOKEN, f"https://mms.example.com{path}{query}"
+            )
+        status: int = self.client.post(path + query, data=body, headers=headers).status_code
+        return status
+
+    def close(self) -> None:
+        self.app.extensions["receiver"].close()
+
+
 # -- targets ----------------------------------------------------------------------------
 
 
@@ -244,6 +343,7 @@ def run_hypothesis(target: str, examples: int) -> FuzzResult:
         print_blob=False,
     )
     verifier = SignatureVerifier([TOKEN])
+    cleanup: list[Callable[[], None]] = []
 
     if target == "webhook":
 
@@ -306,6 +406,23 @@ def run_hypothesis(target: str, examples: int) -> FuzzResult:
 
             _record(result, run, lambda: repr((url, params, signature, body, headers)))
 
+    elif target == "webhook_http":
+        work = Path(tempfile.mkdtemp(prefix="mmsr-fuzz-http-"))
+        poster = HostilePoster(work)
+        cleanup += [poster.close, lambda: shutil.rmtree(work, ignore_errors=True)]
+
+        @conf
+        @given(st.randoms(use_true_random=False))
+        def check(rng: random.Random) -> None:
+            content_type, body = hostile_body(rng)
+
+            def run() -> None:
+                status = poster.post(rng, content_type, body)
+                if status >= 500:
+                    raise AssertionError(f"answered {status}")
+
+            _record(result, run, lambda: repr((content_type, body[:80], len(body))))
+
     elif target == "vcard":
         seeds = [s for s in seed_files() if b"VCARD" in s]
 
@@ -349,11 +466,16 @@ def run_hypothesis(target: str, examples: int) -> FuzzResult:
     except Exception as exc:  # a failing example was already recorded; hypothesis re-raises
         if not result.crashes:
             result.crashes.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        for step in cleanup:
+            step()
     result.seconds = time.monotonic() - started
     return result
 
 
-TARGETS = ("webhook", "signature", "vcard", "inspect")
+TARGETS = ("webhook", "signature", "webhook_http", "vcard", "inspect")
+#: Targets that atheris fuzzes too (webhook_http drives a whole app: hypothesis only).
+ATHERIS_TARGETS = ("webhook", "signature", "vcard", "inspect")
 
 
 # -- atheris -------------------------------------------------------------------------------

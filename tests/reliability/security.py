@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,7 +290,7 @@ def check_routes(tmp: Path) -> Check:
             "RECEIVER_DATA_DIR": str(tmp / "routes"),
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_ACCOUNT_SID": "AC" + "c" * 32,
-            "RECEIVER_API_TOKEN": "route-api-token",
+            "RECEIVER_API_TOKEN": "route-api-token-0123456789abcdef",
             "RECEIVER_ADMIN_PASSWORD": "route-admin-password",
             "RECEIVER_SECRET_KEY": "k" * 32,
         }
@@ -340,4 +344,403 @@ def check_routes(tmp: Path) -> Check:
         check.accepted += 1
         check.note("an anonymous request deleted a message")
     services.close()
+    return check
+
+
+# -- slow clients ----------------------------------------------------------------------------
+
+
+@dataclass
+class SlowClientResult:
+    """What 8 signed senders and /healthz saw while slow clients held connections open."""
+
+    slow_opened: int = 0
+    slow_closed_in_time: int = 0
+    slowest_close: float = 0.0
+    healthz: list[float] = field(default_factory=list)
+    healthz_failed: int = 0
+    webhooks: int = 0
+    webhooks_ok_in_time: int = 0
+    slowest_webhook: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def healthz_p99(self) -> float:
+        if not self.healthz:
+            return float("inf")
+        ordered = sorted(self.healthz)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _slow_openings(port: int, body: int, header: int) -> list[tuple[socket.socket, float, bytes]]:
+    """Connections that start a request and then send one byte (or line) a second."""
+    out = []
+    for n in range(body + header):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setblocking(False)
+        if n < body:
+            start = (
+                b"POST /twilio/messaging HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 60000\r\n\r\n"
+            )
+            drip = b"a"
+        else:
+            start = b"GET /healthz HTTP/1.1\r\n"
+            drip = b"X-Slow: 1\r\n"
+        sock.send(start)
+        out.append((sock, time.monotonic(), drip))
+    return out
+
+
+def check_slow_clients(
+    tmp: Path,
+    *,
+    slow_body: int = 200,
+    slow_header: int = 200,
+    senders: int = 8,
+    limit: float = 30.0,
+    workers: int = 4,
+) -> SlowClientResult:
+    """Slow-body and slow-header clients next to signed webhooks and /healthz probes.
+
+    Loopback only, bounded: every socket is closed by `limit` + 5 s whatever happens.
+    """
+    from tests.conftest import LiveServer, base_env, free_port
+    from tests.support.webhooks import TOKEN as HOOK_TOKEN
+    from tests.support.webhooks import WebhookPoster, inbound_params
+
+    result = SlowClientResult()
+    server = LiveServer(base_env(tmp / "slow"), free_port(), ["--workers", str(workers)])
+    server.start()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def send_webhooks() -> None:
+        session = requests.Session()
+        poster = WebhookPoster(session, token=HOOK_TOKEN, base=server.url)
+        while not stop.is_set():
+            params = inbound_params(body="slow-client check")
+            url = server.url + "/twilio/messaging"
+            started = time.monotonic()
+            try:
+                resp = session.post(
+                    url,
+                    data=params,
+                    headers={"X-Twilio-Signature": poster.sign(url, params)},
+                    timeout=10,
+                )
+                ok = resp.status_code == 200
+            except requests.RequestException:
+                ok = False
+            took = time.monotonic() - started
+            with lock:
+                result.webhooks += 1
+                result.slowest_webhook = max(result.slowest_webhook, took)
+                result.webhooks_ok_in_time += ok and took < 2.0
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                ok = requests.get(server.url + "/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            took = time.monotonic() - started
+            with lock:
+                result.healthz.append(took)
+                result.healthz_failed += not ok
+            stop.wait(0.05)
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=send_webhooks, daemon=True) for _ in range(senders)]
+    threads.append(threading.Thread(target=probe, daemon=True))
+    try:
+        slow = _slow_openings(server.port, slow_body, slow_header)
+        result.slow_opened = len(slow)
+        for thread in threads:
+            thread.start()
+        open_ = {sock: (opened, drip) for sock, opened, drip in slow}
+        while open_ and time.monotonic() - began < limit + 5:
+            for sock, (opened, drip) in list(open_.items()):
+                closed = False
+                try:
+                    data = sock.recv(4096)
+                    closed = data == b"" or data.startswith(b"HTTP/1.1 408")
+                except BlockingIOError:
+                    try:
+                        sock.send(drip)
+                    except OSError:
+                        closed = True
+                except OSError:
+                    closed = True
+                if closed:
+                    took = time.monotonic() - opened
+                    result.slowest_close = max(result.slowest_close, took)
+                    result.slow_closed_in_time += took <= limit
+                    sock.close()
+                    del open_[sock]
+            time.sleep(1.0)
+        # The senders keep going a little after the last slow client left.
+        stop.wait(max(0.0, 3.0 - (time.monotonic() - began)))
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(15)
+        for sock, _, _ in locals().get("slow", []):
+            sock.close()
+        server.stop()
+    result.seconds = time.monotonic() - began
+    return result
+
+
+# -- file modes ------------------------------------------------------------------------------
+
+
+def private_mode_problems(root: Path) -> tuple[int, list[str]]:
+    """(entries checked, entries readable by group or others) under `root`."""
+    checked, problems = 0, []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        checked += 1
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            problems.append(f"{path.relative_to(root.parent)} is {mode:o}")
+    return checked, problems
+
+
+def check_file_modes(tmp: Path) -> Check:
+    """Every file and directory in the data directory after `serve`, `worker` and `purge`."""
+    import subprocess
+    import sys
+
+    from tests.conftest import LiveServer, base_env, free_port
+    from tests.support import samples
+    from tests.support.mediaserver import MediaServer
+    from tests.support.webhooks import TOKEN as HOOK_TOKEN
+    from tests.support.webhooks import WebhookPoster, inbound_params
+
+    check = Check("file modes")
+    media = MediaServer().start()
+    media.add("/photo.jpg", samples.jpeg(64, 48), content_type="image/jpeg")
+    env = base_env(tmp / "modes", RECEIVER_MEDIA_HOSTS=media.host_port)
+    data = Path(env["RECEIVER_DATA_DIR"])
+    server = LiveServer(env, free_port(), ["--workers", "2"]).start()
+    try:
+        session = requests.Session()
+        poster = WebhookPoster(session, token=HOOK_TOKEN, base=server.url)
+        for n in range(5):
+            params = inbound_params(
+                body=f"mode check {n}", media=[(media.url("/photo.jpg"), "image/jpeg")]
+            )
+            url = server.url + "/twilio/messaging"
+            session.post(
+                url, data=params, headers={"X-Twilio-Signature": poster.sign(url, params)}
+            ).raise_for_status()
+    finally:
+        server.stop()
+        media.stop()
+    time.sleep(1.1)  # so that `purge --older-than 1s` has every message to delete
+    for stage, args in (
+        ("serve", None),
+        ("worker", ["worker", "--once"]),
+        ("purge", ["purge", "--older-than", "1s", "--execute"]),
+    ):
+        if args is not None:
+            subprocess.run(
+                [sys.executable, "-m", "receiver", *args],
+                env={**os.environ, **env},
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        checked, problems = private_mode_problems(data)
+        check.attempts += checked
+        check.accepted += len(problems)
+        for problem in problems:
+            check.note(f"after {stage}: {problem}")
+    return check
+
+
+# -- sessions and login limiting ----------------------------------------------------------------
+
+
+def _csrf(session: requests.Session, url: str, headers: dict[str, str]) -> str:
+    page = session.get(url + "/login", headers=headers, timeout=10).text
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None, "no CSRF token on the login page"
+    return found.group(1)
+
+
+def _login(session: requests.Session, url: str, password: str, address: str) -> int:
+    headers = {"X-Forwarded-For": address}
+    token = _csrf(session, url, headers)
+    resp = session.post(
+        url + "/login",
+        data={"password": password, "csrf_token": token},
+        headers=headers,
+        allow_redirects=False,
+        timeout=10,
+    )
+    return resp.status_code
+
+
+@dataclass
+class SessionChecks:
+    """Replays of ended sessions and the login limit, against `serve` with several workers."""
+
+    logout_replay: Check = field(default_factory=lambda: Check("logout replay"))
+    revoke_all: Check = field(default_factory=lambda: Check("revoke-all replay"))
+    expiry: Check = field(default_factory=lambda: Check("idle and absolute expiry"))
+    checked_per_address: dict[str, int] = field(default_factory=dict)
+    operator_status: int = 0
+
+
+def check_sessions(tmp: Path, *, workers: int = 4) -> SessionChecks:
+    """Logout replay, revoke-all and the login limit over HTTP; expiry with a set clock."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ADMIN_PASSWORD, LiveServer, base_env, free_port
+
+    out = SessionChecks()
+    env = base_env(tmp / "sessions", RECEIVER_PROXY_HOPS="1")
+    server = LiveServer(env, free_port(), ["--workers", str(workers)]).start()
+    url = server.url
+    try:
+        # Logout replay: the copied cookie opens neither the pages nor the API.
+        browser = requests.Session()
+        _login(browser, url, ADMIN_PASSWORD, "198.51.100.1")
+        copied = dict(browser.cookies)
+        token = re.search(
+            r'name="csrf_token" value="([^"]+)"', browser.get(url + "/messages", timeout=10).text
+        )
+        assert token is not None
+        browser.post(url + "/logout", data={"csrf_token": token.group(1)}, timeout=10)
+        for path, refused in (("/messages", 302), ("/api/messages", 401)):
+            out.logout_replay.attempts += 1
+            resp = requests.get(url + path, cookies=copied, allow_redirects=False, timeout=10)
+            if resp.status_code != refused or (
+                refused == 302 and not resp.headers.get("Location", "").startswith("/login")
+            ):
+                out.logout_replay.accepted += 1
+                out.logout_replay.note(f"{path} after logout: {resp.status_code}")
+        # Revoke-all from the command line ends sessions held by every worker.
+        cookies = []
+        for n in range(8):
+            other = requests.Session()
+            _login(other, url, ADMIN_PASSWORD, f"198.51.100.{10 + n}")
+            cookies.append(dict(other.cookies))
+        subprocess.run(
+            [sys.executable, "-m", "receiver", "sessions", "revoke", "--all"],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for jar in cookies:
+            out.revoke_all.attempts += 1
+            resp = requests.get(url + "/messages", cookies=jar, allow_redirects=False, timeout=10)
+            if resp.status_code != 302:
+                out.revoke_all.accepted += 1
+                out.revoke_all.note(f"a revoked cookie answered {resp.status_code}")
+        # 100 wrong passwords from 4 addresses at once, spread over the workers.
+        addresses = [f"203.0.113.{n}" for n in range(1, 5)]
+        counts = {a: 0 for a in addresses}
+        lock = threading.Lock()
+
+        def attack(address: str) -> None:
+            session = requests.Session()
+            headers = {"X-Forwarded-For": address}
+            token = _csrf(session, url, headers)
+            for _ in range(25):
+                status = session.post(
+                    url + "/login",
+                    data={"password": "wrong-password", "csrf_token": token},
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=10,
+                ).status_code
+                with lock:
+                    counts[address] += status == 401  # 401: the password was checked
+
+        threads = [threading.Thread(target=attack, args=(a,)) for a in addresses]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        out.checked_per_address = counts
+        out.operator_status = _login(requests.Session(), url, ADMIN_PASSWORD, "203.0.113.99")
+    finally:
+        server.stop()
+    out.expiry = check_expiry(tmp)
+    return out
+
+
+def check_expiry(tmp: Path) -> Check:
+    """Idle (30 min) and absolute (12 h) expiry, with the session store's clock set by hand."""
+    from receiver import create_app
+    from receiver.index.sessions import IDLE_SECONDS, LIFETIME_SECONDS
+    from receiver.settings import Settings
+    from tests.conftest import ADMIN_PASSWORD, base_env
+
+    check = Check("idle and absolute expiry")
+    app = create_app(Settings.from_env(base_env(tmp / "expiry")))
+    now = [1_000_000.0]
+    app.extensions["receiver"].sessions.clock = lambda: now[0]
+    client = app.test_client()
+
+    def login() -> None:
+        page = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        client.post("/login", data={"password": ADMIN_PASSWORD, "csrf_token": token.group(1)})
+
+    def expect(status: int, what: str) -> None:
+        check.attempts += 1
+        got = client.get("/messages").status_code
+        if got != status:
+            check.accepted += 1
+            check.note(f"{what}: {got}, expected {status}")
+
+    login()
+    now[0] += IDLE_SECONDS - 1
+    expect(200, "active within the idle timeout")
+    now[0] += IDLE_SECONDS
+    expect(302, "idle past the timeout")
+    login()
+    started = now[0]
+    while now[0] + IDLE_SECONDS / 2 < started + LIFETIME_SECONDS:
+        now[0] += IDLE_SECONDS / 2
+        expect(200, "active, younger than 12 h")
+    now[0] = started + LIFETIME_SECONDS
+    expect(302, "active but 12 h old")
+    app.extensions["receiver"].close()
+    return check
+
+
+def check_hostile_bodies(tmp: Path, count: int = 10_000, seed: int = 7) -> Check:
+    """`count` hostile JSON and form bodies on webhook routes: no answer may be a 5xx."""
+    import logging
+
+    from tests.reliability.fuzz import HostilePoster, hostile_body
+
+    check = Check("hostile webhook bodies")
+    rng = random.Random(seed)
+    poster = HostilePoster(tmp / "hostile")
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # 10,000 refusals would flood the log
+    try:
+        for _ in range(count):
+            content_type, body = hostile_body(rng)
+            check.attempts += 1
+            status = poster.post(rng, content_type, body)
+            if status >= 500:
+                check.accepted += 1
+                check.note(f"{status} for {content_type!r} {body[:60]!r} ({len(body)} bytes)")
+    finally:
+        logging.disable(previous)
+        poster.close()
     return check

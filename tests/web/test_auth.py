@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from receiver.web.auth import LoginLimiter, is_public, safe_next
+from receiver.index.throttle import AuthThrottle
+from receiver.web.auth import is_public, safe_next
 from tests.conftest import ADMIN_PASSWORD, API_TOKEN, AUTH
 from tests.web.conftest import PAGE_CSP, csrf_of, login
 from tests.web.seed import Item, Seeder
@@ -80,7 +81,12 @@ def test_every_route_refuses_anonymous_and_wrong_credentials(
     for rule, method, url in routes(app):
         if is_public(rule):
             continue
-        resp = client.open(url, method=method, headers=headers)
+        # One address per request: wrong tokens from one address are throttled (429),
+        # which test_api_token_failures_are_throttled_per_address covers.
+        address = f"10.77.{checked // 256}.{checked % 256}"
+        resp = client.open(
+            url, method=method, headers=headers, environ_base={"REMOTE_ADDR": address}
+        )
         checked += 1
         if rule.startswith("/api/"):
             assert resp.status_code == 401, (method, url, resp.status_code)
@@ -93,6 +99,18 @@ def test_every_route_refuses_anonymous_and_wrong_credentials(
             if method == "GET":
                 assert parse_qs(location.query)["next"] == [url]
     assert checked >= 15
+
+
+def test_api_token_failures_are_throttled_per_address(client: Any) -> None:
+    wrong = {"Authorization": "Bearer wrong-token"}
+    for _ in range(5):
+        resp = client.get("/api/messages", headers=wrong, environ_base={"REMOTE_ADDR": "10.5.5.5"})
+        assert resp.status_code == 401
+    blocked = client.get("/api/messages", headers=AUTH, environ_base={"REMOTE_ADDR": "10.5.5.5"})
+    assert blocked.status_code == 429
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+    other = client.get("/api/messages", headers=AUTH, environ_base={"REMOTE_ADDR": "10.5.5.6"})
+    assert other.status_code == 200
 
 
 def test_every_route_accepts_the_api_token(app: Any) -> None:
@@ -281,8 +299,8 @@ def test_login_rate_limit_uses_the_trusted_proxy_hop(make_app: Any) -> None:
     assert other.status_code == 303
 
 
-def test_limiter_window() -> None:
-    limiter = LoginLimiter(failures=3, window=60)
+def test_limiter_window(app: Any) -> None:
+    limiter = AuthThrottle(app.extensions["receiver"].index, failures=3, window=60)
     for t in (0.0, 1.0, 2.0):
         limiter.failed("a", now=t)
     assert limiter.retry_after("a", now=3.0) == 57
@@ -292,11 +310,34 @@ def test_limiter_window() -> None:
     assert limiter.retry_after("a", now=3.0) == 0
 
 
-def test_limiter_memory_is_bounded() -> None:
-    limiter = LoginLimiter(failures=3, window=60, max_clients=100)
+def test_limiter_is_shared_through_the_index(app: Any) -> None:
+    # Two throttles on one index stand for two gunicorn workers.
+    index = app.extensions["receiver"].index
+    first, second = AuthThrottle(index, failures=3), AuthThrottle(index, failures=3)
+    assert first.reserve("10.0.0.1", now=100.0) == 0
+    assert second.reserve("10.0.0.1", now=101.0) == 0
+    assert first.reserve("10.0.0.1", now=102.0) == 0
+    assert second.reserve("10.0.0.1", now=103.0) == 57
+    assert first.retry_after("10.0.0.2", now=103.0) == 0
+
+
+def test_limiter_global_backoff_never_locks_a_fresh_address(app: Any) -> None:
+    limiter = AuthThrottle(app.extensions["receiver"].index, account_failures=8)
+    for n in range(8):
+        limiter.failed(f"10.1.0.{n}", now=10.0)
+    # The account is under attack: an address with one failure waits...
+    assert limiter.retry_after("10.1.0.1", now=11.0) == 59
+    # ...but an address that has not failed is still checked.
+    assert limiter.retry_after("10.1.0.99", now=11.0) == 0
+    assert limiter.retry_after("10.1.0.1", now=71.0) == 0
+
+
+def test_limiter_memory_is_bounded(app: Any) -> None:
+    limiter = AuthThrottle(app.extensions["receiver"].index, failures=3, window=60)
     for i in range(1000):
         limiter.failed(f"10.0.{i // 256}.{i % 256}", now=float(i))
-    assert len(limiter._seen) <= 100
+    # Only the last window's failures are kept.
+    assert limiter.count() <= 61
 
 
 # -- CSRF on deletion --------------------------------------------------------------------

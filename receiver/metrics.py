@@ -114,23 +114,22 @@ class Metrics:
             None if self.multiprocess_path is not None else CollectorRegistry(auto_describe=True)
         )
         self.registry = registry
-        self.webhooks = Counter(
-            f"{PREFIX}_webhooks",
-            "Inbound message webhooks answered, by outcome.",
-            ["outcome"],
-            registry=registry,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(f"{PREFIX}_{name}", documentation, labels, registry=registry)
+
+        self.webhooks = counter(
+            "webhooks", "Inbound message webhooks answered, by outcome.", "outcome"
         )
-        self.media = Counter(
-            f"{PREFIX}_media",
+        self.media = counter(
+            "media",
             "Media items processed, by final verdict (state), reason and kind.",
-            ["state", "reason", "kind"],
-            registry=registry,
+            "state",
+            "reason",
+            "kind",
         )
-        self.stored_bytes = Counter(
-            f"{PREFIX}_stored_bytes",
-            "Bytes of original media written to object storage.",
-            ["kind"],
-            registry=registry,
+        self.stored_bytes = counter(
+            "stored_bytes", "Bytes of original media written to object storage.", "kind"
         )
         self.fetch_seconds = Histogram(
             f"{PREFIX}_media_fetch_seconds",
@@ -139,11 +138,10 @@ class Metrics:
             buckets=FETCH_BUCKETS,
             registry=registry,
         )
-        self.outbound = Counter(
-            f"{PREFIX}_outbound_status_callbacks",
+        self.outbound = counter(
+            "outbound_status_callbacks",
             "Verified outbound status callbacks, by reported status.",
-            ["status"],
-            registry=registry,
+            "status",
         )
 
     # -- recording ---------------------------------------------------------

@@ -12,38 +12,42 @@ from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
 
 
-class Moment(click.ParamType):
+class _Parsed(click.ParamType):
+    """An option value read by `_parse`, whose ValueError names the accepted forms."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Parse the option value or fail with the accepted forms."""
+        try:
+            return self._parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def _parse(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+class Moment(_Parsed):
     """A date, a date-time or an age ago (``24h``, ``7d``), as an aware UTC datetime."""
 
     name = "moment"
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        """Parse the option value or fail with the accepted forms."""
+    def _parse(self, value: Any) -> datetime:
         from receiver.lifecycle import parse_moment
 
         if isinstance(value, datetime):
             return value
-        try:
-            return parse_moment(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+        return parse_moment(str(value))
 
 
-class Age(click.ParamType):
+class Age(_Parsed):
     """An age such as ``90d``, ``12h`` or ``2w`` (a bare number means days)."""
 
     name = "age"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        """Parse the option value or fail with the accepted forms."""
+    def _parse(self, value: Any) -> Any:
         from receiver.lifecycle import parse_duration
 
-        try:
-            return parse_duration(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+        return parse_duration(str(value))
 
 
 @click.command()

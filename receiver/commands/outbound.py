@@ -66,6 +66,12 @@ def _outbound(
         services.close()
 
 
+def _exactly_one(first: object, second: object, message: str) -> None:
+    """Fail with `message` unless exactly one of two alternative options was given."""
+    if bool(first) == bool(second):
+        raise click.UsageError(message)
+
+
 def _limits(rate: str | None) -> RateLimits | None:
     """`--rate 5` (every sender) or `--rate toll_free=3,+15017122661=10` (by type or sender)."""
     if not rate:
@@ -162,8 +168,7 @@ def send(
     """Send an MMS (or a CSV of them) that Twilio and the carriers will accept, or say why not."""
     from receiver.outbound import OutboundRequest
 
-    if bool(to) == bool(to_file):
-        raise click.UsageError("give exactly one of --to (one message) or --to-file (bulk)")
+    _exactly_one(to, to_file, "give exactly one of --to (one message) or --to-file (bulk)")
     budget = _size(carrier_budget)
     limits = _limits(rate)
     template = OutboundRequest(
@@ -245,13 +250,18 @@ def _send_bulk(
     _print_summary(summary)
 
 
+def _print_problems(problems: list[str]) -> None:
+    # The first 50 are enough to act on; the rest would bury the summary line.
+    for problem in problems[:50]:
+        click.echo(f"  {problem}")
+
+
 def _print_summary(summary: BulkSummary) -> None:
     click.echo(
         f"sent {summary.sent}, already sent {summary.already_sent}, refused {summary.refused}, "
         f"failed {summary.failed}"
     )
-    for problem in summary.problems[:50]:
-        click.echo(f"  {problem}")
+    _print_problems(summary.problems)
     if summary.aborted:
         raise click.ClickException(
             f"stopped: {summary.aborted}. Fix it and run the same command again: rows already "
@@ -286,8 +296,9 @@ def configure_number(
     """Point a Twilio number (or Messaging Service) at this service through the REST API."""
     from receiver.twilio.rest import TwilioRest
 
-    if bool(number) == bool(messaging_service):
-        raise click.UsageError("give exactly one of --number +1... or --messaging-service MG...")
+    _exactly_one(
+        number, messaging_service, "give exactly one of --number +1... or --messaging-service MG..."
+    )
     settings = load_settings()
     url = url or (f"{settings.public_url}/twilio/messaging" if settings.public_url else None)
     if not url:
@@ -434,7 +445,6 @@ def reconcile(since: str, include_text: bool, deadline: float) -> None:
             f"outbound: {moved} status(es) updated, {resolved} interrupted send(s) "
             f"resolved, {in_flight} still in flight (run again in a minute)"
         )
-    for problem in summary.problems[:50]:
-        click.echo(f"  {problem}")
+    _print_problems(summary.problems)
     if summary.failed:
         sys.exit(1)

@@ -296,18 +296,26 @@ def is_public(value: str | IPAddress) -> bool:
     return blocked_reason(value) is None
 
 
-def _ipv4_reason(ip: IPv4Address) -> str | None:
-    if ip in _METADATA:
-        return "cloud metadata"
-    if ip in _THIS_NETWORK:
-        # 0.0.0.0 and friends connect to this host on Linux.
-        return "unspecified" if ip.is_unspecified else "this-network"
+def _scope_reason(ip: IPv4Address | IPv6Address) -> str | None:
+    # The scopes both families name the same way.
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
         return "link-local"
     if ip.is_multicast:
         return "multicast"
+    return None
+
+
+def _ipv4_reason(ip: IPv4Address) -> str | None:
+    if ip in _METADATA:
+        return "cloud metadata"
+    if ip in _THIS_NETWORK:
+        # 0.0.0.0 and friends connect to this host on Linux.
+        return "unspecified" if ip.is_unspecified else "this-network"
+    scope = _scope_reason(ip)
+    if scope is not None:
+        return scope
     if ip in _SHARED_CGNAT:
         return "shared address space (CGNAT)"
     if any(ip in net for net in _PRIVATE_V4):
@@ -325,12 +333,9 @@ def _ipv6_reason(ip: IPv6Address) -> str | None:
         return "cloud metadata"
     if ip.is_unspecified:
         return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
+    scope = _scope_reason(ip)
+    if scope is not None:
+        return scope
     if ip in _SITE_LOCAL:
         return "site-local"
     if ip in _UNIQUE_LOCAL:

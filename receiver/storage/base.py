@@ -66,7 +66,6 @@ class ObjectStore(ABC):
     def url(self) -> str:
         """The storage URL this store was opened with (no secrets), for logs and `check`."""
 
-    @abstractmethod
     def put(
         self,
         key: str,
@@ -84,6 +83,14 @@ class ObjectStore(ABC):
         nothing is stored. `metadata` keys are lower-case ``[a-z0-9_-]``,
         values printable ASCII, 2 KB in total.
         """
+        meta = check_put_arguments(key, content_type, metadata, size)
+        self._store(key, fp, content_type, meta, size)
+
+    @abstractmethod
+    def _store(
+        self, key: str, fp: BinaryIO, content_type: str, meta: dict[str, str], size: int | None
+    ) -> None:
+        """Do the backend's part of `put`, its arguments already checked."""
 
     def put_bytes(
         self,
@@ -139,7 +146,6 @@ class ObjectStore(ABC):
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Yield the keys of complete objects starting with `prefix`, in lexicographic order."""
 
-    @abstractmethod
     def presigned_url(
         self,
         key: str,
@@ -155,6 +161,14 @@ class ObjectStore(ABC):
         ``attachment`` or ``inline``), `content_type` its Content-Type. Local
         storage returns None: serve the bytes through the application instead.
         """
+        validate_key(key)
+        return self._presign(key, expires, filename, content_type, disposition)
+
+    @abstractmethod
+    def _presign(
+        self, key: str, expires: int, filename: str | None, mime: str | None, disposition: str
+    ) -> str | None:
+        """Do the backend's part of `presigned_url`, the key already checked."""
 
     @abstractmethod
     def check(self, *, write: bool = True) -> None:
@@ -296,6 +310,35 @@ class CountingReader(io.RawIOBase):
                 f"{self._expected} bytes"
             )
         return got
+
+
+class RawReader(io.RawIOBase):
+    """A read-only raw stream over some source; subclasses say how to read and release it."""
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        """Read the next bytes into `buffer`; 0 at the end."""
+        view = memoryview(buffer).cast("B")
+        data = self._read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Release the source too."""
+        if not self.closed:
+            self._release()
+        super().close()
+
+    def _read(self, n: int) -> bytes:
+        """Up to `n` bytes of the source; b"" at the end."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free the source (a file, a connection)."""
+        raise NotImplementedError
 
 
 def not_found(key: str) -> FileNotFoundError:

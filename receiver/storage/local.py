@@ -29,7 +29,7 @@ import os
 import secrets
 import stat as stat_mode
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,8 +40,8 @@ from receiver.storage.base import (
     DEFAULT_CONTENT_TYPE,
     ObjectInfo,
     ObjectStore,
+    RawReader,
     check_delete_prefix,
-    check_put_arguments,
     check_range,
     not_found,
 )
@@ -90,17 +90,10 @@ class LocalStore(ObjectStore):
 
     # -- writing ------------------------------------------------------------
 
-    def put(
-        self,
-        key: str,
-        fp: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str] | None = None,
-        size: int | None = None,
+    def _store(
+        self, key: str, fp: BinaryIO, content_type: str, meta: dict[str, str], size: int | None
     ) -> None:
         """Copy `fp` to a temp file, fsync it, then rename it into place; see ObjectStore.put."""
-        meta = check_put_arguments(key, content_type, metadata, size)
         target = self._path(key)
         fd, tmp = self._create_temp(target)
         sidecar_tmp: Path | None = None
@@ -267,17 +260,10 @@ class LocalStore(ObjectStore):
         start = self.root / base if base else self.root
         return self._walk(start, f"{base}/" if base else "", prefix)
 
-    def presigned_url(
-        self,
-        key: str,
-        *,
-        expires: int = 300,
-        filename: str | None = None,
-        content_type: str | None = None,
-        disposition: str = "attachment",
+    def _presign(
+        self, key: str, expires: int, filename: str | None, mime: str | None, disposition: str
     ) -> str | None:
         """Always None: local files are served by the application (see `path_for`)."""
-        validate_key(key)
         return None
 
     def path_for(self, key: str) -> Path:
@@ -545,7 +531,7 @@ class LocalStore(ObjectStore):
         return StorageError(f"RECEIVER_STORAGE_URL: cannot {action} {path} ({reason}); {fix}")
 
 
-class _RangeReader(io.RawIOBase):
+class _RangeReader(RawReader):
     """A read-only window of `length` bytes starting at `offset` of an open file."""
 
     def __init__(self, fp: BinaryIO, offset: int, length: int) -> None:
@@ -556,27 +542,17 @@ class _RangeReader(io.RawIOBase):
         self._offset = offset
         self._remaining = length
 
-    def readable(self) -> bool:
-        """Always readable."""
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        """Read the next bytes of the window into `buffer`; 0 at the end of the window."""
-        view = memoryview(buffer).cast("B")
-        want = min(len(view), self._remaining)
+    def _read(self, n: int) -> bytes:
+        want = min(n, self._remaining)
         if want <= 0:
-            return 0
+            return b""
         data = os.pread(self._fd, want, self._offset)
-        view[: len(data)] = data
         self._offset += len(data)
         self._remaining -= len(data)
-        return len(data)
+        return data
 
-    def close(self) -> None:
-        """Close the underlying file too."""
-        if not self.closed:
-            self._fp.close()
-        super().close()
+    def _release(self) -> None:
+        self._fp.close()
 
 
 def _sidecar_path(target: Path) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
@@ -46,10 +46,10 @@ from receiver.storage.base import (
     CountingReader,
     ObjectInfo,
     ObjectStore,
+    RawReader,
     check_content_type,
     check_delete_prefix,
     check_expires,
-    check_put_arguments,
     check_range,
     content_disposition,
     not_found,
@@ -183,21 +183,14 @@ class S3Store(ObjectStore):
 
     # -- writing ------------------------------------------------------------
 
-    def put(
-        self,
-        key: str,
-        fp: BinaryIO,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str] | None = None,
-        size: int | None = None,
+    def _store(
+        self, key: str, fp: BinaryIO, content_type: str, meta: dict[str, str], size: int | None
     ) -> None:
         """Upload `fp` with ContentType and Metadata; multipart above the threshold.
 
         See ObjectStore.put. S3 makes the object visible only when the upload
         completes; on any failure a started multipart upload is aborted.
         """
-        meta = check_put_arguments(key, content_type, metadata, size)
         source: Any = fp
         if _seekable(fp):
             if size is not None:
@@ -287,21 +280,14 @@ class S3Store(ObjectStore):
         validate_prefix(prefix)
         return self._list(prefix)
 
-    def presigned_url(
-        self,
-        key: str,
-        *,
-        expires: int = 300,
-        filename: str | None = None,
-        content_type: str | None = None,
-        disposition: str = "attachment",
+    def _presign(
+        self, key: str, expires: int, filename: str | None, mime: str | None, disposition: str
     ) -> str:
         """A presigned GET URL, overriding Content-Disposition/Content-Type when given.
 
         Signing happens locally: no request is made, so the URL is returned
         even for a missing object (fetching it then gives 404).
         """
-        validate_key(key)
         check_expires(expires)
         params: dict[str, str] = {"Bucket": self.bucket, "Key": self._full(key)}
         if filename is not None:
@@ -310,8 +296,8 @@ class S3Store(ObjectStore):
             params["ResponseContentDisposition"] = "inline"
         elif disposition != "attachment":
             raise ValueError(f"disposition must be 'attachment' or 'inline' (got {disposition!r})")
-        if content_type is not None:
-            params["ResponseContentType"] = check_content_type(content_type)
+        if mime is not None:
+            params["ResponseContentType"] = check_content_type(mime)
         try:
             url: str = self._presigner.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=expires
@@ -499,7 +485,7 @@ class S3Store(ObjectStore):
         return StorageError(f"RECEIVER_STORAGE_URL: could not {action} {where}: {exc}")
 
 
-class _Body(io.RawIOBase):
+class _Body(RawReader):
     """A GetObject body whose read errors arrive as StorageError, not botocore exceptions."""
 
     def __init__(self, body: Any, key: str, store: S3Store) -> None:
@@ -509,26 +495,17 @@ class _Body(io.RawIOBase):
         self._key = key
         self._store = store
 
-    def readable(self) -> bool:
-        """Always readable."""
-        return True
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        """Read the next bytes of the body into `buffer`; 0 at the end."""
-        view = memoryview(buffer).cast("B")
+    def _read(self, n: int) -> bytes:
         try:
-            data = self._body.read(len(view))
+            data: bytes = self._body.read(n)
         except BotoCoreError as exc:
             # A dropped connection or a short body mid-stream (IncompleteRead).
             self._store._fail(exc, self._key, f"read {self._key} from")
-        view[: len(data)] = data
-        return len(data)
+        return data
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Release the HTTP connection."""
-        if not self.closed:
-            self._body.close()
-        super().close()
+        self._body.close()
 
 
 def _make_client(

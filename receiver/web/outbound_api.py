@@ -117,7 +117,12 @@ def register(app: Flask) -> None:
     add_paths(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
 
 
-_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+def _json_body(schema: str) -> dict[str, Any]:
+    """A JSON content entry whose schema is the component `schema`."""
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+_ERROR = _json_body("Error")
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "SendRequest": {
         "type": "object",
@@ -193,22 +198,16 @@ OPENAPI_PATHS: dict[str, Any] = {
             ],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}
-                },
+                "content": _json_body("SendRequest"),
             },
             "responses": {
                 "201": {
                     "description": "Sent.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/SendResult"}}
-                    },
+                    "content": _json_body("SendResult"),
                 },
                 "200": {
                     "description": "Already sent under this key, or a dry run.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/SendResult"}}
-                    },
+                    "content": _json_body("SendResult"),
                 },
                 "400": {"description": "Malformed request.", "content": _ERROR},
                 "401": {"$ref": "#/components/responses/Unauthorized"},
@@ -239,9 +238,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "Figures.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}
-                    },
+                    "content": _json_body("Stats"),
                 },
                 "400": {"description": "Bad parameter.", "content": _ERROR},
                 "401": {"$ref": "#/components/responses/Unauthorized"},
@@ -294,9 +291,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {
                     "description": "The message.",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Outbound"}}
-                    },
+                    "content": _json_body("Outbound"),
                 },
                 "401": {"$ref": "#/components/responses/Unauthorized"},
                 "404": {"$ref": "#/components/responses/NotFound"},

@@ -14,15 +14,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from receiver.errors import IndexUnavailable
+from receiver.index.errors import translate_db_errors
 from receiver.index.schema import browser_sessions
 
 IDLE_SECONDS = 30 * 60
@@ -75,7 +73,7 @@ class SessionStore:
         """A new session for `username`; returns the id for the cookie (never stored as is)."""
         session_id = secrets.token_urlsafe(32)
         now = self.clock()
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             # Expired records go here, so the table holds only live sessions.
             conn.execute(delete(browser_sessions).where(self._expired(now)))
             conn.execute(
@@ -95,7 +93,7 @@ class SessionStore:
             return None
         key = _digest(session_id)
         now = self.clock()
-        with translated(), self.engine.connect() as conn:
+        with translate_db_errors(), self.engine.connect() as conn:
             row = conn.execute(select(browser_sessions).where(browser_sessions.c.id == key)).first()
         if row is None:
             return None
@@ -108,7 +106,7 @@ class SessionStore:
             self.end(session_id)
             return None
         if now - row.last_seen >= TOUCH_EVERY:
-            with translated(), self.index.begin() as conn:
+            with translate_db_errors(), self.index.begin() as conn:
                 conn.execute(
                     update(browser_sessions)
                     .where(browser_sessions.c.id == key)
@@ -120,32 +118,23 @@ class SessionStore:
         """End one session (logout)."""
         if not session_id:
             return
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             conn.execute(
                 delete(browser_sessions).where(browser_sessions.c.id == _digest(session_id))
             )
 
     def revoke_all(self) -> int:
         """End every session; returns how many were open."""
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             result = conn.execute(delete(browser_sessions))
         return int(result.rowcount or 0)
 
     def count(self) -> int:
         """How many session records are held (live or not yet cleaned up)."""
-        with translated(), self.engine.connect() as conn:
+        with translate_db_errors(), self.engine.connect() as conn:
             return len(conn.execute(select(browser_sessions.c.id)).all())
 
     def _expired(self, now: float) -> Any:
         return (browser_sessions.c.created <= now - self.lifetime_seconds) | (
             browser_sessions.c.last_seen <= now - self.idle_seconds
         )
-
-
-@contextmanager
-def translated() -> Iterator[None]:
-    """Turn a lost database into IndexUnavailable (the web answers 503)."""
-    try:
-        yield
-    except (OperationalError, DBAPIError) as exc:
-        raise IndexUnavailable(f"index unavailable: {exc.__class__.__name__}") from exc

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text
 
+from receiver.index.errors import translate_db_errors
 from receiver.index.schema import auth_failures
-from receiver.index.sessions import translated
 
 FAILURES = 5
 WINDOW = 60.0
@@ -47,7 +47,7 @@ class AuthThrottle:
     def retry_after(self, address: str, account: str = "admin", now: float | None = None) -> int:
         """Seconds until `address` may try again (0: it may try now)."""
         now = self.clock() if now is None else now
-        with translated(), self.engine.connect() as conn:
+        with translate_db_errors(), self.engine.connect() as conn:
             return self._wait(conn, account, address[:128], now)
 
     def reserve(self, address: str, account: str = "admin", now: float | None = None) -> int:
@@ -58,7 +58,7 @@ class AuthThrottle:
         """
         now = self.clock() if now is None else now
         address = address[:128]
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             self._serialise(conn)
             wait = self._wait(conn, account, address, now)
             if not wait:
@@ -68,12 +68,12 @@ class AuthThrottle:
     def failed(self, address: str, account: str = "admin", now: float | None = None) -> None:
         """Count one failure of `address`."""
         now = self.clock() if now is None else now
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             self._insert(conn, account, address[:128], now)
 
     def succeeded(self, address: str, account: str = "admin") -> None:
         """Forget the failures of an address that proved itself."""
-        with translated(), self.index.begin() as conn:
+        with translate_db_errors(), self.index.begin() as conn:
             conn.execute(
                 delete(auth_failures).where(
                     auth_failures.c.account == account, auth_failures.c.address == address[:128]
@@ -82,7 +82,7 @@ class AuthThrottle:
 
     def count(self) -> int:
         """How many failures are held (all accounts and addresses)."""
-        with translated(), self.engine.connect() as conn:
+        with translate_db_errors(), self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(auth_failures)).scalar_one())
 
     def _allowed(self, conn: Any, account: str, now: float) -> int:

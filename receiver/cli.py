@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
+import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -86,13 +89,53 @@ def serve(
     if use_ngrok:
         tunnel = importlib.import_module("receiver.tunnel")
         settings = tunnel.open_tunnel(settings, port, configure_number=configure_number)
-    # Build once in the parent to upgrade the schema and fail fast on bad storage,
-    # then resume work left pending by a previous run.
-    services = load_services(settings)
-    backlog = services.index.backlog()
-    services.close()
+    backlog = _startup_check(settings)
     _print_banner(settings, host, port, backlog)
     ReceiverServer(settings, gunicorn_options(host, port, workers, threads)).run()
+
+
+def _startup_check(settings: Settings) -> dict[str, int]:
+    """Upgrade the schema and fail fast on bad storage; the backlog left by an earlier run.
+
+    The check runs in a forked child where fork exists, so gunicorn's master
+    never imports the index, storage and media stack its workers import again
+    (it would hold tens of megabytes for nothing; docs/performance.md).
+    """
+
+    def check() -> dict[str, int]:
+        services = load_services(settings)
+        try:
+            return services.index.backlog()
+        finally:
+            services.close()
+
+    if not hasattr(os, "fork"):
+        return check()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, then leave without cleanup
+        os.close(read_end)
+        try:
+            report: dict[str, object] = {"backlog": check()}
+        except click.ClickException as exc:
+            report = {"error": exc.message}
+        except BaseException as exc:  # reported by the parent
+            report = {"error": f"start-up check failed: {type(exc).__name__}: {exc}"}
+        with os.fdopen(write_end, "w") as out:
+            json.dump(report, out)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        answer = reader.read()
+    os.waitpid(pid, 0)
+    try:
+        outcome: dict[str, Any] = json.loads(answer)
+    except ValueError:
+        raise click.ClickException("the start-up check ended without an answer") from None
+    if "error" in outcome:
+        raise click.ClickException(str(outcome["error"]))
+    backlog: dict[str, int] = outcome["backlog"]
+    return backlog
 
 
 def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -31,6 +32,8 @@ class ReceiverServer(BaseApplication):
             if key in self.cfg.settings and value is not None:
                 self.cfg.set(key, value)
         self.cfg.set("post_worker_init", self._post_worker_init)
+        # Set in the master, inherited by every forked worker.
+        limit_malloc_arenas()
         # Metrics from every worker process are merged at scrape time.
         from receiver.metrics import child_exit, setup_multiprocess
 
@@ -48,6 +51,28 @@ class ReceiverServer(BaseApplication):
         from receiver import create_app
 
         return create_app(self.settings)
+
+
+#: glibc's mallopt parameter number for the arena limit (M_ARENA_MAX in malloc.h).
+M_ARENA_MAX = -8
+#: Arenas per process: glibc's default is 8 per core, one more for each new thread.
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process and the workers it forks.
+
+    Each media or webhook thread would otherwise get an arena of its own, and
+    freed memory stays resident in it: about 10 MB per worker under the
+    inbound benchmark (docs/performance.md). The threads spend their time in
+    C code that releases the GIL or waiting on sockets, so two arenas are
+    enough. Not glibc (no mallopt): nothing changes, and False says so.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 def start_sweeper(services: Services, *, interval: float = 2.0) -> threading.Event:

@@ -15,7 +15,17 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
@@ -31,6 +41,15 @@ def _media_of_message_where(*conditions: Any) -> Any:
     return exists().where(media.c.message_sid == bindparam("_sid"), *conditions)
 
 
+def _states(*names: str) -> list[Any]:
+    """Our own state names as SQL literals: a plain IN list compiles once, where
+    bound values would be expanded again on every execution."""
+    return [literal_column(f"'{name}'") for name in names]
+
+
+_FINAL = _states(*FINAL_MEDIA_STATES)
+_FINAL_OR_FAILED = _states(*FINAL_MEDIA_STATES, "failed")
+
 # A message is complete once every item is final, incomplete once the rest
 # have failed, else pending; one statement, so the writer lock is held briefly.
 _REFRESH_MESSAGE_STATE = (
@@ -38,11 +57,11 @@ _REFRESH_MESSAGE_STATE = (
     .where(messages.c.sid == bindparam("_sid"))
     .values(
         state=case(
-            (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
+            (~_media_of_message_where(media.c.state.not_in(_FINAL)), "complete"),
             (
                 and_(
                     _media_of_message_where(media.c.state == "failed"),
-                    ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
+                    ~_media_of_message_where(media.c.state.not_in(_FINAL_OR_FAILED)),
                 ),
                 "incomplete",
             ),

@@ -22,19 +22,16 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import magic
-import pillow_heif
 from PIL import Image
 
 from receiver.media import types
+from receiver.media.heif import open_image
 from receiver.media.types import KINDS, extension_of, is_informative, kind_of, normalize
 from receiver.media.vcard import ContactCard, decode_text, looks_like_vcard, parse_vcard
 
 __all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect"]
 
-# Registering the HEIF opener is idempotent and only adds a table entry to Pillow.
-pillow_heif.register_heif_opener()
-# Load every Pillow plugin now rather than inside the first webhook of each
-# worker: `serve` imports this module before forking, so workers share them.
+# Load every Pillow plugin now rather than inside the first webhook of each worker.
 Image.init()
 
 #: Bytes given to libmagic (it needs at least 2 KB to tell markup and text formats apart).
@@ -307,9 +304,8 @@ def _probe_image(
     fp: BinaryIO, fmt: str, size: int, max_pixels: int, max_frames: int
 ) -> _ImageFacts:
     """Header-only facts about an image; raises _Problem for bombs and damaged files."""
-    fp.seek(0)
     try:
-        im = Image.open(fp, formats=[fmt])
+        im = open_image(fp, [fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning arrives as an exception when warnings are turned into errors;
         # warnings.catch_warnings() is not used because it is not thread-safe.

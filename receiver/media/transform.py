@@ -43,6 +43,7 @@ from PIL import Image, ImageSequence, JpegImagePlugin
 
 from receiver.errors import MediaError
 from receiver.media import types
+from receiver.media.heif import open_image
 from receiver.media.inspect import MediaInfo
 
 __all__ = [
@@ -155,9 +156,8 @@ class FitResult:
 
 def _open(fp: BinaryIO, max_pixels: int) -> Image.Image:
     """Open lazily, restricted to accepted raster formats; refuse bombs before decoding."""
-    fp.seek(0)
     try:
-        im = Image.open(fp, formats=RASTER_FORMATS)
+        im = open_image(fp, RASTER_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise MediaError(f"image too large to decode safely: {exc}", "decompression_bomb") from None
     except Exception as exc:

@@ -216,7 +216,7 @@ def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(
                 f"metadata key must be 1-64 lower-case letters, digits, '_' or '-' (got {name!r})"
             )
-        if not isinstance(value, str) or not all(" " <= ch <= "~" for ch in value):
+        if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
             raise ValueError(
                 f"metadata value for {name!r} must be printable ASCII text; "
                 "percent-encode other characters"

@@ -29,6 +29,8 @@ lint: $(BIN)/python
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/python tests/benchmarks/bench_inbound.py
+	$(BIN)/python tests/benchmarks/bench_inbound.py --latency 0 --messages 300 --senders 16
+	$(BIN)/python tests/benchmarks/bench_cost.py
 	$(BIN)/python tests/benchmarks/bench_media.py
 	$(BIN)/python tests/benchmarks/bench_fit.py
 	$(BIN)/python tests/benchmarks/bench_list.py

@@ -320,7 +320,8 @@ class Pipeline:
                 self.owner,
                 state="stored",
                 reason=None,
-                detail=None,
+                # An accepted file can still carry a note (a declared type that disagrees).
+                detail=verdict.detail or None,
                 storage_key=key,
                 next_attempt_at=None,
                 remote_delete_state="pending" if self.delete_remote else None,
@@ -417,6 +418,8 @@ def _facts(info: MediaInfo) -> dict[str, Any]:
         facts["format"] = info.image_format
     if info.contact is not None:
         facts["contact"] = asdict(info.contact)
+    if info.contacts:
+        facts["contacts"] = [asdict(card) for card in info.contacts]
     if info.declared_type:
         facts["declared"] = info.declared_type
     return facts

@@ -52,6 +52,8 @@ def media_json(item: MediaItem) -> dict[str, Any]:
     }
     if facts.get("contact"):
         out["contact"] = facts["contact"]
+        # Every card of the file; items stored before the list existed have only the first.
+        out["contacts"] = facts.get("contacts") or [facts["contact"]]
     if facts.get("orientation"):
         out["orientation"] = facts["orientation"]
     return out

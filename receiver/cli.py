@@ -326,6 +326,7 @@ def check() -> None:
     except (ReceiverError, ValueError) as exc:
         problems += 1
         click.echo(f"storage: FAIL  {exc}")
+    problems += _check_clamd(settings)
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -339,6 +340,23 @@ def check() -> None:
             "behind Twilio's HTTP auth cannot be fetched and sending is disabled"
         )
     sys.exit(1 if problems else 0)
+
+
+def _check_clamd(settings: Settings) -> int:
+    """Print clamd's state for `check`; 1 when it is configured and does not answer."""
+    from receiver.media.scan import ClamdClient, ScanUnavailable
+
+    if not settings.clamd_url:
+        click.echo("scanning: off (set RECEIVER_CLAMD_URL to scan files with clamd)")
+        return 0
+    try:
+        version = ClamdClient(settings.clamd_url, timeout=5).version()
+    except ScanUnavailable as exc:
+        wait = "files wait for it" if settings.scan_mode == "required" else "stored unscanned"
+        click.echo(f"clamd: FAIL  {exc}; {wait} (RECEIVER_SCAN={settings.scan_mode})")
+        return 1
+    click.echo(f"clamd: ok  {version} (RECEIVER_SCAN={settings.scan_mode})")
+    return 0
 
 
 # Every command is registered here, explicitly: a missing module is an ImportError.

@@ -32,7 +32,8 @@ from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher
 from receiver.media.inspect import MediaInfo, inspect
-from receiver.media.policy import Policy, check
+from receiver.media.policy import Policy, Verdict, check
+from receiver.media.scan import Scanner, ScanUnavailable
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import media_key
 from receiver.twilio.keywords import classify_keyword
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Seconds before a retry of a failed item, by attempt number (then the last one).
 BACKOFF = (5, 30, 120, 600, 1800, 3600)
+#: Seconds between tries of an item waiting for clamd (RECEIVER_SCAN=required).
+SCAN_RETRY_SECONDS = 5
 
 
 #: Media threads per process (why so many: docs/design.md).
@@ -114,8 +117,10 @@ class Pipeline:
         threads: int = MEDIA_THREADS,
         delete_remote: bool = False,
         observer: Observer | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self.index = index
+        self.scanner = scanner
         self.store = store
         self.fetcher = fetcher
         self.policy = policy
@@ -269,6 +274,11 @@ class Pipeline:
             info = inspect(fp, row.declared_type, size=result.size)
             verdict = check(info, self.policy)
             facts = _facts(info)
+            if self.scanner is not None:
+                try:
+                    facts["scan"], verdict = self._scan(self.scanner, fp, result.size, verdict)
+                except ScanUnavailable as exc:
+                    return self._wait_for_scanner(row, str(exc))
             common = {
                 "detected_type": info.detected_type,
                 "kind": info.kind,
@@ -333,6 +343,49 @@ class Pipeline:
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
                 self.derivatives.queue(row.id, key)
         return ItemOutcome(row.id, "stored", None, result.size, info.kind)
+
+    @staticmethod
+    def _scan(scanner: Scanner, fp: Any, size: int, verdict: Verdict) -> tuple[str, Verdict]:
+        """The scan state and the verdict after scanning; malware wins over every reason.
+
+        Raises ScanUnavailable when clamd gives no answer and scanning is required.
+        """
+        try:
+            result = scanner.client.scan(fp, size)
+        except ScanUnavailable:
+            if scanner.required:
+                raise
+            log.warning("clamd unreachable; storing unscanned (RECEIVER_SCAN=optional)")
+            return "unscanned", verdict
+        if result.verdict == "malware":
+            return "malware", Verdict(False, "malware", f"clamd found {result.signature}")
+        if result.verdict == "too_large":
+            if not scanner.required:
+                return "unscanned", verdict
+            if not verdict.accepted:
+                return "unscanned", verdict
+            limit = scanner.stream_max
+            return "unscanned", Verdict(
+                False,
+                "too_large",
+                f"{size:,} bytes is over clamd's StreamMaxLength of {limit:,} bytes, so it "
+                "cannot be scanned; scanning is required (RECEIVER_SCAN)",
+            )
+        return "clean", verdict
+
+    def _wait_for_scanner(self, row: MediaItem, detail: str) -> ItemOutcome:
+        """Back to `pending` until clamd answers; the wait spends none of the retry budget."""
+        self.index.finish_media(
+            row.id,
+            self.owner,
+            state="pending",
+            reason="scan_unavailable",
+            detail=detail[:500],
+            attempts=max(int(row.attempts or 1) - 1, 0),
+            next_attempt_at=utcnow() + timedelta(seconds=SCAN_RETRY_SECONDS),
+        )
+        log.warning("media %s of %s waits for clamd: %s", row.idx, row.message_sid, detail)
+        return ItemOutcome(row.id, "pending", "scan_unavailable", None, None)
 
     def _fail(
         self,

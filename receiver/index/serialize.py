@@ -47,6 +47,8 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         "storage_key": item.storage_key,
         "thumbnail_key": item.thumbnail_key,
         "remote_delete_state": item.remote_delete_state,
+        # clean, malware or unscanned; null when scanning is off (RECEIVER_CLAMD_URL unset).
+        "scan": facts.get("scan"),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
     }

@@ -42,6 +42,7 @@ REASONS = (
     "empty",
     "blocked_host",
     "fetch_failed",
+    "malware",
 )
 
 MMS_MAX_FILES = 10

@@ -21,10 +21,10 @@ import subprocess
 import tempfile
 import time
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support import samples
 from tests.support.services import require
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
@@ -75,30 +75,9 @@ def zip_with_eicar() -> bytes:
 
 def pdf_with_marker() -> bytes:
     """A one-page PDF whose FlateDecode content stream holds PDF_MARKER."""
-    content = zlib.compress(b"BT /F1 12 Tf 72 712 Td (" + PDF_MARKER + b") Tj ET\n" * 4)
-    assert PDF_MARKER not in content
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content)
-        + content
-        + b"\nendstream",
-    ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    data = samples.pdf(b"BT /F1 12 Tf 72 712 Td (" + PDF_MARKER + b") Tj ET\n" * 4)
+    assert PDF_MARKER not in data
+    return data
 
 
 class Clamd:

@@ -19,6 +19,7 @@ import click
 
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
+from receiver.commands import scan as scan_commands
 from receiver.commands import sessions as sessions_commands
 from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
@@ -363,6 +364,7 @@ def _check_clamd(settings: Settings) -> int:
 outbound_commands.register(main)
 lifecycle_commands.register(main)
 sessions_commands.register(main)
+scan_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -177,3 +177,47 @@ def test_bad_scan_settings_name_the_fix(tmp_path: Path) -> None:
         Settings.from_env(base_env(tmp_path, RECEIVER_SCAN="sometimes"))
     with pytest.raises(ConfigError, match="RECEIVER_CLAMD_URL"):
         Settings.from_env(base_env(tmp_path, RECEIVER_CLAMD_URL="http://clamd"))
+
+
+def test_rescan_after_a_signature_update_rejects_and_removes_what_now_matches(
+    make_app: Any, media_server: MediaServer, tmp_path: Path
+) -> None:
+    from receiver.cli import main
+
+    marker = b"MMS-RECEIVER-LATER-SIGNATURE-5d1e"
+    app = make_app(RECEIVER_MEDIA_HOSTS=media_server.host_port)  # stored before scanning
+    msg = post(
+        app, media_server, [(jpeg(), "image/jpeg"), (b"notes\n" + marker + b"\n", "text/plain")]
+    )
+    photo, notes = msg["media"]
+    assert (photo["state"], notes["state"]) == ("stored", "stored")
+    assert notes["scan"] is None
+    updated = Clamd(extra={"Test.Later.MMS": marker})
+    try:
+        updated.start()
+        env = base_env(tmp_path, RECEIVER_CLAMD_URL=updated.url)
+        result = CliRunner().invoke(main, ["scan", "--since", "30d"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "scanned 2: 1 clean, 1 malware" in result.output
+        assert f"media {notes['id']}: Test.Later.MMS" in result.output
+    finally:
+        updated.cleanup()
+    photo, notes = message(app, msg["sid"])["media"]
+    assert (photo["state"], photo["scan"]) == ("stored", "clean")
+    assert (notes["state"], notes["reason"], notes["scan"]) == ("rejected", "malware", "malware")
+    assert notes["storage_key"] is None and "Test.Later.MMS" in notes["detail"]
+    assert media_keys(app) == [photo["storage_key"]]
+    assert (
+        app.test_client().get(f"/api/media/{notes['id']}/content", headers=AUTH).status_code == 404
+    )
+
+
+def test_rescan_needs_clamd(tmp_path: Path) -> None:
+    from receiver.cli import main
+
+    result = CliRunner().invoke(main, ["scan"], env=base_env(tmp_path))
+    assert result.exit_code != 0 and "set RECEIVER_CLAMD_URL" in result.output
+    down = base_env(tmp_path, RECEIVER_CLAMD_URL=f"unix://{tmp_path}/gone.sock")
+    result = CliRunner().invoke(main, ["scan"], env=down)
+    assert result.exit_code == 0  # nothing stored yet: nothing to scan
+    assert "scanned 0" in result.output

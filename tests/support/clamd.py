@@ -39,8 +39,9 @@ SIG_PDF = "Test.PdfStream.MMS"
 STREAM_MAX = 2 * 1024 * 1024
 
 
-def write_database(directory: Path) -> None:
-    """The signature files: one hash signature (.hdb) and three body signatures (.ndb)."""
+def write_database(directory: Path, extra: dict[str, bytes] | None = None) -> None:
+    """The signature files: one hash signature (.hdb), three body signatures (.ndb) and
+    `extra` body signatures (name: bytes), as a signature update would bring."""
     directory.mkdir(parents=True, exist_ok=True)
     md5 = hashlib.md5(EICAR).hexdigest()  # the .hdb format is MD5:size:name
     (directory / "mms-test.hdb").write_text(f"{md5}:{len(EICAR)}:{SIG_EICAR_HASH}\n")
@@ -49,6 +50,7 @@ def write_database(directory: Path) -> None:
         f"{SIG_EICAR_BODY}:0:*:{EICAR.hex()}\n"
         f"{SIG_ZIP}:0:*:{ZIP_MARKER.hex()}\n"
         f"{SIG_PDF}:0:*:{PDF_MARKER.hex()}\n"
+        + "".join(f"{name}:0:*:{body.hex()}\n" for name, body in (extra or {}).items())
     )
 
 
@@ -83,12 +85,12 @@ def pdf_with_marker() -> bytes:
 class Clamd:
     """One clamd process serving a socket in its own temp dir."""
 
-    def __init__(self, stream_max: int = STREAM_MAX) -> None:
+    def __init__(self, stream_max: int = STREAM_MAX, extra: dict[str, bytes] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="clamd-"))
         self.socket = self.dir / "clamd.sock"
         self.stream_max = stream_max
         self.proc: subprocess.Popen[bytes] | None = None
-        write_database(self.dir / "db")
+        write_database(self.dir / "db", extra)
         self.config = self.dir / "clamd.conf"
         self.config.write_text(
             "\n".join(

@@ -19,7 +19,7 @@ from receiver.index.sessions import SessionStore
 from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
-from receiver.media.scan import ClamdClient, Scanner
+from receiver.media.scan import scanner_for
 from receiver.metrics import Metrics
 from receiver.outbound import MediaLinks, Outbound
 from receiver.replies import ReplyRenderer
@@ -88,7 +88,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         lease_seconds=settings.lease_seconds,
         delete_remote=settings.delete_remote_media,
         observer=metrics.observe_item,
-        scanner=build_scanner(settings),
+        scanner=scanner_for(settings),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
     outbound_index = OutboundIndex(index.engine, begin=index.begin)
@@ -116,14 +116,6 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),
     )
-
-
-def build_scanner(settings: Settings) -> Scanner | None:
-    """clamd for inbound files, or None when RECEIVER_CLAMD_URL is not set (scanning off)."""
-    if not settings.clamd_url:
-        return None
-    client = ClamdClient(settings.clamd_url, stream_max=settings.clamd_stream_max)
-    return Scanner(client, required=settings.scan_mode == "required")
 
 
 def remote_deletion_task(settings: Settings, pipeline: Pipeline) -> Callable[[], None]:

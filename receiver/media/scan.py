@@ -14,10 +14,20 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
-__all__ = ["ClamdClient", "ScanResult", "ScanUnavailable", "parse_clamd_url"]
+if TYPE_CHECKING:
+    from receiver.settings import Settings
+
+__all__ = [
+    "ClamdClient",
+    "ScanResult",
+    "ScanUnavailable",
+    "Scanner",
+    "parse_clamd_url",
+    "scanner_for",
+]
 
 #: clamd's own default StreamMaxLength (clamd.conf(5)): 25 MB.
 DEFAULT_STREAM_MAX = 25 * 1024 * 1024
@@ -181,3 +191,11 @@ class Scanner:
     @property
     def stream_max(self) -> int:
         return self.client.stream_max
+
+
+def scanner_for(settings: Settings) -> Scanner | None:
+    """clamd as configured, or None when RECEIVER_CLAMD_URL is not set (scanning off)."""
+    if not settings.clamd_url:
+        return None
+    client = ClamdClient(settings.clamd_url, stream_max=settings.clamd_stream_max)
+    return Scanner(client, required=settings.scan_mode == "required")

@@ -328,6 +328,7 @@ def check() -> None:
         problems += 1
         click.echo(f"storage: FAIL  {exc}")
     problems += _check_clamd(settings)
+    _check_ffprobe()
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -358,6 +359,20 @@ def _check_clamd(settings: Settings) -> int:
         return 1
     click.echo(f"clamd: ok  {version} (RECEIVER_SCAN={settings.scan_mode})")
     return 0
+
+
+def _check_ffprobe() -> None:
+    """Print whether ffprobe is there for audio and video facts (optional)."""
+    from receiver.media.probe import ffprobe_version
+
+    version = ffprobe_version()
+    if version is None:
+        click.echo(
+            "ffprobe: missing (apt-get install ffmpeg): audio and video get no container, "
+            "codecs or duration, and audio-only 3GPP/MP4 files stay video"
+        )
+    else:
+        click.echo(f"ffprobe: ok  {version}")
 
 
 # Every command is registered here, explicitly: a missing module is an ImportError.

@@ -31,8 +31,9 @@ from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher
-from receiver.media.inspect import MediaInfo, inspect
+from receiver.media.inspect import MediaInfo, inspect, with_av_facts
 from receiver.media.policy import Policy, Verdict, check
+from receiver.media.probe import probe
 from receiver.media.scan import Scanner, ScanUnavailable
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import media_key
@@ -272,6 +273,9 @@ class Pipeline:
             return self._fail(row, exc.reason, str(exc), retryable=exc.retryable)
         with result.file as fp:
             info = inspect(fp, row.declared_type, size=result.size)
+            if info.kind in ("audio", "video") and info.problem is None:
+                # Tracks decide audio versus video (a voice memo in a 3GPP container).
+                info = with_av_facts(info, probe(fp))
             verdict = check(info, self.policy)
             facts = _facts(info)
             if self.scanner is not None:
@@ -475,4 +479,11 @@ def _facts(info: MediaInfo) -> dict[str, Any]:
         facts["contacts"] = [asdict(card) for card in info.contacts]
     if info.declared_type:
         facts["declared"] = info.declared_type
+    if info.container is not None:
+        facts |= {
+            "container": info.container,
+            "codecs": list(info.codecs),
+            "duration_seconds": info.duration_seconds,
+            "rotation": info.rotation,
+        }
     return facts

@@ -58,6 +58,10 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         out["contacts"] = facts.get("contacts") or [facts["contact"]]
     if facts.get("orientation"):
         out["orientation"] = facts["orientation"]
+    if facts.get("container"):
+        # ffprobe's facts (audio and video, when ffprobe is installed).
+        for name in ("container", "codecs", "duration_seconds", "rotation"):
+            out[name] = facts.get(name)
     return out
 
 

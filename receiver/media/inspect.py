@@ -27,10 +27,11 @@ from PIL import Image
 
 from receiver.media import types
 from receiver.media.heif import open_image
+from receiver.media.probe import AVFacts
 from receiver.media.types import KINDS, extension_of, is_informative, kind_of, normalize
 from receiver.media.vcard import ContactCard, decode_text, looks_like_vcard, parse_vcards
 
-__all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect"]
+__all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect", "with_av_facts"]
 
 # Load every Pillow plugin now rather than inside the first webhook of each worker.
 Image.init()
@@ -91,6 +92,11 @@ class MediaInfo:
     #: None, or a verdict reason: "empty", "corrupt", "decompression_bomb".
     problem: str | None = None
     detail: str = ""
+    #: Audio and video facts from ffprobe (`with_av_facts`), when it ran.
+    container: str | None = None
+    codecs: tuple[str, ...] = ()
+    duration_seconds: float | None = None
+    rotation: int | None = None
 
 
 class _Problem(Exception):
@@ -199,6 +205,38 @@ def _inspect(
             cards = ()
         return replace(info, contact=cards[0] if cards else None, contacts=cards)
     return info
+
+
+#: Containers libmagic names after their video brand whose tracks may be audio only.
+_AUDIO_ONLY_TYPES = {
+    "video/3gpp": "audio/3gpp",
+    "video/3gpp2": "audio/3gpp2",
+    "video/mp4": "audio/mp4",
+    "video/quicktime": "audio/mp4",
+}
+
+
+def with_av_facts(info: MediaInfo, facts: AVFacts | None) -> MediaInfo:
+    """`info` with ffprobe's facts; a 3GPP/MP4 with only audio tracks becomes the audio
+    type (libmagic reads the brand, which is the same for both)."""
+    if facts is None or info.problem is not None:
+        return info
+    detected = info.detected_type
+    if not facts.has_video and detected in _AUDIO_ONLY_TYPES:
+        detected = _AUDIO_ONLY_TYPES[detected]
+    return replace(
+        info,
+        detected_type=detected,
+        kind=kind_of(detected),
+        extension=extension_of(detected),
+        mismatch=_is_mismatch(normalize(info.declared_type), detected),
+        container=facts.container,
+        codecs=facts.codecs,
+        duration_seconds=facts.duration_seconds,
+        rotation=facts.rotation,
+        width=facts.width or info.width,
+        height=facts.height or info.height,
+    )
 
 
 def _size_of(fp: BinaryIO) -> int:

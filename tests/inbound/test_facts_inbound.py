@@ -113,3 +113,31 @@ def test_shift_jis_card_reads_right_on_the_api_and_the_page(
     assert item["contact"]["name"] == card.name and item["contact"]["org"] == card.org
     html = app.test_client().get(f"/messages/{sid}", headers=AUTH).get_data(as_text=True)
     assert card.name in html
+
+
+def test_voice_memo_in_3gpp_is_an_audio_clip_with_its_facts(
+    app: Any, media_server: MediaServer
+) -> None:
+    from tests.support import avfiles
+
+    _, reply, msg = post(app, media_server, [(avfiles.voice_memo_3gp(), "audio/3gpp")])
+    (item,) = msg["media"]
+    assert (item["detected_type"], item["kind"], item["state"]) == ("audio/3gpp", "audio", "stored")
+    assert item["type_mismatch"] is False and item["detail"] is None
+    assert item["codecs"] == ["aac"] and item["duration_seconds"] == pytest.approx(2.0, abs=0.2)
+    assert "3gp" in item["container"]
+    assert reply.startswith("Got an audio clip"), reply
+
+
+def test_check_says_whether_ffprobe_is_there(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from receiver.cli import main
+    from tests.conftest import base_env
+
+    out = CliRunner().invoke(main, ["check"], env=base_env(tmp_path)).output
+    assert "ffprobe: ok  ffprobe version" in out
+    missing = CliRunner().invoke(
+        main, ["check"], env={**base_env(tmp_path), "PATH": "/nonexistent"}
+    )
+    assert "ffprobe: missing (apt-get install ffmpeg)" in missing.output

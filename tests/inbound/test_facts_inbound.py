@@ -141,3 +141,11 @@ def test_check_says_whether_ffprobe_is_there(tmp_path: Any) -> None:
         main, ["check"], env={**base_env(tmp_path), "PATH": "/nonexistent"}
     )
     assert "ffprobe: missing (apt-get install ffmpeg)" in missing.output
+
+
+def test_message_page_shows_codecs_and_duration(app: Any, media_server: MediaServer) -> None:
+    from tests.support import avfiles
+
+    sid, _, _ = post(app, media_server, [(avfiles.video_3gp(), "video/3gpp")])
+    html = app.test_client().get(f"/messages/{sid}", headers=AUTH).get_data(as_text=True)
+    assert "<dt>Codecs</dt><dd>h263, aac, 2.0 s</dd>" in html

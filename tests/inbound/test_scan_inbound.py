@@ -221,3 +221,9 @@ def test_rescan_needs_clamd(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["scan"], env=down)
     assert result.exit_code == 0  # nothing stored yet: nothing to scan
     assert "scanned 0" in result.output
+
+
+def test_message_page_shows_the_scan(scanning_app: Any, media_server: MediaServer) -> None:
+    msg = post(scanning_app, media_server, [(jpeg(), "image/jpeg")])
+    page = scanning_app.test_client().get(f"/messages/{msg['sid']}", headers=AUTH)
+    assert "<dt>Malware scan</dt><dd>clean</dd>" in page.get_data(as_text=True)

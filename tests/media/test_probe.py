@@ -67,3 +67,11 @@ def test_not_media_gives_none() -> None:
 def test_version_line() -> None:
     version = ffprobe_version()
     assert version is not None and version.startswith("ffprobe version")
+
+
+def test_mp4_with_the_moov_atom_at_the_end_is_read() -> None:
+    data = avfiles.audio_only_mp4()
+    assert data.index(b"moov") > data.index(b"mdat")  # ffmpeg's default layout: index last
+    facts = probe(io.BytesIO(data))
+    assert facts is not None and facts.has_audio and not facts.has_video
+    assert facts.duration_seconds == pytest.approx(2.0, abs=0.2)

@@ -19,6 +19,7 @@ import click
 
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
+from receiver.commands import scan as scan_commands
 from receiver.commands import sessions as sessions_commands
 from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
@@ -326,6 +327,8 @@ def check() -> None:
     except (ReceiverError, ValueError) as exc:
         problems += 1
         click.echo(f"storage: FAIL  {exc}")
+    problems += _check_clamd(settings)
+    _check_ffprobe()
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -341,10 +344,42 @@ def check() -> None:
     sys.exit(1 if problems else 0)
 
 
+def _check_clamd(settings: Settings) -> int:
+    """Print clamd's state for `check`; 1 when it is configured and does not answer."""
+    from receiver.media.scan import ClamdClient, ScanUnavailable
+
+    if not settings.clamd_url:
+        click.echo("scanning: off (set RECEIVER_CLAMD_URL to scan files with clamd)")
+        return 0
+    try:
+        version = ClamdClient(settings.clamd_url, timeout=5).version()
+    except ScanUnavailable as exc:
+        wait = "files wait for it" if settings.scan_mode == "required" else "stored unscanned"
+        click.echo(f"clamd: FAIL  {exc}; {wait} (RECEIVER_SCAN={settings.scan_mode})")
+        return 1
+    click.echo(f"clamd: ok  {version} (RECEIVER_SCAN={settings.scan_mode})")
+    return 0
+
+
+def _check_ffprobe() -> None:
+    """Print whether ffprobe is there for audio and video facts (optional)."""
+    from receiver.media.probe import ffprobe_version
+
+    version = ffprobe_version()
+    if version is None:
+        click.echo(
+            "ffprobe: missing (apt-get install ffmpeg): audio and video get no container, "
+            "codecs or duration, and audio-only 3GPP/MP4 files stay video"
+        )
+    else:
+        click.echo(f"ffprobe: ok  {version}")
+
+
 # Every command is registered here, explicitly: a missing module is an ImportError.
 outbound_commands.register(main)
 lifecycle_commands.register(main)
 sessions_commands.register(main)
+scan_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -115,7 +115,8 @@ class ReplyRenderer:
     def context(self, message: MessageRecord | None) -> dict[str, Any]:
         """Template context: the message and its media (API shape), and a ready-made summary."""
         shaped = message_json(message, include_params=False) if message is not None else {}
-        media = shaped.get("media", [])
+        # A carrier's SMIL layout is no attachment the sender chose: never counted in replies.
+        media = [m for m in shaped.get("media", []) if m.get("kind") != "presentation"]
         return {
             "message": shaped,
             "media": media,

@@ -19,6 +19,7 @@ from receiver.index.sessions import SessionStore
 from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
+from receiver.media.scan import scanner_for
 from receiver.metrics import Metrics
 from receiver.outbound import MediaLinks, Outbound
 from receiver.replies import ReplyRenderer
@@ -87,6 +88,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         lease_seconds=settings.lease_seconds,
         delete_remote=settings.delete_remote_media,
         observer=metrics.observe_item,
+        scanner=scanner_for(settings),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
     outbound_index = OutboundIndex(index.engine, begin=index.begin)

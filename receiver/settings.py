@@ -74,6 +74,12 @@ class Settings:
     log_format: str = "text"
     dev_mode: bool = False
     max_request_bytes: int = 64 * 1024
+    #: clamd's socket (unix:///run/clamav/clamd.ctl or tcp://127.0.0.1:3310); empty: no scanning.
+    clamd_url: str = ""
+    #: "required": files wait while clamd is unreachable; "optional": stored as unscanned.
+    scan_mode: str = "required"
+    #: clamd's StreamMaxLength (clamd cannot be asked): larger files are never sent.
+    clamd_stream_max: int = 25 * MIB
 
     def __post_init__(self) -> None:
         if self.public_url:
@@ -88,6 +94,19 @@ class Settings:
                     "RECEIVER_PUBLIC_URL must be a base URL without query or fragment; "
                     "remove everything after the path"
                 )
+        if self.scan_mode not in ("required", "optional"):
+            raise ConfigError(
+                f"RECEIVER_SCAN must be required or optional (got {self.scan_mode!r})"
+            )
+        if self.clamd_url:
+            from receiver.media.scan import parse_clamd_url
+
+            try:
+                parse_clamd_url(self.clamd_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.clamd_stream_max <= 0:
+            raise ConfigError("RECEIVER_CLAMD_STREAM_MAX must be > 0 (clamd's StreamMaxLength)")
         if self.proxy_hops < 0 or self.proxy_hops > 10:
             raise ConfigError("RECEIVER_PROXY_HOPS must be a whole number from 0 to 10")
         if self.max_media_bytes <= 0 or self.max_message_bytes <= 0:
@@ -246,6 +265,9 @@ class Settings:
             log_bodies=_bool(env, "RECEIVER_LOG_BODIES", False),
             log_format=(env.get("RECEIVER_LOG_FORMAT") or "text").strip().lower(),
             dev_mode=dev_mode,
+            clamd_url=(env.get("RECEIVER_CLAMD_URL") or "").strip(),
+            scan_mode=(env.get("RECEIVER_SCAN") or "required").strip().lower(),
+            clamd_stream_max=_int(env, "RECEIVER_CLAMD_STREAM_MAX", 25 * MIB),
         )
 
 

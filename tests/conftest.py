@@ -173,3 +173,16 @@ def live_server(tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+# -- clamd --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clamd() -> Iterator[Any]:
+    """A real clamd on a unix socket in a temp dir, with a generated signature database,
+    shared by the session (start-up with the tiny database takes a fraction of a second)."""
+    from tests.support.clamd import running_clamd
+
+    with running_clamd() as server:
+        yield server

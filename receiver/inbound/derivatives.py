@@ -12,9 +12,11 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex
+from receiver.index.records import MediaItem
 from receiver.media.transform import make_thumbnail
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import derived_key
@@ -31,6 +33,10 @@ DERIVE_BATCH = 32
 DERIVE_MAX_WAIT = 5.0
 #: ...and do not wait at all while more than this many are queued.
 DERIVE_MAX_DEFERRED = 500
+#: Thumbnails made inside requests at the same time in one process (a page of new
+#: photos asks for all of them at once); the others wait at most ON_DEMAND_WAIT seconds.
+ON_DEMAND_SLOTS = 2
+ON_DEMAND_WAIT = 10.0
 
 
 class Derivatives:
@@ -53,6 +59,7 @@ class Derivatives:
         self._answering_now = 0
         self._backlog = 0
         self._derived: list[tuple[int, str]] = []
+        self._on_demand = threading.BoundedSemaphore(ON_DEMAND_SLOTS)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -82,6 +89,26 @@ class Derivatives:
         with self._quiet:
             self._backlog += 1
         pool.submit(self._make_queued, media_id, key)
+
+    def make_now(self, row: MediaItem) -> MediaItem:
+        """`row` with a thumbnail, made and recorded on the caller's thread when it is still
+        queued (a page opened right after arrival asks before the thumbnail thread got to it).
+
+        Bounded: at most ON_DEMAND_SLOTS at once, and `make_thumbnail` decodes a reduced
+        image under the pixel cap. Returns `row` unchanged when busy or the image fails.
+        """
+        if row.thumbnail_key or not row.storage_key or row.state != "stored":
+            return row
+        if not self._on_demand.acquire(timeout=ON_DEMAND_WAIT):
+            return row
+        try:
+            thumbnail_key = self._store_thumbnail(row.id, row.storage_key)
+        finally:
+            self._on_demand.release()
+        if thumbnail_key is None:
+            return row
+        self._record([(row.id, thumbnail_key)])
+        return replace(row, thumbnail_key=thumbnail_key)
 
     def remake_missing(self, limit: int, *, older_than: float) -> None:
         """Make, on this thread, thumbnails of images stored over `older_than` seconds ago."""

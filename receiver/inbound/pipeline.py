@@ -31,8 +31,10 @@ from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher
-from receiver.media.inspect import MediaInfo, inspect
-from receiver.media.policy import Policy, check
+from receiver.media.inspect import MediaInfo, inspect, with_av_facts
+from receiver.media.policy import Policy, Verdict, check
+from receiver.media.probe import probe
+from receiver.media.scan import Scanner, ScanUnavailable
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import media_key
 from receiver.twilio.keywords import classify_keyword
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Seconds before a retry of a failed item, by attempt number (then the last one).
 BACKOFF = (5, 30, 120, 600, 1800, 3600)
+#: Seconds between tries of an item waiting for clamd (RECEIVER_SCAN=required).
+SCAN_RETRY_SECONDS = 5
 
 
 #: Media threads per process (why so many: docs/design.md).
@@ -114,8 +118,10 @@ class Pipeline:
         threads: int = MEDIA_THREADS,
         delete_remote: bool = False,
         observer: Observer | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self.index = index
+        self.scanner = scanner
         self.store = store
         self.fetcher = fetcher
         self.policy = policy
@@ -267,8 +273,16 @@ class Pipeline:
             return self._fail(row, exc.reason, str(exc), retryable=exc.retryable)
         with result.file as fp:
             info = inspect(fp, row.declared_type, size=result.size)
+            if info.kind in ("audio", "video") and info.problem is None:
+                # Tracks decide audio versus video (a voice memo in a 3GPP container).
+                info = with_av_facts(info, probe(fp))
             verdict = check(info, self.policy)
             facts = _facts(info)
+            if self.scanner is not None:
+                try:
+                    facts["scan"], verdict = self._scan(self.scanner, fp, result.size, verdict)
+                except ScanUnavailable as exc:
+                    return self._wait_for_scanner(row, str(exc))
             common = {
                 "detected_type": info.detected_type,
                 "kind": info.kind,
@@ -320,7 +334,8 @@ class Pipeline:
                 self.owner,
                 state="stored",
                 reason=None,
-                detail=None,
+                # An accepted file can still carry a note (a declared type that disagrees).
+                detail=verdict.detail or None,
                 storage_key=key,
                 next_attempt_at=None,
                 remote_delete_state="pending" if self.delete_remote else None,
@@ -332,6 +347,49 @@ class Pipeline:
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
                 self.derivatives.queue(row.id, key)
         return ItemOutcome(row.id, "stored", None, result.size, info.kind)
+
+    @staticmethod
+    def _scan(scanner: Scanner, fp: Any, size: int, verdict: Verdict) -> tuple[str, Verdict]:
+        """The scan state and the verdict after scanning; malware wins over every reason.
+
+        Raises ScanUnavailable when clamd gives no answer and scanning is required.
+        """
+        try:
+            result = scanner.client.scan(fp, size)
+        except ScanUnavailable:
+            if scanner.required:
+                raise
+            log.warning("clamd unreachable; storing unscanned (RECEIVER_SCAN=optional)")
+            return "unscanned", verdict
+        if result.verdict == "malware":
+            return "malware", Verdict(False, "malware", f"clamd found {result.signature}")
+        if result.verdict == "too_large":
+            if not scanner.required:
+                return "unscanned", verdict
+            if not verdict.accepted:
+                return "unscanned", verdict
+            limit = scanner.stream_max
+            return "unscanned", Verdict(
+                False,
+                "too_large",
+                f"{size:,} bytes is over clamd's StreamMaxLength of {limit:,} bytes, so it "
+                "cannot be scanned; scanning is required (RECEIVER_SCAN)",
+            )
+        return "clean", verdict
+
+    def _wait_for_scanner(self, row: MediaItem, detail: str) -> ItemOutcome:
+        """Back to `pending` until clamd answers; the wait spends none of the retry budget."""
+        self.index.finish_media(
+            row.id,
+            self.owner,
+            state="pending",
+            reason="scan_unavailable",
+            detail=detail[:500],
+            attempts=max(int(row.attempts or 1) - 1, 0),
+            next_attempt_at=utcnow() + timedelta(seconds=SCAN_RETRY_SECONDS),
+        )
+        log.warning("media %s of %s waits for clamd: %s", row.idx, row.message_sid, detail)
+        return ItemOutcome(row.id, "pending", "scan_unavailable", None, None)
 
     def _fail(
         self,
@@ -417,6 +475,15 @@ def _facts(info: MediaInfo) -> dict[str, Any]:
         facts["format"] = info.image_format
     if info.contact is not None:
         facts["contact"] = asdict(info.contact)
+    if info.contacts:
+        facts["contacts"] = [asdict(card) for card in info.contacts]
     if info.declared_type:
         facts["declared"] = info.declared_type
+    if info.container is not None:
+        facts |= {
+            "container": info.container,
+            "codecs": list(info.codecs),
+            "duration_seconds": info.duration_seconds,
+            "rotation": info.rotation,
+        }
     return facts

@@ -239,6 +239,53 @@ class MediaQueue(IndexCore):
         with self.begin() as conn:
             conn.execute(stmt, [{"media_id": m, "key": k} for m, k in pairs])
 
+    # -- rescans -------------------------------------------------------------
+
+    @translate_db_errors
+    def stored_since(
+        self, since: datetime, *, after_id: int = 0, limit: int = 100
+    ) -> list[MediaItem]:
+        """Stored items created at or after `since`, in id order after `after_id` (one page)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(media)
+                .where(
+                    media.c.state == "stored",
+                    media.c.created_at >= since,
+                    media.c.id > after_id,
+                )
+                .order_by(media.c.id)
+                .limit(limit)
+            ).mappings()
+            return [MediaItem.from_row(r) for r in rows]
+
+    @translate_db_errors
+    def record_rescan(self, media_id: int, facts: str, *, malware: str | None = None) -> bool:
+        """Record a rescan of a stored item: its facts, and with `malware` (the detail) the
+        item becomes rejected for malware without stored objects. False if no longer stored."""
+        now = utcnow()
+        values: dict[str, Any] = {"facts": facts, "updated_at": now}
+        if malware is not None:
+            values |= {
+                "state": "rejected",
+                "reason": "malware",
+                "detail": malware[:500],
+                "storage_key": None,
+                "thumbnail_key": None,
+            }
+        stmt = (
+            update(media)
+            .where(media.c.id == media_id, media.c.state == "stored")
+            .values(**values)
+            .returning(media.c.message_sid)
+        )
+        with self.begin() as conn:
+            sid = conn.execute(stmt).scalar_one_or_none()
+            if sid is None:
+                return False
+            conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
+            return True
+
     # -- remote (Twilio-side) deletions ------------------------------------
 
     @translate_db_errors

@@ -47,13 +47,21 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         "storage_key": item.storage_key,
         "thumbnail_key": item.thumbnail_key,
         "remote_delete_state": item.remote_delete_state,
+        # clean, malware or unscanned; null when scanning is off (RECEIVER_CLAMD_URL unset).
+        "scan": facts.get("scan"),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
     }
     if facts.get("contact"):
         out["contact"] = facts["contact"]
+        # Every card of the file; items stored before the list existed have only the first.
+        out["contacts"] = facts.get("contacts") or [facts["contact"]]
     if facts.get("orientation"):
         out["orientation"] = facts["orientation"]
+    if facts.get("container"):
+        # ffprobe's facts (audio and video, when ffprobe is installed).
+        for name in ("container", "codecs", "duration_seconds", "rotation"):
+            out[name] = facts.get(name)
     return out
 
 

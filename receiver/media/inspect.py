@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, replace
@@ -26,10 +27,11 @@ from PIL import Image
 
 from receiver.media import types
 from receiver.media.heif import open_image
+from receiver.media.probe import AVFacts
 from receiver.media.types import KINDS, extension_of, is_informative, kind_of, normalize
-from receiver.media.vcard import ContactCard, decode_text, looks_like_vcard, parse_vcard
+from receiver.media.vcard import ContactCard, decode_text, looks_like_vcard, parse_vcards
 
-__all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect"]
+__all__ = ["KINDS", "ContactCard", "MediaInfo", "inspect", "with_av_facts"]
 
 # Load every Pillow plugin now rather than inside the first webhook of each worker.
 Image.init()
@@ -38,6 +40,10 @@ Image.init()
 HEAD_BYTES = 8192
 #: A vCard is parsed from at most this much (embedded photos can make them large).
 MAX_VCARD_BYTES = 1 << 20
+#: Contacts listed from one file (an exported address book can hold thousands).
+MAX_VCARDS = 100
+#: The first line of an AMR-WB file (RFC 4867 section 5); libmagic calls it plain AMR.
+_AMR_WB_MAGIC = b"#!AMR-WB\n"
 #: Window used when scanning a file for an end marker.
 _CHUNK = 1 << 20
 
@@ -77,12 +83,20 @@ class MediaInfo:
     orientation: int | None = None
     #: Pillow's format name (JPEG, PNG, GIF, HEIF, WEBP, BMP, TIFF, AVIF).
     image_format: str | None = None
+    #: The first card of a contact file (kept for readers of one card)...
     contact: ContactCard | None = None
+    #: ...and every card in it, in order (a .vcf may hold a whole address book).
+    contacts: tuple[ContactCard, ...] = ()
     #: The declared type disagrees with the bytes (after normalising aliases).
     mismatch: bool = False
     #: None, or a verdict reason: "empty", "corrupt", "decompression_bomb".
     problem: str | None = None
     detail: str = ""
+    #: Audio and video facts from ffprobe (`with_av_facts`), when it ran.
+    container: str | None = None
+    codecs: tuple[str, ...] = ()
+    duration_seconds: float | None = None
+    rotation: int | None = None
 
 
 class _Problem(Exception):
@@ -186,11 +200,43 @@ def _inspect(
     if detected == "text/vcard":
         fp.seek(0)
         try:
-            card = parse_vcard(fp.read(MAX_VCARD_BYTES))
-        except Exception:  # the card is a convenience; its bytes are still a vCard
-            card = None
-        return replace(info, contact=card)
+            cards = tuple(parse_vcards(fp.read(MAX_VCARD_BYTES), max_cards=MAX_VCARDS))
+        except Exception:  # the cards are a convenience; the bytes are still a vCard
+            cards = ()
+        return replace(info, contact=cards[0] if cards else None, contacts=cards)
     return info
+
+
+#: Containers libmagic names after their video brand whose tracks may be audio only.
+_AUDIO_ONLY_TYPES = {
+    "video/3gpp": "audio/3gpp",
+    "video/3gpp2": "audio/3gpp2",
+    "video/mp4": "audio/mp4",
+    "video/quicktime": "audio/mp4",
+}
+
+
+def with_av_facts(info: MediaInfo, facts: AVFacts | None) -> MediaInfo:
+    """`info` with ffprobe's facts; a 3GPP/MP4 with only audio tracks becomes the audio
+    type (libmagic reads the brand, which is the same for both)."""
+    if facts is None or info.problem is not None:
+        return info
+    detected = info.detected_type
+    if not facts.has_video and detected in _AUDIO_ONLY_TYPES:
+        detected = _AUDIO_ONLY_TYPES[detected]
+    return replace(
+        info,
+        detected_type=detected,
+        kind=kind_of(detected),
+        extension=extension_of(detected),
+        mismatch=_is_mismatch(normalize(info.declared_type), detected),
+        container=facts.container,
+        codecs=facts.codecs,
+        duration_seconds=facts.duration_seconds,
+        rotation=facts.rotation,
+        width=facts.width or info.width,
+        height=facts.height or info.height,
+    )
 
 
 def _size_of(fp: BinaryIO) -> int:
@@ -213,6 +259,8 @@ def _safe_size(fp: BinaryIO, size: int | None) -> int:
 def _detect(head: bytes, fp: BinaryIO, declared: str | None) -> str:
     """libmagic's answer on the head of the file, refined where it is vague."""
     detected = normalize(magic.from_buffer(head, mime=True)) or "application/octet-stream"
+    if head.startswith(_AMR_WB_MAGIC):
+        return "audio/amr-wb"
 
     brand_type = _iso_image_brand(head)
     if brand_type is not None:
@@ -222,6 +270,8 @@ def _detect(head: bytes, fp: BinaryIO, declared: str | None) -> str:
         text = decode_text(head[:4096]) if _maybe_text(head) else ""
         if looks_like_vcard(text):
             return "text/vcard"
+        if _looks_like_smil(text):
+            return "application/smil+xml"
         stripped = text.lstrip("\ufeff \t\r\n").upper()
         if stripped.startswith("BEGIN:VCALENDAR"):
             return "text/calendar"
@@ -242,6 +292,12 @@ def _detect(head: bytes, fp: BinaryIO, declared: str | None) -> str:
         if entry is not None and entry.unsniffable:
             return entry.mime
     return detected
+
+
+def _looks_like_smil(text: str) -> bool:
+    """A SMIL presentation: the root element (after an XML declaration, doctype or
+    comments) is <smil>. libmagic calls it text/html or text/xml."""
+    return re.match(r"\s*(<[?!][^>]*>\s*)*<smil[\s>]", text.lstrip("\ufeff"), re.I) is not None
 
 
 def _maybe_text(head: bytes) -> bool:

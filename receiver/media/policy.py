@@ -27,7 +27,7 @@ Twilio's limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from receiver.media import types
 from receiver.media.inspect import MediaInfo
@@ -42,6 +42,7 @@ REASONS = (
     "empty",
     "blocked_host",
     "fetch_failed",
+    "malware",
 )
 
 MMS_MAX_FILES = 10
@@ -92,7 +93,9 @@ _INBOUND_DOCUMENTS = (
         }
     )
 )
-INBOUND_TYPES = _INBOUND_IMAGES | _MEDIA | _INBOUND_DOCUMENTS
+#: Carrier SMIL layouts: kept (small, shown with the message), never counted as attachments.
+_PRESENTATIONS = frozenset(t.mime for t in types.TYPES if t.kind == "presentation")
+INBOUND_TYPES = _INBOUND_IMAGES | _MEDIA | _INBOUND_DOCUMENTS | _PRESENTATIONS
 
 #: The types Twilio accepts for MMS, canonical spellings; "accepted" means Twilio passes them
 #: through untouched (https://www.twilio.com/docs/messaging/guides/accepted-mime-types).
@@ -137,7 +140,11 @@ MMS_TYPES = (
 # Kinds a declaration may confuse without anything being wrong: audio and video
 # share containers (MP4, 3GPP, Ogg, WebM, MPEG), so a voice memo declared
 # audio/mp4 is often video/mp4 to libmagic; some phones send vCards as text/plain.
-_COMPATIBLE_KINDS = (frozenset({"audio", "video"}), frozenset({"document", "contact"}))
+_COMPATIBLE_KINDS = (
+    frozenset({"audio", "video"}),
+    # Carriers label SMIL layouts text/xml or text/plain as often as application/smil.
+    frozenset({"document", "contact", "presentation"}),
+)
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,17 @@ def mms_policy(carrier_budget: int | None = None) -> Policy:
 
 
 def check(info: MediaInfo, policy: Policy, *, message_bytes: int = 0) -> Verdict:
+    """Judge one file against a policy; the detail of every verdict on a file whose
+    declared type disagrees with its bytes says so (see `_judge` for the order)."""
+    verdict = _judge(info, policy, message_bytes)
+    if not info.mismatch or verdict.reason == "type_mismatch":
+        return verdict
+    note = f"declared {info.declared_type}, bytes are {info.detected_type}"
+    detail = f"{verdict.detail}; {note}" if verdict.detail else note
+    return replace(verdict, detail=detail)
+
+
+def _judge(info: MediaInfo, policy: Policy, message_bytes: int) -> Verdict:
     """Judge one file against a policy.
 
     `message_bytes` is what the message's other accepted files already take.
@@ -298,8 +316,7 @@ def check(info: MediaInfo, policy: Policy, *, message_bytes: int = 0) -> Verdict
             fixable,
         )
 
-    note = f"declared {info.declared_type}, bytes are {detected}" if info.mismatch else ""
-    return Verdict(True, None, note)
+    return Verdict(True)
 
 
 def check_count(count: int, policy: Policy) -> Verdict:

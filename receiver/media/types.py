@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("image", "video", "audio", "contact", "document", "other")
+#: "presentation": a carrier's SMIL layout of the other parts, which the sender never chose.
+KINDS = ("image", "video", "audio", "contact", "document", "other", "presentation")
 
 #: Declared types that say nothing about the bytes; they never count as a mismatch.
 UNINFORMATIVE = frozenset(
@@ -89,6 +90,8 @@ TYPES: tuple[MediaType, ...] = (
     _t("audio/vnd.rn-realaudio", "audio", "ra", None, "audio/x-pn-realaudio"),
     # Contact cards.
     _t("text/vcard", "contact", "vcf", None, "text/x-vcard", "text/directory", "application/vcard"),
+    # MMS presentation layouts (OMA MMS: a SMIL part says where each part goes).
+    _t("application/smil+xml", "presentation", "smil", None, "application/smil"),
     # Documents.
     _t("application/pdf", "document", "pdf", None, "application/x-pdf"),
     _t("text/plain", "document", "txt", None),

@@ -1,7 +1,8 @@
 """A small, tolerant vCard reader (2.1, 3.0 and 4.0): name, phones, emails, organisation.
 
 Phones send whatever their address book exports: CRLF or LF, folded lines,
-2.1 quoted-printable with soft line breaks and a CHARSET, 3.0/4.0 backslash
+2.1 quoted-printable with soft line breaks, values in the CHARSET a parameter
+names (8-bit or quoted-printable: Shift_JIS, ISO-8859-x...), 3.0/4.0 backslash
 escapes, grouped properties (``item1.TEL``), a missing FN. The reader never
 raises on such input; it returns what it could read. Values are kept as plain
 text: escaping for HTML is the job of whoever renders them.
@@ -32,13 +33,20 @@ class ContactCard:
     org: str | None = None
 
 
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _has_bom(data: bytes) -> bool:
+    return any(data.startswith(bom) for bom, _ in _BOMS)
+
+
 def decode_text(data: bytes) -> str:
     """Decode vCard bytes: BOM first (UTF-8/UTF-16), then UTF-8, then Windows-1252."""
-    for bom, encoding in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
+    for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace")
     try:
@@ -142,14 +150,40 @@ def _is_qp(params: dict[str, list[str]]) -> bool:
     return any(v.upper() == "QUOTED-PRINTABLE" for v in params.get("ENCODING", ()))
 
 
-def _decode_qp(value: str, params: dict[str, list[str]]) -> str:
-    charset = (params.get("CHARSET") or ["utf-8"])[0] or "utf-8"
-    raw = quopri.decodestring(value.encode("latin-1", errors="replace"))
+#: Charset names exporters write that Python's codecs spell differently.
+_CHARSET_NAMES = {"windows-31j": "cp932", "cswindows31j": "cp932", "x-sjis": "shift_jis"}
+#: Vendor supersets phones write while naming the standard (NEC/IBM extensions of
+#: Shift_JIS, GBK in "GB2312"): tried when the named charset cannot decode the bytes.
+_SUPERSETS = {
+    "shift_jis": "cp932",
+    "euc_jp": "euc_jis_2004",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "big5": "big5hkscs",
+    "euc_kr": "cp949",
+}
+
+
+def _decode_value(raw: bytes, params: dict[str, list[str]]) -> str:
+    """A value's bytes in its CHARSET; without one (or an unknown one) UTF-8, else Windows-1252."""
+    name = (params.get("CHARSET") or [""])[0].strip()
     try:
-        return raw.decode(charset, errors="replace")
+        codec = codecs.lookup(_CHARSET_NAMES.get(name.lower(), name)).name if name else ""
     except (LookupError, ValueError):
-        # Unknown or malformed CHARSET (e.g. a NUL inside the name): fall back to UTF-8.
-        return raw.decode("utf-8", errors="replace")
+        # Unknown or malformed CHARSET (e.g. a NUL inside the name): guess as below.
+        codec = ""
+    if codec:
+        for candidate, errors in ((codec, "strict"), (_SUPERSETS.get(codec, codec), "replace")):
+            try:
+                return raw.decode(candidate, errors=errors)
+            except (LookupError, ValueError):
+                # Not decodable in it, or no text encoding at all (rot13, base64).
+                continue
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Old 2.1 exporters write the platform code page without saying so.
+        return raw.decode("cp1252", errors="replace")
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -174,7 +208,9 @@ def _is_qp_line(first_part: str) -> bool:
     return "QUOTED-PRINTABLE" in first_part.split(":", 1)[0].upper()
 
 
-def _parse_line(line: str) -> _Property | None:
+def _parse_line(line: str, *, raw: bool) -> _Property | None:
+    """One content line; with `raw`, the line holds bytes as Latin-1 characters (see
+    `parse_vcards`), and the value is decoded in its own CHARSET here."""
     # Decide on the name first, so large properties we do not read (PHOTO, LOGO,
     # SOUND carry base64 blobs) are never split character by character.
     name = re.split(r"[;:]", line, maxsplit=1)[0].strip().upper()
@@ -191,7 +227,11 @@ def _parse_line(line: str) -> _Property | None:
     # The fields read here are short; a huge one is cut before any per-character work.
     value = value[: MAX_VALUE_CHARS * 4]
     if _is_qp(params):
-        value = _decode_qp(value, params)
+        value = _decode_value(quopri.decodestring(value.encode("latin-1", "replace")), params)
+    elif raw:
+        # 8-bit values honour CHARSET too (Shift_JIS, ISO-8859-x from 2.1 exporters).
+        # Decoding happens before unescaping: a Shift_JIS trail byte can be a backslash.
+        value = _decode_value(value.encode("latin-1"), params)
     return _Property(name, params, value)
 
 
@@ -251,7 +291,13 @@ def parse_vcards(data: bytes | str, *, max_cards: int = 100) -> list[ContactCard
     A card without END:VCARD (a truncated file) is still returned with what it had.
     Properties of nested 2.1 AGENT cards are ignored.
     """
-    text = decode_text(data) if isinstance(data, bytes) else data
+    raw = isinstance(data, bytes) and not _has_bom(data)
+    if isinstance(data, bytes):
+        # Without a BOM each value may have its own CHARSET, so the bytes are kept
+        # (Latin-1 maps every byte to one character) and decoded value by value.
+        text = data.decode("latin-1") if raw else decode_text(data)
+    else:
+        text = data
     cards: list[ContactCard] = []
     builder: _CardBuilder | None = None
     depth = 0
@@ -275,7 +321,7 @@ def parse_vcards(data: bytes | str, *, max_cards: int = 100) -> list[ContactCard
             continue
         if depth != 1 or builder is None:
             continue
-        prop = _parse_line(stripped)
+        prop = _parse_line(stripped, raw=raw)
         if prop is not None:
             builder.add(prop)
     if builder is not None:

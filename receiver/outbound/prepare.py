@@ -24,6 +24,7 @@ from receiver.errors import FetchError, MediaError, OutboundError
 from receiver.media.fetch import Fetcher
 from receiver.media.inspect import MediaInfo, inspect
 from receiver.media.policy import Policy, check, mms_policy
+from receiver.media.scan import ScanUnavailable, scanner_for
 from receiver.media.transform import fit
 from receiver.outbound.request import (
     MAX_BODY,
@@ -139,6 +140,8 @@ class Preparer:
         #: User media URLs: any public host, never Twilio credentials.
         self.fetcher = fetcher
         self.hosting = hosting
+        #: clamd for every file before it is used (None: scanning off).
+        self.scanner = scanner_for(settings)
 
     def prepare(
         self, request: OutboundRequest, *, host: bool = True, link_ttl: int | None = None
@@ -159,6 +162,7 @@ class Preparer:
             )
         with ExitStack() as stack:
             sources = [self._open(i, item, request, stack) for i, item in enumerate(request.media)]
+            self._scan_all(sources)
             bad = [(s, check(s.info, policy)) for s in sources]
             broken = [(s, v) for s, v in bad if not v.accepted and v.reason in BAD_FILE_REASONS]
             if broken:
@@ -245,6 +249,33 @@ class Preparer:
         fh: BinaryIO = stack.enter_context(path.open("rb"))
         declared = mimetypes.guess_type(path.name)[0]
         return _Source(index, str(path), fh, inspect(fh, declared, size=size))
+
+    def _scan_all(self, sources: Sequence[_Source]) -> None:
+        """Refuse the message when clamd matches a file (malware wins over every other
+        reason) or, with scanning required, cannot scan it. Derivatives are made by
+        Pillow from checked originals, so scanning the originals covers what is sent."""
+        if self.scanner is None:
+            return
+        refused: list[tuple[_Source, str, str]] = []
+        for src in sources:
+            try:
+                result = self.scanner.client.scan(src.file, src.info.size_bytes)
+            except ScanUnavailable as exc:
+                if not self.scanner.required:
+                    continue
+                raise OutboundError(
+                    f"{exc}; nothing was sent: start clamd, or set RECEIVER_SCAN=optional "
+                    "to send files unscanned",
+                    "scan_unavailable",
+                ) from None
+            if result.verdict == "malware":
+                refused.append((src, "malware", f"clamd found {result.signature}"))
+            elif result.verdict == "too_large" and self.scanner.required:
+                limit = self.scanner.stream_max
+                detail = f"over clamd's StreamMaxLength of {limit:,} bytes, so it cannot be "
+                refused.append((src, "too_large", detail + "scanned; send a smaller file"))
+        if refused:
+            raise _refusal_lines(refused)
 
     def _fit_all(self, sources: Sequence[_Source], policy: Policy) -> list[PreparedMedia]:
         """Share the message budget between images, fit each into its share; others as-is."""
@@ -412,6 +443,7 @@ def _refusal_lines(items: Sequence[tuple[_Source, str, str]]) -> OutboundError:
         "empty": "the file is empty; check it was saved completely",
         "corrupt": "the file is damaged or truncated; export it again",
         "decompression_bomb": "the image expands to too many pixels or frames; send a smaller one",
+        "malware": "clamd matched a signature; this file must not be sent",
         "type_mismatch": "its declared type does not match its bytes; fix the server's "
         "Content-Type or the file extension",
     }

@@ -156,6 +156,8 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
     if row is None:
         abort(404, description="no media item with that id")
     try:
+        if which == "thumbnail" and row.kind == "image":
+            row = svc.pipeline.derivatives.make_now(row)
         chosen = serve_media.choose(row, which, svc.store)
         if isinstance(chosen, Response):
             return chosen

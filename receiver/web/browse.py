@@ -37,7 +37,7 @@ from receiver.index.queries import (
     parse_filter,
 )
 from receiver.lifecycle import erase_message
-from receiver.media.types import KINDS
+from receiver.media.types import KINDS, RASTER_TYPES
 from receiver.replies import human_size, templates_dir
 from receiver.web import auth, security
 from receiver.web.api import LIST_PARAMETERS, SID
@@ -79,7 +79,11 @@ def media_view(row: MediaItem, sender: str, *, present: bool | None = None) -> d
         "number": number,
         "kind": kind,
         "contact": facts.get("contact") if isinstance(facts.get("contact"), dict) else None,
+        "contacts": [c for c in facts.get("contacts") or [] if isinstance(c, dict)],
         "mismatch": bool(facts.get("mismatch")),
+        "scan": facts.get("scan"),
+        "codecs": [str(c) for c in facts.get("codecs") or []],
+        "duration": facts.get("duration_seconds"),
         "content_url": url_for("api.media_content", media_id=str(row.id)),
         "thumb_url": None,
         "show": "download",
@@ -92,7 +96,9 @@ def media_view(row: MediaItem, sender: str, *, present: bool | None = None) -> d
         view["show"] = "missing"
         return view
     if kind == "image":
-        if row.thumbnail_key:
+        # The thumbnail route makes a thumbnail still queued, so a fresh message has no
+        # broken pictures; the original stands in only where the browser shows it safely.
+        if row.thumbnail_key or detected in RASTER_TYPES:
             view["thumb_url"] = url_for("api.media_thumbnail", media_id=str(row.id))
         elif detected in SAFE_INLINE_IMAGES:
             view["thumb_url"] = view["content_url"]
@@ -101,6 +107,8 @@ def media_view(row: MediaItem, sender: str, *, present: bool | None = None) -> d
         view["show"] = kind
     elif kind == "contact" and view["contact"]:
         view["show"] = "contact"
+        if not view["contacts"]:  # stored before every card was listed
+            view["contacts"] = [view["contact"]]
     return view
 
 

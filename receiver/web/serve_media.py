@@ -67,12 +67,25 @@ def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
             f"media {media_id} is {row.state} ({reason}); there is no stored file",
             reason=reason,
         )
-    if which == "thumbnail":
-        key = row.thumbnail_key
-        if not key:
+    if which == "thumbnail" and not row.thumbnail_key:
+        if row.kind != "image":
             return problem(
                 404, "no_thumbnail", f"media {media_id} has no thumbnail", reason="no_thumbnail"
             )
+        if (row.detected_type or "") in SAFE_INLINE_IMAGES:
+            # Busy or not decodable here: the stored original is a picture a browser shows.
+            which = "content"
+        else:
+            resp = problem(
+                503,
+                "thumbnail_pending",
+                f"the thumbnail of media {media_id} is not made yet; retry shortly",
+                reason="thumbnail_pending",
+            )
+            resp.headers["Retry-After"] = "5"
+            return resp
+    if which == "thumbnail":
+        key = row.thumbnail_key or ""
         ext = key.rsplit(".", 1)[-1]
         ctype = {
             "jpg": "image/jpeg",

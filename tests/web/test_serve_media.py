@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -302,3 +303,50 @@ def test_s3_missing_object_is_a_clear_404(s3_app: Any) -> None:
     resp = fetch(client, row["id"])
     assert resp.status_code == 404
     assert resp.get_json()["error"] == "file_missing"
+
+
+# -- thumbnails on demand: a stored image never answers 404 ------------------------------
+
+
+def test_thumbnail_still_queued_is_made_in_the_request_and_recorded(
+    client: Any, seed: Seeder, app: Any
+) -> None:
+    from PIL import Image
+
+    row = first_media(seed, Item(data=samples.jpeg(1200, 900), thumbnail=False))
+    assert row["thumbnail_key"] is None
+    resp = fetch(client, row["id"], "thumbnail")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(resp.data)) as im:
+        assert max(im.size) == 320  # a thumbnail, not the 1200 px original
+    recorded = app.extensions["receiver"].index.get_media(row["id"])
+    assert recorded.thumbnail_key and recorded.thumbnail_key.endswith(".jpg")
+    again = fetch(client, row["id"], "thumbnail")
+    assert again.status_code == 200 and again.data == resp.data
+    # The page links the thumbnail route, not the full-size original.
+    html = client.get(f"/messages/{row['message_sid']}", headers=AUTH).get_data(as_text=True)
+    assert f"/api/media/{row['id']}/thumbnail" in html
+
+
+def test_thumbnail_that_cannot_be_made_falls_back_to_a_browser_safe_original(
+    client: Any, seed: Seeder
+) -> None:
+    damaged = samples.jpeg()[:200]  # stored earlier, damaged since: no thumbnail can come
+    row = first_media(seed, Item(data=damaged, thumbnail=False))
+    resp = fetch(client, row["id"], "thumbnail")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "image/jpeg" and resp.data == damaged
+
+
+def test_thumbnail_that_cannot_be_made_of_another_image_type_says_retry(
+    client: Any, seed: Seeder
+) -> None:
+    row = first_media(
+        seed,
+        Item(detected_type="image/tiff", ext="tiff", data=b"II*\x00" + bytes(64), thumbnail=False),
+    )
+    resp = fetch(client, row["id"], "thumbnail")
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "5"
+    assert resp.get_json()["error"] == "thumbnail_pending"

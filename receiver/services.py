@@ -11,9 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from receiver.inbound.conversations import Conversations
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
+from receiver.index.conversations import ConversationIndex
 from receiver.index.outbound import OutboundIndex
 from receiver.index.sessions import SessionStore
 from receiver.index.throttle import AuthThrottle
@@ -26,6 +28,7 @@ from receiver.settings import Settings
 from receiver.storage import open_store
 from receiver.storage.base import ObjectStore
 from receiver.twilio.client import TwilioClient
+from receiver.twilio.mcs import McsClient
 from receiver.twilio.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,8 @@ class Services:
     sessions: SessionStore
     #: Login and API-token failures counted in the index, per address and per account.
     throttle: AuthThrottle
+    #: Conversations webhooks: threads, participants, messages (same database as `index`).
+    conversations: Conversations
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
@@ -87,6 +92,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         lease_seconds=settings.lease_seconds,
         delete_remote=settings.delete_remote_media,
         observer=metrics.observe_item,
+        mcs=McsClient(settings.mcs_base, settings.rest_credentials),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
     outbound_index = OutboundIndex(index.engine, begin=index.begin)
@@ -110,6 +116,11 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         metrics=metrics,
         sessions=SessionStore(index),
         throttle=AuthThrottle(index),
+        conversations=Conversations(
+            pipeline,
+            ConversationIndex(index.engine, begin=index.begin),
+            mcs_base=settings.mcs_base,
+        ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

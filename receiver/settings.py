@@ -22,8 +22,13 @@ DEFAULT_MEDIA_HOSTS = (
     "mms.twiliocdn.com",
     "media.twiliocdn.com",
     "s3-external-1.amazonaws.com",
+    # Conversations media: the Media Content Service and its temporary-URL host
+    # (https://www.twilio.com/docs/conversations/api/media-resource).
+    "mcs.us1.twilio.com",
+    "media.us1.twilio.com",
 )
 DEFAULT_API_BASE = "https://api.twilio.com"
+DEFAULT_MCS_BASE = "https://mcs.us1.twilio.com"
 MIB = 1024 * 1024
 SECRETS_FILE = "secrets.json"
 # `mms-receiver simulate` serves local files from this loopback port; dev mode
@@ -54,6 +59,7 @@ class Settings:
     api_key: str = ""
     api_secret: str = _secret()
     api_base: str = DEFAULT_API_BASE
+    mcs_base: str = DEFAULT_MCS_BASE
     public_url: str = ""
     proxy_hops: int = 0
     storage_url: str = ""
@@ -100,6 +106,9 @@ class Settings:
         api = urlsplit(self.api_base)
         if api.scheme not in ("http", "https") or not api.hostname:
             raise ConfigError(f"TWILIO_API_BASE must be an http(s) URL (got {self.api_base!r})")
+        mcs = urlsplit(self.mcs_base)
+        if mcs.scheme not in ("http", "https") or not mcs.hostname:
+            raise ConfigError(f"TWILIO_MCS_BASE must be an http(s) URL (got {self.mcs_base!r})")
         if self.account_sid and not (
             self.account_sid.startswith("AC") and len(self.account_sid) == 34
         ):
@@ -226,6 +235,7 @@ class Settings:
             api_key=env.get("TWILIO_API_KEY", "").strip(),
             api_secret=env.get("TWILIO_API_SECRET", "").strip(),
             api_base=(env.get("TWILIO_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
+            mcs_base=(env.get("TWILIO_MCS_BASE") or DEFAULT_MCS_BASE).rstrip("/"),
             public_url=(env.get("RECEIVER_PUBLIC_URL") or "").strip().rstrip("/"),
             proxy_hops=_int(env, "RECEIVER_PROXY_HOPS", 0),
             storage_url=env.get("RECEIVER_STORAGE_URL") or (data_dir / "media").as_uri(),

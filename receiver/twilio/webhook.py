@@ -6,6 +6,7 @@ of the REST API, for messages whose webhook never arrived.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -402,3 +403,208 @@ def _params_dict(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
     for name, value in pairs:
         out.setdefault(name, []).append(value)
     return out
+
+
+# -- Conversations post-event webhooks -----------------------------------------
+# Form-encoded and signed like messaging webhooks; field names as Twilio sends
+# them: https://www.twilio.com/docs/conversations/conversations-webhooks
+# (the `Media` parameter is a JSON list of {Sid, ContentType, Filename, Size}).
+
+_CONVERSATION_SID = re.compile(r"CH[A-Za-z0-9]{32}")
+_CHAT_SERVICE_SID = re.compile(r"IS[A-Za-z0-9]{32}")
+_CONVERSATION_MESSAGE_SID = re.compile(r"IM[A-Za-z0-9]{32}")
+_PARTICIPANT_SID = re.compile(r"MB[A-Za-z0-9]{32}")
+
+#: Post-event types this receiver keeps; any other type is answered 200 and ignored.
+CONVERSATION_EVENTS = frozenset(
+    {
+        "onMessageAdded",
+        "onMessageUpdated",
+        "onMessageRemoved",
+        "onConversationAdded",
+        "onConversationUpdated",
+        "onConversationRemoved",
+        "onParticipantAdded",
+        "onParticipantUpdated",
+        "onParticipantRemoved",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ConversationMedia:
+    """One item of a Conversations message's `Media` list (an MCS Media resource)."""
+
+    sid: str
+    content_type: str | None
+    filename: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class ConversationEvent:
+    """One Conversations post-event webhook, typed, plus every raw parameter in order."""
+
+    event_type: str
+    account_sid: str
+    conversation_sid: str
+    chat_service_sid: str | None
+    messaging_service_sid: str | None
+    message_sid: str | None
+    participant_sid: str | None
+    author: str | None
+    body: str | None
+    attributes: str | None
+    source: str | None
+    index: int | None
+    identity: str | None
+    address: str | None
+    proxy_address: str | None
+    projected_address: str | None
+    friendly_name: str | None
+    unique_name: str | None
+    state: str | None
+    retry_count: int | None
+    media: tuple[ConversationMedia, ...]
+    params: tuple[tuple[str, str], ...]
+
+    def to_params_dict(self) -> dict[str, list[str]]:
+        """Every raw parameter as name -> values in the order received (JSON-friendly)."""
+        return _params_dict(self.params)
+
+
+def conversation_event_type(params: Iterable[tuple[str, str]]) -> str | None:
+    """The `EventType` of a Conversations webhook, or None when absent."""
+    return _Fields(params).text("EventType")
+
+
+def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationEvent:
+    """Validate a Conversations post-event webhook; WebhookError names what is wrong."""
+    fields = _Fields(params)
+    event_type = fields.text("EventType")
+    if event_type not in CONVERSATION_EVENTS:
+        raise WebhookError(f"EventType {str(event_type)[:40]!r} is not a kept post-event")
+    account_sid = fields.sid("AccountSid", _ACCOUNT_SID, "AC")
+    conversation_sid = fields.sid("ConversationSid", _CONVERSATION_SID, "CH")
+    if account_sid is None or conversation_sid is None:
+        missing = "AccountSid" if account_sid is None else "ConversationSid"
+        raise WebhookError(f"{missing} is missing; Twilio sends it with every {event_type}")
+    message_sid = fields.sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM")
+    if event_type.startswith("onMessage") and message_sid is None:
+        raise WebhookError(f"MessageSid (IM…) is missing; {event_type} always carries it")
+    participant_sid = fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
+    if event_type.startswith("onParticipant") and participant_sid is None:
+        raise WebhookError(f"ParticipantSid (MB…) is missing; {event_type} always carries it")
+    return ConversationEvent(
+        event_type=event_type,
+        account_sid=account_sid,
+        conversation_sid=conversation_sid,
+        chat_service_sid=fields.sid("ChatServiceSid", _CHAT_SERVICE_SID, "IS"),
+        messaging_service_sid=fields.sid("MessagingServiceSid", _SERVICE_SID, "MG"),
+        message_sid=message_sid,
+        participant_sid=participant_sid,
+        author=fields.text("Author"),
+        body=fields.one("Body"),
+        attributes=fields.text("Attributes"),
+        source=fields.text("Source"),
+        index=fields.count("Index"),
+        identity=fields.text("Identity"),
+        address=fields.text("MessagingBinding.Address"),
+        proxy_address=fields.text("MessagingBinding.ProxyAddress"),
+        projected_address=fields.text("MessagingBinding.ProjectedAddress"),
+        friendly_name=fields.text("FriendlyName"),
+        unique_name=fields.text("UniqueName"),
+        state=fields.text("State"),
+        retry_count=fields.count("RetryCount"),
+        media=parse_conversation_media(fields.text("Media")),
+        params=fields.pairs,
+    )
+
+
+def parse_conversation_media(raw: str | None) -> tuple[ConversationMedia, ...]:
+    """The `Media` JSON list of a Conversations message; WebhookError when malformed."""
+    if raw is None:
+        return ()
+    try:
+        items = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise WebhookError("Media is not valid JSON (a list of {Sid, ContentType, …})") from None
+    if not isinstance(items, list):
+        raise WebhookError("Media must be a JSON list of media objects")
+    if len(items) > MAX_MEDIA:
+        raise WebhookError(f"Media lists {len(items)} items; at most {MAX_MEDIA} are accepted")
+    out = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise WebhookError(f"Media item {n} is not an object")
+        sid = item.get("Sid")
+        if not isinstance(sid, str) or not _MEDIA_SID.fullmatch(sid):
+            raise WebhookError(f"Media item {n} has no Media SID (ME and 32 letters or digits)")
+        size = item.get("Size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise WebhookError(f"Media item {n} Size is not a non-negative integer")
+        out.append(
+            ConversationMedia(
+                sid=sid,
+                content_type=_optional_text(item.get("ContentType")),
+                filename=_optional_text(item.get("Filename")),
+                size=size,
+            )
+        )
+    return tuple(out)
+
+
+def _optional_text(value: Any) -> str | None:
+    return value[:255] if isinstance(value, str) and value.strip() else None
+
+
+def inbound_from_conversation(
+    event: ConversationEvent, media_url: Callable[[str], str] | None
+) -> InboundMessage:
+    """The `InboundMessage` of an `onMessageAdded`, so it is stored like any inbound message.
+
+    `From` is the author (a phone number for SMS/MMS participants, an identity
+    for chat users), `To` the conversation; `media_url(media_sid)` gives each
+    file's MCS Media URL (None: the message carries no media). `params` keeps
+    the webhook's own parameters: nothing is made up.
+    """
+    if event.message_sid is None:
+        raise WebhookError("MessageSid is missing")
+    if event.media and media_url is None:
+        raise WebhookError(
+            "ChatServiceSid is missing and the conversation is unknown, "
+            "so its media cannot be located in MCS"
+        )
+    author = event.author or "system"
+    refs = tuple(
+        MediaRef(n, media_url(item.sid), item.content_type)
+        for n, item in enumerate(event.media)
+        if media_url is not None
+    )
+    return InboundMessage(
+        message_sid=event.message_sid,
+        account_sid=event.account_sid,
+        messaging_service_sid=event.messaging_service_sid,
+        from_=Address(raw=author, channel=(event.source or "chat").lower()[:32], address=author),
+        to=Address(
+            raw=event.conversation_sid, channel="conversations", address=event.conversation_sid
+        ),
+        body=event.body or "",
+        num_media=len(refs),
+        num_segments=None,
+        media=refs,
+        opt_out_type=None,
+        from_city=None,
+        from_state=None,
+        from_zip=None,
+        from_country=None,
+        to_city=None,
+        to_state=None,
+        to_zip=None,
+        to_country=None,
+        api_version=None,
+        sms_status=None,
+        profile_name=None,
+        wa_id=None,
+        params=event.params,
+    )

@@ -19,6 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.errors import translate_db_errors
+from receiver.index.messages import with_media
+from receiver.index.records import MessageRecord
 from receiver.index.schema import (
     conversation_messages,
     conversation_participants,
@@ -208,17 +210,19 @@ class ConversationIndex:
             return [str(r[0]) for r in rows]
 
     @translate_db_errors
-    def thread_fields(self, message_sid: str) -> dict[str, Any] | None:
-        """The conversation fields of one message (for the API JSON), or None."""
+    def thread(self, conversation_sid: str, limit: int = 1000) -> list[MessageRecord]:
+        """The conversation's messages (not removed) with their media, ascending `Index`."""
         table = conversation_messages
         with self.engine.connect() as conn:
-            row = (
+            rows = (
                 conn.execute(
-                    select(table.c.conversation_sid, table.c.author).where(
-                        table.c.message_sid == message_sid
-                    )
+                    select(messages)
+                    .join(table, table.c.message_sid == messages.c.sid)
+                    .where(table.c.conversation_sid == conversation_sid, table.c.removed.is_(False))
+                    .order_by(table.c.idx, messages.c.received_at, messages.c.sid)
+                    .limit(limit)
                 )
                 .mappings()
-                .first()
+                .all()
             )
-        return dict(row) if row else None
+            return with_media(conn, rows)

@@ -337,3 +337,51 @@ def test_answer_does_not_wait_for_a_slow_mcs(post: WebhookPoster, mcs: FakeMcs) 
     # Answered while MCS is still thinking: the item is committed, not yet fetched.
     assert media_state(post.client, sid) == [("pending", None)]
     assert wait_for(lambda: media_state(post.client, sid) == [("stored", None)])
+
+
+# -- the API and the browser ----------------------------------------------------------
+
+
+def test_api_and_page_show_the_thread_in_index_order(post: WebhookPoster, mcs: FakeMcs) -> None:
+    conversation = new_sid("CH")
+    for n, address in enumerate(("+15551230001", "+15551230002")):
+        params = participant_params(conversation, f"MB{n:032d}", address)
+        assert post.post(params, path=PATH).status_code == 200
+    later, earlier = new_sid("IM"), new_sid("IM")
+    media_sid = mcs.add(SERVICE, jpeg(40, 30), "image/jpeg")
+    # Delivered out of order: the thread follows Index, not arrival.
+    second = message_params(
+        later, conversation, index=1, body="<b>second</b>", author="+15551230002"
+    )
+    assert post.post(second, path=PATH).status_code == 200
+    first = message_params(earlier, conversation, index=0, media=[media_item(media_sid)])
+    assert post.post(first, path=PATH).status_code == 200
+    assert wait_for(lambda: media_state(post.client, earlier) == [("stored", None)])
+
+    listed = post.client.get("/api/conversations", headers=AUTH).get_json()
+    assert conversation in [c["sid"] for c in listed["conversations"]]
+    one = post.client.get(f"/api/conversations/{conversation}", headers=AUTH).get_json()
+    assert one["sid"] == conversation
+    assert [p["address"] for p in one["participants"]] == ["+15551230001", "+15551230002"]
+    assert set(one["participants"][0]) == {"sid", "address", "projected_address", "identity"}
+    assert [m["sid"] for m in one["messages"]] == [earlier, later]
+    assert one["messages"][1]["author"] == "+15551230002"
+    assert all(m["conversation_sid"] == conversation for m in one["messages"])
+    # The same JSON as /api/messages (less the raw parameters, as in its list).
+    alone = message(post.client, later)
+    assert alone is not None
+    assert {k: v for k, v in alone.items() if k != "params"} == one["messages"][1]
+    # Existing filters reach conversation messages too.
+    found = post.client.get("/api/messages?from=%2B15551230002", headers=AUTH).get_json()
+    assert later in [m["sid"] for m in found["messages"]]
+
+    assert post.client.get("/api/conversations").status_code == 401
+    assert post.client.get("/api/conversations/CH123", headers=AUTH).status_code == 404
+
+    page = post.client.get(f"/conversations/{conversation}", headers=AUTH)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "&lt;b&gt;second&lt;/b&gt;" in html and "<b>second</b>" not in html
+    assert html.index(earlier) < html.index(later)
+    assert "+15551230001" in html and "+15551230002" in html
+    assert post.client.get(f"/conversations/{new_sid('CH')}", headers=AUTH).status_code == 404

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from receiver.inbound.conversations import Conversations
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.remote_delete import delete_remote_copies
+from receiver.inbound.streams import EventStream
 from receiver.index import MediaIndex
 from receiver.index.conversations import ConversationIndex
 from receiver.index.outbound import OutboundIndex
 from receiver.index.sessions import SessionStore
+from receiver.index.streams import StreamIndex
 from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
@@ -62,6 +64,8 @@ class Services:
     throttle: AuthThrottle
     #: Conversations webhooks: threads, participants, messages (same database as `index`).
     conversations: Conversations
+    #: The Event Streams sink: CloudEvents claimed once by id, routed to the same stores.
+    streams: EventStream
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
@@ -101,6 +105,9 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
     outbound = Outbound.build(
         settings, index, store, outbound_index=outbound_index, links=links, rest=twilio
     )
+    conversations = Conversations(
+        pipeline, ConversationIndex(index.engine, begin=index.begin), mcs_base=settings.mcs_base
+    )
     return Services(
         settings=settings,
         index=index,
@@ -116,10 +123,9 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         metrics=metrics,
         sessions=SessionStore(index),
         throttle=AuthThrottle(index),
-        conversations=Conversations(
-            pipeline,
-            ConversationIndex(index.engine, begin=index.begin),
-            mcs_base=settings.mcs_base,
+        conversations=conversations,
+        streams=EventStream(
+            StreamIndex(index.engine, begin=index.begin), outbound.status, conversations
         ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None

@@ -278,6 +278,24 @@ Index(
 )
 
 
+# Event Streams deliveries, one row per CloudEvent `id` (the deduplication
+# key: delivery is at least once). Unknown types are kept here for inspection.
+stream_events = Table(
+    "stream_events",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("source", String(255)),
+    Column("time", String(64)),
+    Column("data", Text, nullable=False),
+    # applied, kept (a type not acted on), error (see detail)
+    Column("outcome", String(16)),
+    Column("detail", Text),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_stream_events_received", stream_events.c.received_at)
+
+
 def search_index_ddl(dialect: str) -> list[str]:
     """Statements that create the trigram search index of `dialect` (idempotent).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
 from receiver.errors import WebhookError
 from receiver.services import Services
@@ -12,10 +12,11 @@ from receiver.twilio.twiml import empty_response
 from receiver.twilio.webhook import (
     CONVERSATION_EVENTS,
     conversation_event_type,
+    parse_cloud_events,
     parse_conversation_event,
     parse_inbound,
 )
-from receiver.web.twilio_request import read_verified
+from receiver.web.twilio_request import read_verified, read_verified_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -112,3 +113,32 @@ def conversations() -> Response:
         extra={"message_sid": event.message_sid} if event.message_sid else None,
     )
     return Response(status=200)
+
+
+@bp.post("/twilio/events")
+def events() -> Response:
+    """Event Streams sink: signed CloudEvents (one or a batch), each applied once by id."""
+    svc = services()
+    payload = read_verified_json(request, svc)
+    try:
+        batch = parse_cloud_events(payload)
+    except WebhookError as exc:
+        log.warning("malformed Event Streams delivery: %s", exc)
+        abort(400, description=str(exc))
+    result = svc.streams.handle(batch)
+    g.webhook_outcome = "recorded" if result.applied or result.kept else "duplicate"
+    log.info(
+        "event stream: %d events, %d duplicates, %d applied, %d kept, %d errors",
+        result.received,
+        result.duplicates,
+        result.applied,
+        result.kept,
+        result.errors,
+    )
+    return jsonify(
+        received=result.received,
+        duplicates=result.duplicates,
+        applied=result.applied,
+        kept=result.kept,
+        errors=result.errors,
+    )

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from receiver.commands import conversations as conversations_commands
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
 from receiver.commands import sessions as sessions_commands
@@ -345,6 +346,7 @@ def check() -> None:
 outbound_commands.register(main)
 lifecycle_commands.register(main)
 sessions_commands.register(main)
+conversations_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""A fake of Twilio's Media Content Service (MCS) on loopback: a real threaded HTTP server.
+"""A fake of Twilio's Media Content Service (MCS) and Conversations webhook configuration
+on loopback: a real threaded HTTP server.
 
 It enforces what https://www.twilio.com/docs/conversations/api/media-resource
 documents: `GET /v1/Services/{IS}/Media/{ME}` needs HTTP Basic auth (Account
@@ -7,6 +8,12 @@ SID + Auth Token, or an API key + secret) and answers the Media resource with
 and works only for a while (here: `ttl` seconds; `expire_first` makes the
 first N links already expired, like one that lapsed between the two requests).
 An expired or unknown temporary URL answers 403.
+
+It also serves the Conversations webhook configuration, global and per
+service (`GET`/`POST /v1[/Services/{IS}]/Configuration/Webhooks`, Basic auth,
+form fields `PostWebhookUrl`, `Method`, repeated `Filters`:
+https://www.twilio.com/docs/conversations/api/webhook-configuration-resource),
+so it doubles as TWILIO_CONVERSATIONS_BASE.
 
 Faults on demand: `latency` slows every Media answer, `fail_next(status, n)` answers the next n Media requests
 with `status`; `temporary_base` points the links at another server (for
@@ -24,6 +31,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class FakeMcs:
         self._links: dict[str, tuple[float, bytes, str]] = {}
         self._faults: list[int] = []
         self._lock = threading.Lock()
+        #: Webhook configuration by scope ("" global, else the IS… SID), as Twilio shows it.
+        self.webhooks: dict[str, dict[str, Any]] = {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +67,9 @@ class FakeMcs:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                fake._handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 fake._handle(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -107,7 +120,10 @@ class FakeMcs:
         with self._lock:
             self.requests.append(McsRequest(req.path, authorized, header is not None))
         parts = req.path.split("/")
-        if req.path.startswith("/temporary/"):
+        if req.path.endswith("/Configuration/Webhooks"):
+            scope = parts[3] if len(parts) == 6 and parts[2] == "Services" else ""
+            self._webhooks(req, scope, authorized)
+        elif req.path.startswith("/temporary/"):
             self._temporary(req, parts[-1])
         elif len(parts) == 6 and parts[1:3] == ["v1", "Services"] and parts[4] == "Media":
             self._media_resource(req, parts[3], parts[5], authorized)
@@ -151,6 +167,32 @@ class FakeMcs:
                 },
             },
         )
+
+    def _webhooks(self, req: BaseHTTPRequestHandler, scope: str, authorized: bool) -> None:
+        if not authorized:
+            self._json(req, 401, {"code": 20003, "message": "Authenticate"})
+            return
+        with self._lock:
+            config = self.webhooks.setdefault(
+                scope,
+                {"post_webhook_url": None, "pre_webhook_url": None, "method": None, "filters": []},
+            )
+            if req.command == "POST":
+                length = int(req.headers.get("Content-Length") or 0)
+                form = parse_qsl(req.rfile.read(length).decode(), keep_blank_values=True)
+                if any(k == "Method" and v not in ("GET", "POST") for k, v in form):
+                    self._json(req, 400, {"code": 20001, "message": "Method must be GET or POST"})
+                    return
+                for key, value in form:
+                    if key == "PostWebhookUrl":
+                        config["post_webhook_url"] = value
+                    elif key == "Method":
+                        config["method"] = value
+                filters = [v for k, v in form if k == "Filters"]
+                if filters:
+                    config["filters"] = filters
+            answer = dict(config)
+        self._json(req, 200, answer)
 
     def _temporary(self, req: BaseHTTPRequestHandler, token: str) -> None:
         with self._lock:

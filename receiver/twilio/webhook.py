@@ -148,6 +148,13 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
         raise WebhookError(f"NumMedia is {num_media}; Twilio sends at most {MAX_MEDIA}")
     media = tuple(fields.media(index) for index in range(num_media))
     fields.reject_extra_media(num_media)
+    # A click-to-WhatsApp ad's image or video arrives as ReferralMediaUrl (with
+    # ReferralMediaContentType) beside NumMedia, not counted in it:
+    # https://www.twilio.com/docs/messaging/guides/webhook-request ; it is one more item.
+    referral = fields.text("ReferralMediaUrl")
+    if referral is not None:
+        _check_media_url("ReferralMediaUrl", referral)
+        media += (MediaRef(len(media), referral, fields.text("ReferralMediaContentType")),)
     geo = {
         f"{side}{part}": fields.text(f"{side}{part}") for side in ("From", "To") for part in _GEO
     }
@@ -158,7 +165,7 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
         from_=from_,
         to=to,
         body=fields.one("Body") or "",
-        num_media=num_media,
+        num_media=len(media),
         num_segments=fields.count("NumSegments"),
         media=media,
         opt_out_type=fields.text("OptOutType"),

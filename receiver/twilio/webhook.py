@@ -513,15 +513,15 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
         author=fields.text("Author"),
         body=fields.one("Body"),
         attributes=fields.text("Attributes"),
-        source=fields.text("Source"),
+        source=_clamp(fields.text("Source"), 32),
         index=fields.count("Index"),
         identity=fields.text("Identity"),
-        address=fields.text("MessagingBinding.Address"),
-        proxy_address=fields.text("MessagingBinding.ProxyAddress"),
-        projected_address=fields.text("MessagingBinding.ProjectedAddress"),
+        address=_clamp(fields.text("MessagingBinding.Address"), 255),
+        proxy_address=_clamp(fields.text("MessagingBinding.ProxyAddress"), 255),
+        projected_address=_clamp(fields.text("MessagingBinding.ProjectedAddress"), 255),
         friendly_name=fields.text("FriendlyName"),
         unique_name=fields.text("UniqueName"),
-        state=fields.text("State"),
+        state=_clamp(fields.text("State"), 16),
         retry_count=fields.count("RetryCount"),
         media=parse_conversation_media(fields.text("Media")),
         params=fields.pairs,
@@ -561,6 +561,10 @@ def parse_conversation_media(raw: str | None) -> tuple[ConversationMedia, ...]:
     return tuple(out)
 
 
+def _clamp(value: str | None, size: int) -> str | None:
+    return value[:size] if value is not None else None
+
+
 def _optional_text(value: Any) -> str | None:
     return value[:255] if isinstance(value, str) and value.strip() else None
 
@@ -582,7 +586,8 @@ def inbound_from_conversation(
             "ChatServiceSid is missing and the conversation is unknown, "
             "so its media cannot be located in MCS"
         )
-    author = event.author or "system"
+    # Index columns hold 255 characters; an identity may be longer (kept whole in params).
+    author = (event.author or "system")[:255]
     refs = tuple(
         MediaRef(n, media_url(item.sid), item.content_type)
         for n, item in enumerate(event.media)

@@ -51,3 +51,22 @@ def test_thread_rows_on_both_databases(make_app: Any, db_url: str) -> None:
     streams = app.extensions["receiver"].streams.index
     assert streams.count() == 3
     assert streams.get("missing") is None
+
+
+def test_long_values_fit_the_columns(make_app: Any, db_url: str) -> None:
+    app = make_app(RECEIVER_DATABASE_URL=db_url)
+    post = WebhookPoster(app.test_client())
+    conversation, sid = new_sid("CH"), new_sid("IM")
+    long = "x" * 300
+    member = [*participant_params(conversation, new_sid("MB"), "+1" + "5" * 300)]
+    member.append(("Identity", long))
+    assert post.post(member, path=PATH).status_code == 200
+    params = message_params(sid, conversation, author=long)
+    params = [(k, "S" * 40 if k == "Source" else v) for k, v in params]
+    assert post.post(params, path=PATH).status_code == 200
+    state = [("EventType", "onConversationUpdated"), ("AccountSid", ACCOUNT_SID)]
+    state += [("ConversationSid", conversation), ("State", "s" * 40)]
+    assert post.post(state, path=PATH).status_code == 200
+    index = app.extensions["receiver"].conversations.index
+    assert index.participants(conversation)[0].identity == long
+    assert index.thread(conversation)[0].from_addr == long[:255]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from receiver.inbound.conversations import Conversations
 from receiver.inbound.pipeline import Pipeline
+from receiver.inbound.reconcile import Reconciler
 from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.inbound.streams import EventStream
 from receiver.index import MediaIndex
@@ -125,7 +126,10 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         throttle=AuthThrottle(index),
         conversations=conversations,
         streams=EventStream(
-            StreamIndex(index.engine, begin=index.begin), outbound.status, conversations
+            StreamIndex(index.engine, begin=index.begin),
+            outbound.status,
+            conversations,
+            Reconciler(index, pipeline, twilio),
         ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None

@@ -5,7 +5,8 @@ Each event is claimed once by its `id` (delivery is at least once, for up to
 then routed: Messaging status events into the monotonic outbound status
 store `/twilio/status` uses, Conversations events into the Conversations
 path (idempotent on the message SID, so webhook and stream store a message
-once in either order). Other types are kept for inspection.
+once in either order), a received message the index lacks through the
+REST API (the reconcile path). Other types are kept for inspection.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from receiver.errors import WebhookError
+from receiver.errors import ConfigError, WebhookError
 from receiver.inbound.conversations import Conversations
+from receiver.inbound.reconcile import Reconciler
 from receiver.index.streams import StreamIndex
 from receiver.outbound.status import StatusTracker
 from receiver.twilio.webhook import (
     STREAM_CONVERSATION_EVENTS,
+    STREAM_INBOUND,
     STREAM_STATUSES,
     CloudEvent,
     conversation_from_stream,
+    inbound_sid_from_stream,
     status_from_stream,
 )
 
@@ -44,11 +48,16 @@ class EventStream:
     """Routes claimed CloudEvents to the status store and the Conversations path."""
 
     def __init__(
-        self, index: StreamIndex, statuses: StatusTracker, conversations: Conversations
+        self,
+        index: StreamIndex,
+        statuses: StatusTracker,
+        conversations: Conversations,
+        reconciler: Reconciler,
     ) -> None:
         self.index = index
         self.statuses = statuses
         self.conversations = conversations
+        self.reconciler = reconciler
 
     def handle(self, events: Sequence[CloudEvent]) -> StreamResult:
         """Apply each new event once; a failure that a redelivery may cure is re-raised."""
@@ -84,4 +93,13 @@ class EventStream:
         if event.type in STREAM_CONVERSATION_EVENTS:
             outcome = self.conversations.handle(conversation_from_stream(event))
             return "applied", outcome.result
+        if event.type == STREAM_INBOUND:
+            # A missed messaging webhook is filled in through the REST API (the
+            # reconcile path); media is fetched in the background (deadline 0).
+            sid = inbound_sid_from_stream(event)
+            try:
+                created = self.reconciler.reconcile_sid(sid)
+            except ConfigError as exc:
+                return "kept", f"not reconciled: {exc}"
+            return "applied", "reconciled" if created else "known"
         return "kept", None

@@ -692,6 +692,18 @@ STREAM_CONVERSATION_EVENTS = {
 }
 
 
+#: A received message (https://www.twilio.com/docs/events/event-types/messaging/inbound-message).
+STREAM_INBOUND = "com.twilio.messaging.inbound-message.received"
+
+
+def inbound_sid_from_stream(event: CloudEvent) -> str:
+    """The MessageSid of an inbound-message event; WebhookError when it has none."""
+    sid = event.data.get("messageSid")
+    if not isinstance(sid, str) or not _MESSAGE_SID.fullmatch(sid):
+        raise WebhookError("data.messageSid is missing or not a Message SID (SM or MM)")
+    return sid
+
+
 def status_from_stream(event: CloudEvent) -> StatusCallback:
     """A Messaging status event as the same StatusCallback `/twilio/status` gives.
 

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
-from receiver.errors import WebhookError
+from receiver.errors import TwilioApiError, WebhookError
 from receiver.services import Services
 from receiver.twilio.twiml import empty_response
 from receiver.twilio.webhook import (
@@ -125,7 +125,12 @@ def events() -> Response:
     except WebhookError as exc:
         log.warning("malformed Event Streams delivery: %s", exc)
         abort(400, description=str(exc))
-    result = svc.streams.handle(batch)
+    try:
+        result = svc.streams.handle(batch)
+    except TwilioApiError as exc:
+        # Twilio's REST API failed while filling in a missed message: a retry may cure it.
+        log.warning("Event Streams delivery not finished: %s", exc)
+        abort(503, description="Twilio's REST API failed; retry later")
     g.webhook_outcome = "recorded" if result.applied or result.kept else "duplicate"
     log.info(
         "event stream: %d events, %d duplicates, %d applied, %d kept, %d errors",

@@ -196,3 +196,51 @@ def test_stream_media_uses_the_service_of_a_known_conversation(
         stray = message_added(new_sid("IM"), new_sid("CH"), "pic", [item])
         assert post_events(client, [stray]).get_json()["errors"] == 1
         assert "ChatServiceSid" in streams(app).get(stray["id"])["detail"]
+
+
+def inbound_received(sid: str) -> dict:
+    """com.twilio.messaging.inbound-message.received (fields of
+    https://www.twilio.com/docs/events/event-types/messaging/inbound-message)."""
+    return cloud_event(
+        "com.twilio.messaging.inbound-message.received",
+        {
+            "messageSid": sid,
+            "accountSid": ACCOUNT_SID,
+            "from": "+15551230001",
+            "to": "+15557654321",
+            "numMedia": 1,
+            "body": "missed",
+            "eventName": "com.twilio.messaging.inbound-message.received",
+        },
+    )
+
+
+def test_a_missed_webhook_is_filled_in_from_the_stream(make_app: Any) -> None:
+    from tests.support.fake_twilio import FakeTwilio
+
+    with FakeTwilio(account_sid=ACCOUNT_SID, auth_token=TOKEN, numbers=["+15557654321"]) as fake:
+        app = make_app(TWILIO_API_BASE=fake.url, RECEIVER_MEDIA_HOSTS=fake.host_port)
+        client = app.test_client()
+        sid = fake.add_inbound(
+            from_="+15551230001",
+            to="+15557654321",
+            body="missed",
+            media=[(jpeg(30, 30), "image/jpeg")],
+        )
+        resp = post_events(client, [inbound_received(sid)])
+        assert resp.status_code == 200 and resp.get_json()["applied"] == 1
+        assert wait_for(lambda: media_state(client, sid) == [("stored", None)])
+        got = client.get(f"/api/messages/{sid}", headers=AUTH).get_json()
+        assert got["body"] == "missed"
+        # Known now: a second event (another id) fetches nothing more.
+        second = inbound_received(sid)
+        assert post_events(client, [second]).get_json()["applied"] == 1
+        assert streams(app).get(second["id"])["detail"] == "known"
+        # Twilio's REST API failing: 503, and the event is not marked delivered.
+        other = fake.add_inbound(from_="+15551230001", to="+15557654321", body="later")
+        fake.fail_next(4, 500)  # every attempt of the REST client's retry policy
+        failing = inbound_received(other)
+        assert post_events(client, [failing]).status_code == 503
+        assert streams(app).get(failing["id"]) is None
+        assert post_events(client, [failing]).status_code == 200
+        assert client.get(f"/api/messages/{other}", headers=AUTH).status_code == 200

@@ -1,4 +1,5 @@
-"""`configure-conversations`: point Conversations post-event webhooks at this service."""
+"""`configure-conversations` and `configure-event-stream`: point Twilio's Conversations
+webhooks and Event Streams at this service."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _SERVICE_SID = re.compile(r"IS[A-Za-z0-9]{32}")
 def register(group: click.Group) -> None:
     """Add the commands to the `mms-receiver` group."""
     group.add_command(configure_conversations)
+    group.add_command(configure_event_stream)
 
 
 @click.command("configure-conversations")
@@ -95,3 +97,52 @@ def _configure(rest: Any, service: str | None, url: str, filters: list[str], dry
         params += [("Filters", f) for f in filters]
         rest.update_conversations_webhooks(service, params)
         click.echo("updated")
+
+
+#: The event types `configure-event-stream` suggests subscribing to, each handled by
+#: POST /twilio/events (https://www.twilio.com/docs/events/event-types).
+STREAM_TYPES = (
+    "com.twilio.messaging.inbound-message.received",
+    "com.twilio.messaging.message.queued",
+    "com.twilio.messaging.message.sent",
+    "com.twilio.messaging.message.delivered",
+    "com.twilio.messaging.message.undelivered",
+    "com.twilio.messaging.message.failed",
+    "com.twilio.messaging.message.read",
+    "com.twilio.conversations.conversation.added",
+    "com.twilio.conversations.conversation.updated",
+    "com.twilio.conversations.conversation.removed",
+    "com.twilio.conversations.participant.added",
+    "com.twilio.conversations.participant.updated",
+    "com.twilio.conversations.participant.removed",
+    "com.twilio.conversations.message.added",
+    "com.twilio.conversations.message.updated",
+    "com.twilio.conversations.message.removed",
+)
+
+
+@click.command("configure-event-stream")
+@click.option(
+    "--url", default=None, help="The sink (default: RECEIVER_PUBLIC_URL + /twilio/events)."
+)
+def configure_event_stream(url: str | None) -> None:
+    """Print the exact steps that point an Event Streams webhook sink at this service."""
+    from receiver.commands.outbound import _check_url
+
+    settings = load_settings()
+    url = url or (f"{settings.public_url}/twilio/events" if settings.public_url else None)
+    if not url:
+        raise click.UsageError("give --url https://.../twilio/events (or set RECEIVER_PUBLIC_URL)")
+    _check_url(url, "--url")
+    click.echo(
+        "Event Streams (https://www.twilio.com/docs/events/webhook-quickstart):\n"
+        "1. Console > Event Streams > Manage > Create > Webhook sink:\n"
+        f"     Destination: {url}\n"
+        "     Method: POST; batch events: either (both are accepted)\n"
+        "2. Twilio sends a test event to validate the sink; this service keeps it and\n"
+        "   logs `Event Streams sink test event received: test_id=...` for the Console.\n"
+        "3. Create a subscription for the sink with these event types:"
+    )
+    for event_type in STREAM_TYPES:
+        click.echo(f"     {event_type}")
+    click.echo("Deliveries are signed with your auth token and applied once per event id.")

@@ -32,6 +32,10 @@ from receiver.twilio.webhook import (
 
 log = logging.getLogger(__name__)
 
+#: Sent by `POST /v1/Sinks/{DG}/Test`; its `data.test_id` validates the sink
+#: (https://www.twilio.com/docs/events/api/sink-resource).
+SINK_TEST_EVENT = "com.twilio.eventstreams.test-event"
+
 
 @dataclass(frozen=True)
 class StreamResult:
@@ -102,4 +106,9 @@ class EventStream:
             except ConfigError as exc:
                 return "kept", f"not reconciled: {exc}"
             return "applied", "reconciled" if created else "known"
+        if event.type == SINK_TEST_EVENT:
+            # Validating a new sink needs this value posted back to Twilio.
+            log.warning(
+                "Event Streams sink test event received: test_id=%s", event.data.get("test_id")
+            )
         return "kept", None

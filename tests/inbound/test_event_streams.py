@@ -244,3 +244,13 @@ def test_a_missed_webhook_is_filled_in_from_the_stream(make_app: Any) -> None:
         assert streams(app).get(failing["id"]) is None
         assert post_events(client, [failing]).status_code == 200
         assert client.get(f"/api/messages/{other}", headers=AUTH).status_code == 200
+
+
+def test_sink_test_event_is_kept_and_its_test_id_logged(
+    app: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    event = cloud_event("com.twilio.eventstreams.test-event", {"test_id": "test-123"})
+    with caplog.at_level("WARNING", logger="receiver.inbound.streams"):
+        assert post_events(client, event).get_json()["kept"] == 1  # a single, unbatched event
+    assert "test_id=test-123" in caplog.text
+    assert streams(app).get(event["id"])["outcome"] == "kept"

@@ -59,3 +59,14 @@ def test_bad_input_names_the_fix(tmp_path: Path) -> None:
             env, "configure-conversations", "--url", "https://x.io/twilio/conversations"
         )
         assert refused.returncode != 0 and "Error" in refused.stderr
+
+
+def test_configure_event_stream_prints_the_console_steps(tmp_path: Path) -> None:
+    env = base_env(tmp_path, RECEIVER_PUBLIC_URL="https://rx.example.com")
+    result = run_cli(env, "configure-event-stream")
+    assert result.returncode == 0, result.stderr
+    assert "Destination: https://rx.example.com/twilio/events" in result.stdout
+    assert "com.twilio.conversations.message.added" in result.stdout
+    assert "com.twilio.messaging.message.delivered" in result.stdout
+    missing = run_cli(base_env(tmp_path), "configure-event-stream")
+    assert missing.returncode != 0 and "RECEIVER_PUBLIC_URL" in missing.stderr

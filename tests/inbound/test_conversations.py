@@ -385,3 +385,5 @@ def test_api_and_page_show_the_thread_in_index_order(post: WebhookPoster, mcs: F
     assert html.index(earlier) < html.index(later)
     assert "+15551230001" in html and "+15551230002" in html
     assert post.client.get(f"/conversations/{new_sid('CH')}", headers=AUTH).status_code == 404
+    detail = post.client.get(f"/messages/{later}", headers=AUTH).get_data(as_text=True)
+    assert f'href="/conversations/{conversation}"' in detail

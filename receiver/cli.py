@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from receiver.commands import conversations as conversations_commands
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
 from receiver.commands import scan as scan_commands
@@ -191,6 +192,12 @@ def _print_banner(settings: Settings, host: str, port: int, backlog: dict[str, i
     type=int,
     help="Loopback port of the temporary media host (must be in RECEIVER_MEDIA_HOSTS).",
 )
+@click.option(
+    "--conversation",
+    is_flag=True,
+    help="Instead: a group MMS (--from, two more phones and --to as the business) through "
+    "the Conversations webhook next to --url (/twilio/conversations).",
+)
 def simulate(
     url: str,
     from_: str,
@@ -200,6 +207,7 @@ def simulate(
     sample: bool,
     message_sid: str | None,
     media_port: int,
+    conversation: bool,
 ) -> None:
     """Send a correctly signed inbound webhook to a running service and print the TwiML."""
     import requests
@@ -211,6 +219,9 @@ def simulate(
         raise click.ClickException(
             "no TWILIO_AUTH_TOKEN and no dev token; run `mms-receiver serve` once"
         )
+    if conversation:
+        _simulate_conversation(url, from_, to, body, settings)
+        return
     files: list[Path] = []
     remote: list[sim.SimulatedMedia] = []
     for item in media:
@@ -257,6 +268,44 @@ def simulate(
     click.echo(f"HTTP {resp.status_code} {resp.headers.get('Content-Type', '')}", err=True)
     click.echo(resp.text)
     if resp.status_code >= 400:
+        sys.exit(1)
+
+
+def _simulate_conversation(url: str, from_: str, to: str, body: str, settings: Settings) -> None:
+    """Post a signed group-MMS exchange to the Conversations webhook; exit 1 on a refusal."""
+    import requests
+
+    from receiver import simulate as sim
+
+    if url.endswith("/twilio/messaging"):
+        url = url[: -len("messaging")] + "conversations"
+    members = [from_, "+15005550007", "+15005550008"]
+    bodies = [body or "Is the technician on the way?", "Photo of the leak", "Thanks!"]
+    events = sim.conversation_exchange(
+        account_sid=settings.account_sid or "AC" + "0" * 32,
+        members=members,
+        business=to,
+        bodies=bodies,
+    )
+    failed = False
+    for params in events:
+        try:
+            resp = sim.post_signed(
+                url,
+                params,
+                settings.auth_token,
+                signed_url=sim.signed_url_for(url, settings.public_url),
+            )
+        except requests.RequestException as exc:
+            raise click.ClickException(
+                f"cannot reach {url} ({exc.__class__.__name__}); is `mms-receiver serve` running?"
+            ) from None
+        fields = dict(params)
+        what = fields.get("MessageSid") or fields.get("ParticipantSid") or fields["ConversationSid"]
+        click.echo(f"{fields['EventType']} {what}: HTTP {resp.status_code}")
+        failed = failed or resp.status_code >= 400
+    click.echo(f"ConversationSid: {dict(events[0])['ConversationSid']}", err=True)
+    if failed:
         sys.exit(1)
 
 
@@ -380,6 +429,7 @@ outbound_commands.register(main)
 lifecycle_commands.register(main)
 sessions_commands.register(main)
 scan_commands.register(main)
+conversations_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -34,10 +34,19 @@ class StorageError(ReceiverError):
 class FetchError(ReceiverError):
     """A media download failed; `reason` is a machine-readable verdict reason."""
 
-    def __init__(self, message: str, reason: str = "fetch_failed", *, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        reason: str = "fetch_failed",
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.reason = reason
         self.retryable = retryable
+        #: The HTTP status that ended the download, when it was one.
+        self.status = status
 
 
 class BlockedHost(FetchError):

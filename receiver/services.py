@@ -11,11 +11,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from receiver.inbound.conversations import Conversations
 from receiver.inbound.pipeline import Pipeline
+from receiver.inbound.reconcile import Reconciler
 from receiver.inbound.remote_delete import delete_remote_copies
+from receiver.inbound.streams import EventStream
 from receiver.index import MediaIndex
+from receiver.index.conversations import ConversationIndex
 from receiver.index.outbound import OutboundIndex
 from receiver.index.sessions import SessionStore
+from receiver.index.streams import StreamIndex
 from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.media.policy import inbound_policy
@@ -27,6 +32,7 @@ from receiver.settings import Settings
 from receiver.storage import open_store
 from receiver.storage.base import ObjectStore
 from receiver.twilio.client import TwilioClient
+from receiver.twilio.mcs import McsClient
 from receiver.twilio.signature import SignatureVerifier
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,10 @@ class Services:
     sessions: SessionStore
     #: Login and API-token failures counted in the index, per address and per account.
     throttle: AuthThrottle
+    #: Conversations webhooks: threads, participants, messages (same database as `index`).
+    conversations: Conversations
+    #: The Event Streams sink: CloudEvents claimed once by id, routed to the same stores.
+    streams: EventStream
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
@@ -89,6 +99,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         delete_remote=settings.delete_remote_media,
         observer=metrics.observe_item,
         scanner=scanner_for(settings),
+        mcs=McsClient(settings.mcs_base, settings.rest_credentials),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
     outbound_index = OutboundIndex(index.engine, begin=index.begin)
@@ -96,6 +107,9 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
     links = MediaLinks(settings.secret_key)
     outbound = Outbound.build(
         settings, index, store, outbound_index=outbound_index, links=links, rest=twilio
+    )
+    conversations = Conversations(
+        pipeline, ConversationIndex(index.engine, begin=index.begin), mcs_base=settings.mcs_base
     )
     return Services(
         settings=settings,
@@ -112,6 +126,13 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         metrics=metrics,
         sessions=SessionStore(index),
         throttle=AuthThrottle(index),
+        conversations=conversations,
+        streams=EventStream(
+            StreamIndex(index.engine, begin=index.begin),
+            outbound.status,
+            conversations,
+            Reconciler(index, pipeline, twilio),
+        ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

@@ -22,8 +22,14 @@ DEFAULT_MEDIA_HOSTS = (
     "mms.twiliocdn.com",
     "media.twiliocdn.com",
     "s3-external-1.amazonaws.com",
+    # Conversations media: the Media Content Service and its temporary-URL host
+    # (https://www.twilio.com/docs/conversations/api/media-resource).
+    "mcs.us1.twilio.com",
+    "media.us1.twilio.com",
 )
 DEFAULT_API_BASE = "https://api.twilio.com"
+DEFAULT_MCS_BASE = "https://mcs.us1.twilio.com"
+DEFAULT_CONVERSATIONS_BASE = "https://conversations.twilio.com"
 MIB = 1024 * 1024
 SECRETS_FILE = "secrets.json"
 # `mms-receiver simulate` serves local files from this loopback port; dev mode
@@ -54,6 +60,8 @@ class Settings:
     api_key: str = ""
     api_secret: str = _secret()
     api_base: str = DEFAULT_API_BASE
+    mcs_base: str = DEFAULT_MCS_BASE
+    conversations_base: str = DEFAULT_CONVERSATIONS_BASE
     public_url: str = ""
     proxy_hops: int = 0
     storage_url: str = ""
@@ -119,6 +127,13 @@ class Settings:
         api = urlsplit(self.api_base)
         if api.scheme not in ("http", "https") or not api.hostname:
             raise ConfigError(f"TWILIO_API_BASE must be an http(s) URL (got {self.api_base!r})")
+        for name, value in (
+            ("TWILIO_MCS_BASE", self.mcs_base),
+            ("TWILIO_CONVERSATIONS_BASE", self.conversations_base),
+        ):
+            base = urlsplit(value)
+            if base.scheme not in ("http", "https") or not base.hostname:
+                raise ConfigError(f"{name} must be an http(s) URL (got {value!r})")
         if self.account_sid and not (
             self.account_sid.startswith("AC") and len(self.account_sid) == 34
         ):
@@ -245,6 +260,10 @@ class Settings:
             api_key=env.get("TWILIO_API_KEY", "").strip(),
             api_secret=env.get("TWILIO_API_SECRET", "").strip(),
             api_base=(env.get("TWILIO_API_BASE") or DEFAULT_API_BASE).rstrip("/"),
+            mcs_base=(env.get("TWILIO_MCS_BASE") or DEFAULT_MCS_BASE).rstrip("/"),
+            conversations_base=(
+                env.get("TWILIO_CONVERSATIONS_BASE") or DEFAULT_CONVERSATIONS_BASE
+            ).rstrip("/"),
             public_url=(env.get("RECEIVER_PUBLIC_URL") or "").strip().rstrip("/"),
             proxy_hops=_int(env, "RECEIVER_PROXY_HOPS", 0),
             storage_url=env.get("RECEIVER_STORAGE_URL") or (data_dir / "media").as_uri(),

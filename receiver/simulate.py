@@ -167,3 +167,73 @@ def signed_url_for(url: str, public_url: str) -> str:
         return url
     parts = urlsplit(url)
     return public_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def conversation_exchange(
+    *,
+    account_sid: str,
+    members: Sequence[str],
+    business: str,
+    bodies: Sequence[str],
+) -> list[list[tuple[str, str]]]:
+    """A group MMS as Conversations reports it, one post-event webhook each.
+
+    The conversation is created, each phone joins with its messaging binding
+    (`MessagingBinding.Address`, the group's `ProxyAddress`), the business
+    joins as a chat identity projected as its number, and each phone then
+    writes one message. Field names:
+    https://www.twilio.com/docs/conversations/conversations-webhooks and
+    https://www.twilio.com/docs/conversations/group-texting
+    """
+    conversation = fake_sid("CH")
+    service = fake_sid("IS")
+    base = [("AccountSid", account_sid), ("ConversationSid", conversation)]
+    base.append(("ChatServiceSid", service))
+    events = [
+        [
+            ("EventType", "onConversationAdded"),
+            *base,
+            ("FriendlyName", "Group MMS"),
+            ("State", "active"),
+            ("Attributes", "{}"),
+            ("Source", "SMS"),
+            ("RetryCount", "0"),
+        ]
+    ]
+    for address in members:
+        events.append(
+            [
+                ("EventType", "onParticipantAdded"),
+                *base,
+                ("ParticipantSid", fake_sid("MB")),
+                ("MessagingBinding.Address", address),
+                ("MessagingBinding.ProxyAddress", business),
+                ("RetryCount", "0"),
+            ]
+        )
+    events.append(
+        [
+            ("EventType", "onParticipantAdded"),
+            *base,
+            ("ParticipantSid", fake_sid("MB")),
+            ("Identity", "business"),
+            ("MessagingBinding.ProjectedAddress", business),
+            ("RetryCount", "0"),
+        ]
+    )
+    for index, body in enumerate(bodies):
+        events.append(
+            [
+                ("EventType", "onMessageAdded"),
+                *base,
+                ("MessageSid", fake_sid("IM")),
+                ("Index", str(index)),
+                ("Author", members[index % len(members)]),
+                ("ParticipantSid", fake_sid("MB")),
+                ("Body", body),
+                ("Attributes", "{}"),
+                ("Source", "SMS"),
+                ("RetryCount", "0"),
+            ]
+        )
+    return events

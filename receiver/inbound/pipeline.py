@@ -30,7 +30,7 @@ from receiver.inbound.derivatives import Derivatives
 from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
-from receiver.media.fetch import ByteBudget, Fetcher
+from receiver.media.fetch import ByteBudget, Fetcher, FetchResult
 from receiver.media.inspect import MediaInfo, inspect, with_av_facts
 from receiver.media.policy import Policy, Verdict, check
 from receiver.media.probe import probe
@@ -38,6 +38,7 @@ from receiver.media.scan import Scanner, ScanUnavailable
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import media_key
 from receiver.twilio.keywords import classify_keyword
+from receiver.twilio.mcs import McsClient
 from receiver.twilio.webhook import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Pipeline:
         delete_remote: bool = False,
         observer: Observer | None = None,
         scanner: Scanner | None = None,
+        mcs: McsClient | None = None,
     ) -> None:
         self.index = index
         self.scanner = scanner
@@ -131,6 +133,8 @@ class Pipeline:
         self.lease_seconds = lease_seconds
         self.delete_remote = delete_remote
         self.observer = observer
+        #: Resolves Conversations media (MCS Media URLs) to their temporary URLs.
+        self.mcs = mcs
         self._owner = (os.getpid(), new_owner())
         self._pool = ForkSafePool(threads, name="media")
         self.derivatives = Derivatives(index, store)
@@ -268,9 +272,10 @@ class Pipeline:
         if account_sid is None:  # deleted meanwhile
             return ItemOutcome(row.id, "deleted", None, None, None)
         try:
-            result = self.fetcher.fetch(row.url, max_bytes=self.max_media_bytes, budget=budget)
+            result = self._fetch(row.url, budget)
         except FetchError as exc:
             return self._fail(row, exc.reason, str(exc), retryable=exc.retryable)
+        via_mcs = self.mcs is not None and self.mcs.owns(row.url)
         with result.file as fp:
             info = inspect(fp, row.declared_type, size=result.size)
             if info.kind in ("audio", "video") and info.problem is None:
@@ -338,7 +343,8 @@ class Pipeline:
                 detail=verdict.detail or None,
                 storage_key=key,
                 next_attempt_at=None,
-                remote_delete_state="pending" if self.delete_remote else None,
+                # Twilio's Messages API deletes messaging media only, not MCS files.
+                remote_delete_state="pending" if self.delete_remote and not via_mcs else None,
                 **common,
             )
             if not stored:
@@ -390,6 +396,21 @@ class Pipeline:
         )
         log.warning("media %s of %s waits for clamd: %s", row.idx, row.message_sid, detail)
         return ItemOutcome(row.id, "pending", "scan_unavailable", None, None)
+
+    def _fetch(self, url: str, budget: ByteBudget) -> FetchResult:
+        """Download one item; an MCS Media URL goes through its temporary URL."""
+        if self.mcs is None or not self.mcs.owns(url):
+            return self.fetcher.fetch(url, max_bytes=self.max_media_bytes, budget=budget)
+        for attempt in range(2):
+            # The temporary URL gets no credentials (it is not the API origin).
+            temporary = self.mcs.temporary_url(url)
+            try:
+                return self.fetcher.fetch(temporary, max_bytes=self.max_media_bytes, budget=budget)
+            except FetchError as exc:
+                # An expired temporary URL answers 403: ask MCS once for a fresh one.
+                if exc.status != 403 or attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def _fail(
         self,

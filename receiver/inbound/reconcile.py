@@ -78,6 +78,15 @@ class Reconciler:
                 summary.problems.append(f"{message.get('sid')}: {exc}")
         return summary
 
+    def reconcile_sid(self, sid: str, *, deadline: float = 0.0) -> bool:
+        """Fetch one message the index lacks from the REST API and ingest it; False when known.
+
+        For an Event Streams `inbound-message.received` whose webhook never came.
+        """
+        if self.index.get_message(sid) is not None:
+            return False
+        return self._ingest(self.rest().fetch_message(sid), deadline)
+
     def _ingest(self, message: dict[str, Any], deadline: float) -> bool:
         rest = self.rest()
         sid = str(message["sid"])

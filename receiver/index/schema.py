@@ -217,6 +217,85 @@ Index(
 Index("ix_auth_failures_at", auth_failures.c.at)
 
 
+# Conversations (group MMS and cross-channel threads), kept from the
+# Conversations post-event webhooks. New tables need no migration:
+# `create_all` adds them to an existing index at start-up.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("account_sid", String(34), nullable=False),
+    Column("chat_service_sid", String(34)),
+    Column("messaging_service_sid", String(34)),
+    Column("friendly_name", Text),
+    Column("unique_name", Text),
+    Column("state", String(16)),
+    Column("attributes", Text),
+    Column("removed", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+conversation_participants = Table(
+    "conversation_participants",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("conversation_sid", String(34), nullable=False),
+    Column("identity", Text),
+    Column("address", String(255)),
+    Column("proxy_address", String(255)),
+    Column("projected_address", String(255)),
+    Column("removed", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_participants_conversation", conversation_participants.c.conversation_sid)
+
+# One row per Conversations message (IM…); the message itself, its body and
+# its media are in `messages`/`media` like every inbound message.
+conversation_messages = Table(
+    "conversation_messages",
+    metadata,
+    Column(
+        "message_sid",
+        String(34),
+        ForeignKey("messages.sid", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("conversation_sid", String(34), nullable=False),
+    Column("chat_service_sid", String(34)),
+    Column("author", Text),
+    Column("participant_sid", String(34)),
+    Column("source", String(32)),
+    Column("idx", Integer),
+    Column("attributes", Text),
+    Column("removed", Boolean, nullable=False, default=False),
+)
+Index(
+    "ix_conversation_messages_idx",
+    conversation_messages.c.conversation_sid,
+    conversation_messages.c.idx,
+)
+
+
+# Event Streams deliveries, one row per CloudEvent `id` (the deduplication
+# key: delivery is at least once). Unknown types are kept here for inspection.
+stream_events = Table(
+    "stream_events",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("source", String(255)),
+    Column("time", String(64)),
+    Column("data", Text, nullable=False),
+    # applied, kept (a type not acted on), error (see detail)
+    Column("outcome", String(16)),
+    Column("detail", Text),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_stream_events_received", stream_events.c.received_at)
+
+
 def search_index_ddl(dialect: str) -> list[str]:
     """Statements that create the trigram search index of `dialect` (idempotent).
 

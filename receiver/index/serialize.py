@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from receiver.index.conversations import ConversationRecord, ParticipantRecord
 from receiver.index.records import MediaItem, MessageRecord
 
 
@@ -83,7 +85,43 @@ def message_json(message: MessageRecord, *, include_params: bool = True) -> dict
         "updated_at": _iso(message.updated_at),
         "state": message.state,
     }
+    # A Conversations message is stored from its author to its conversation.
+    in_conversation = message.to_channel == "conversations"
+    out["conversation_sid"] = message.to_addr if in_conversation else None
+    out["author"] = message.from_addr if in_conversation else None
     if include_params:
         out["params"] = [list(p) for p in _loads(message.params, [])]
     out["media"] = [media_json(m) for m in message.media]
+    return out
+
+
+def conversation_json(
+    conversation: ConversationRecord,
+    participants: Sequence[ParticipantRecord] | None = None,
+    thread: Sequence[MessageRecord] | None = None,
+) -> dict[str, Any]:
+    """A conversation as the API shows it; with participants and messages when given."""
+    out: dict[str, Any] = {
+        "sid": conversation.sid,
+        "account_sid": conversation.account_sid,
+        "chat_service_sid": conversation.chat_service_sid,
+        "friendly_name": conversation.friendly_name,
+        "unique_name": conversation.unique_name,
+        "state": conversation.state,
+        "removed": conversation.removed,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+    }
+    if participants is not None:
+        out["participants"] = [
+            {
+                "sid": p.sid,
+                "address": p.address,
+                "projected_address": p.projected_address,
+                "identity": p.identity,
+            }
+            for p in participants
+        ]
+    if thread is not None:
+        out["messages"] = [message_json(m, include_params=False) for m in thread]
     return out

@@ -595,7 +595,7 @@ class Fetcher:
                     "the media host refused access (an expired or invalid signed link?); "
                     "credentials are never sent to it"
                 )
-            return FetchError(f"{where} answered HTTP {status}: {hint}", retryable=False)
+            return FetchError(f"{where} answered HTTP {status}: {hint}", status=status)
         if status in _RETRY_STATUSES or status >= 500:
             error = FetchError(f"{where} answered HTTP {status}", retryable=True)
             # Only the delta-seconds form: a media CDN's date is left to our own backoff.

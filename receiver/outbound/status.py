@@ -16,7 +16,7 @@ from receiver.errors import TwilioApiError
 from receiver.index.outbound import OutboundIndex
 from receiver.outbound.send import OPTED_OUT_ERROR
 from receiver.twilio.rest import TwilioRest
-from receiver.twilio.webhook import parse_status
+from receiver.twilio.webhook import StatusCallback, parse_status
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
@@ -40,7 +40,10 @@ class StatusTracker:
         Returns the message's status afterwards (None for a MessageSid not sent
         from here). Raises WebhookError for a malformed callback (the view answers 400).
         """
-        event = parse_status(params)
+        return self.record(parse_status(params))
+
+    def record(self, event: StatusCallback) -> str | None:
+        """Store a parsed status event (a callback or an Event Streams status event)."""
         status = self.outbound_index.record_status(event)
         if event.error_code == OPTED_OUT_ERROR and event.to is not None:
             row = self.outbound_index.by_sid(event.message_sid)

@@ -145,6 +145,7 @@ class TwilioRest:
         *,
         api_base: str = DEFAULT_API_BASE,
         messaging_base: str | None = None,
+        conversations_base: str = "https://conversations.twilio.com",
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -163,6 +164,7 @@ class TwilioRest:
         self.account_sid = account_sid
         self.api_base = api_base.rstrip("/")
         self.messaging_base = (messaging_base or messaging_base_for(self.api_base)).rstrip("/")
+        self.conversations_base = conversations_base.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -186,7 +188,13 @@ class TwilioRest:
                 f"sending and configuring numbers need Twilio REST credentials: set "
                 f"{' and '.join(missing)}"
             )
-        return cls(settings.account_sid, credentials, api_base=settings.api_base, **kwargs)
+        return cls(
+            settings.account_sid,
+            credentials,
+            api_base=settings.api_base,
+            conversations_base=settings.conversations_base,
+            **kwargs,
+        )
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -316,6 +324,26 @@ class TwilioRest:
         result: dict[str, Any] = self._call("POST", url, data=list(params.items()))
         return result
 
+    def conversations_webhooks_url(self, service_sid: str | None) -> str:
+        """The global (or one Chat Service's) Conversations webhook configuration:
+        https://www.twilio.com/docs/conversations/api/webhook-configuration-resource and
+        https://www.twilio.com/docs/conversations/api/per-service-webhook-resource"""
+        scope = f"/v1/Services/{service_sid}" if service_sid else "/v1"
+        return f"{self.conversations_base}{scope}/Configuration/Webhooks"
+
+    def fetch_conversations_webhooks(self, service_sid: str | None) -> dict[str, Any]:
+        """GET the webhook configuration (`post_webhook_url`, `method`, `filters`, …)."""
+        result: dict[str, Any] = self._call("GET", self.conversations_webhooks_url(service_sid))
+        return result
+
+    def update_conversations_webhooks(
+        self, service_sid: str | None, params: list[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """POST changes (`PostWebhookUrl`, `Method`, repeated `Filters`)."""
+        url = self.conversations_webhooks_url(service_sid)
+        result: dict[str, Any] = self._call("POST", url, data=params)
+        return result
+
     # -- transport ------------------------------------------------------------
 
     def _pages(self, url: str, params: list[tuple[str, str]], key: str) -> Iterator[dict[str, Any]]:
@@ -344,7 +372,11 @@ class TwilioRest:
 
     def _check_target(self, url: str) -> None:
         # Credentials go only to the configured Twilio origins.
-        origins = {_origin(self.api_base), _origin(self.messaging_base)}
+        origins = {
+            _origin(self.api_base),
+            _origin(self.messaging_base),
+            _origin(self.conversations_base),
+        }
         if _origin(url) not in origins:
             raise TwilioRestError(
                 None,

@@ -6,6 +6,7 @@ of the REST API, for messages whose webhook never arrived.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,13 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
         raise WebhookError(f"NumMedia is {num_media}; Twilio sends at most {MAX_MEDIA}")
     media = tuple(fields.media(index) for index in range(num_media))
     fields.reject_extra_media(num_media)
+    # A click-to-WhatsApp ad's image or video arrives as ReferralMediaUrl (with
+    # ReferralMediaContentType) beside NumMedia, not counted in it:
+    # https://www.twilio.com/docs/messaging/guides/webhook-request ; it is one more item.
+    referral = fields.text("ReferralMediaUrl")
+    if referral is not None:
+        _check_media_url("ReferralMediaUrl", referral)
+        media += (MediaRef(len(media), referral, fields.text("ReferralMediaContentType")),)
     geo = {
         f"{side}{part}": fields.text(f"{side}{part}") for side in ("From", "To") for part in _GEO
     }
@@ -157,7 +165,7 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
         from_=from_,
         to=to,
         body=fields.one("Body") or "",
-        num_media=num_media,
+        num_media=len(media),
         num_segments=fields.count("NumSegments"),
         media=media,
         opt_out_type=fields.text("OptOutType"),
@@ -402,3 +410,348 @@ def _params_dict(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
     for name, value in pairs:
         out.setdefault(name, []).append(value)
     return out
+
+
+# -- Conversations post-event webhooks -----------------------------------------
+# Form-encoded and signed like messaging webhooks; field names as Twilio sends
+# them: https://www.twilio.com/docs/conversations/conversations-webhooks
+# (the `Media` parameter is a JSON list of {Sid, ContentType, Filename, Size}).
+
+_CONVERSATION_SID = re.compile(r"CH[A-Za-z0-9]{32}")
+_CHAT_SERVICE_SID = re.compile(r"IS[A-Za-z0-9]{32}")
+_CONVERSATION_MESSAGE_SID = re.compile(r"IM[A-Za-z0-9]{32}")
+_PARTICIPANT_SID = re.compile(r"MB[A-Za-z0-9]{32}")
+
+#: Post-event types this receiver keeps; any other type is answered 200 and ignored.
+CONVERSATION_EVENTS = frozenset(
+    {
+        "onMessageAdded",
+        "onMessageUpdated",
+        "onMessageRemoved",
+        "onConversationAdded",
+        "onConversationUpdated",
+        "onConversationRemoved",
+        "onParticipantAdded",
+        "onParticipantUpdated",
+        "onParticipantRemoved",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ConversationMedia:
+    """One item of a Conversations message's `Media` list (an MCS Media resource)."""
+
+    sid: str
+    content_type: str | None
+    filename: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class ConversationEvent:
+    """One Conversations post-event webhook, typed, plus every raw parameter in order."""
+
+    event_type: str
+    account_sid: str
+    conversation_sid: str
+    chat_service_sid: str | None
+    messaging_service_sid: str | None
+    message_sid: str | None
+    participant_sid: str | None
+    author: str | None
+    body: str | None
+    attributes: str | None
+    source: str | None
+    index: int | None
+    identity: str | None
+    address: str | None
+    proxy_address: str | None
+    projected_address: str | None
+    friendly_name: str | None
+    unique_name: str | None
+    state: str | None
+    retry_count: int | None
+    media: tuple[ConversationMedia, ...]
+    params: tuple[tuple[str, str], ...]
+
+    def to_params_dict(self) -> dict[str, list[str]]:
+        """Every raw parameter as name -> values in the order received (JSON-friendly)."""
+        return _params_dict(self.params)
+
+
+def conversation_event_type(params: Iterable[tuple[str, str]]) -> str | None:
+    """The `EventType` of a Conversations webhook, or None when absent."""
+    return _Fields(params).text("EventType")
+
+
+def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationEvent:
+    """Validate a Conversations post-event webhook; WebhookError names what is wrong."""
+    fields = _Fields(params)
+    event_type = fields.text("EventType")
+    if event_type not in CONVERSATION_EVENTS:
+        raise WebhookError(f"EventType {str(event_type)[:40]!r} is not a kept post-event")
+    account_sid = fields.sid("AccountSid", _ACCOUNT_SID, "AC")
+    conversation_sid = fields.sid("ConversationSid", _CONVERSATION_SID, "CH")
+    if account_sid is None or conversation_sid is None:
+        missing = "AccountSid" if account_sid is None else "ConversationSid"
+        raise WebhookError(f"{missing} is missing; Twilio sends it with every {event_type}")
+    message_sid = fields.sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM")
+    if event_type.startswith("onMessage") and message_sid is None:
+        raise WebhookError(f"MessageSid (IM…) is missing; {event_type} always carries it")
+    participant_sid = fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
+    if event_type.startswith("onParticipant") and participant_sid is None:
+        raise WebhookError(f"ParticipantSid (MB…) is missing; {event_type} always carries it")
+    return ConversationEvent(
+        event_type=event_type,
+        account_sid=account_sid,
+        conversation_sid=conversation_sid,
+        chat_service_sid=fields.sid("ChatServiceSid", _CHAT_SERVICE_SID, "IS"),
+        messaging_service_sid=fields.sid("MessagingServiceSid", _SERVICE_SID, "MG"),
+        message_sid=message_sid,
+        participant_sid=participant_sid,
+        author=fields.text("Author"),
+        body=fields.one("Body"),
+        attributes=fields.text("Attributes"),
+        source=_clamp(fields.text("Source"), 32),
+        index=fields.count("Index"),
+        identity=fields.text("Identity"),
+        address=_clamp(fields.text("MessagingBinding.Address"), 255),
+        proxy_address=_clamp(fields.text("MessagingBinding.ProxyAddress"), 255),
+        projected_address=_clamp(fields.text("MessagingBinding.ProjectedAddress"), 255),
+        friendly_name=fields.text("FriendlyName"),
+        unique_name=fields.text("UniqueName"),
+        state=_clamp(fields.text("State"), 16),
+        retry_count=fields.count("RetryCount"),
+        media=parse_conversation_media(fields.text("Media")),
+        params=fields.pairs,
+    )
+
+
+def parse_conversation_media(raw: str | None) -> tuple[ConversationMedia, ...]:
+    """The `Media` JSON list of a Conversations message; WebhookError when malformed."""
+    if raw is None:
+        return ()
+    try:
+        items = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise WebhookError("Media is not valid JSON (a list of {Sid, ContentType, …})") from None
+    if not isinstance(items, list):
+        raise WebhookError("Media must be a JSON list of media objects")
+    if len(items) > MAX_MEDIA:
+        raise WebhookError(f"Media lists {len(items)} items; at most {MAX_MEDIA} are accepted")
+    out = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise WebhookError(f"Media item {n} is not an object")
+        sid = item.get("Sid")
+        if not isinstance(sid, str) or not _MEDIA_SID.fullmatch(sid):
+            raise WebhookError(f"Media item {n} has no Media SID (ME and 32 letters or digits)")
+        size = item.get("Size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise WebhookError(f"Media item {n} Size is not a non-negative integer")
+        out.append(
+            ConversationMedia(
+                sid=sid,
+                content_type=_optional_text(item.get("ContentType")),
+                filename=_optional_text(item.get("Filename")),
+                size=size,
+            )
+        )
+    return tuple(out)
+
+
+def _clamp(value: str | None, size: int) -> str | None:
+    return value[:size] if value is not None else None
+
+
+def _optional_text(value: Any) -> str | None:
+    return value[:255] if isinstance(value, str) and value.strip() else None
+
+
+def inbound_from_conversation(
+    event: ConversationEvent, media_url: Callable[[str], str] | None
+) -> InboundMessage:
+    """The `InboundMessage` of an `onMessageAdded`, so it is stored like any inbound message.
+
+    `From` is the author (a phone number for SMS/MMS participants, an identity
+    for chat users), `To` the conversation; `media_url(media_sid)` gives each
+    file's MCS Media URL (None: the message carries no media). `params` keeps
+    the webhook's own parameters: nothing is made up.
+    """
+    if event.message_sid is None:
+        raise WebhookError("MessageSid is missing")
+    if event.media and media_url is None:
+        raise WebhookError(
+            "ChatServiceSid is missing and the conversation is unknown, "
+            "so its media cannot be located in MCS"
+        )
+    # Index columns hold 255 characters; an identity may be longer (kept whole in params).
+    author = (event.author or "system")[:255]
+    refs = tuple(
+        MediaRef(n, media_url(item.sid), item.content_type)
+        for n, item in enumerate(event.media)
+        if media_url is not None
+    )
+    return InboundMessage(
+        message_sid=event.message_sid,
+        account_sid=event.account_sid,
+        messaging_service_sid=event.messaging_service_sid,
+        from_=Address(raw=author, channel=(event.source or "chat").lower()[:32], address=author),
+        to=Address(
+            raw=event.conversation_sid, channel="conversations", address=event.conversation_sid
+        ),
+        body=event.body or "",
+        num_media=len(refs),
+        num_segments=None,
+        media=refs,
+        opt_out_type=None,
+        from_city=None,
+        from_state=None,
+        from_zip=None,
+        from_country=None,
+        to_city=None,
+        to_state=None,
+        to_zip=None,
+        to_country=None,
+        api_version=None,
+        sms_status=None,
+        profile_name=None,
+        wa_id=None,
+        params=event.params,
+    )
+
+
+# -- Event Streams (CloudEvents 1.0 over a webhook sink) ----------------------------
+# https://www.twilio.com/docs/events/webhook-quickstart : a JSON array of
+# CloudEvents (`specversion`, `type`, `source`, `id`, `time`, `data`), delivered
+# at least once (https://www.twilio.com/docs/events/event-delivery-and-duplication).
+
+#: Events in one delivery; Twilio's batches stay under 64 kB, so far fewer.
+MAX_BATCH = 1000
+_EVENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@dataclass(frozen=True)
+class CloudEvent:
+    """One CloudEvent of an Event Streams delivery; `data` is its JSON object."""
+
+    id: str
+    type: str
+    source: str | None
+    time: str | None
+    data: Mapping[str, Any]
+
+
+def parse_cloud_events(payload: Any) -> tuple[CloudEvent, ...]:
+    """A single CloudEvent or a batch array, validated; WebhookError names what is wrong."""
+    items = payload if isinstance(payload, list) else [payload]
+    if len(items) > MAX_BATCH:
+        raise WebhookError(f"{len(items)} events in one delivery; at most {MAX_BATCH}")
+    events = []
+    for n, item in enumerate(items):
+        where = f"event {n}"
+        if not isinstance(item, dict):
+            raise WebhookError(f"{where} is not a JSON object")
+        if item.get("specversion") != "1.0":
+            raise WebhookError(f'{where}: specversion must be "1.0" (CloudEvents 1.0)')
+        event_id, event_type = item.get("id"), item.get("type")
+        if not isinstance(event_id, str) or not _EVENT_ID.fullmatch(event_id):
+            raise WebhookError(f"{where}: id is missing or not 1-128 printable characters")
+        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+            raise WebhookError(f"{where}: type is missing or malformed")
+        data = item.get("data", {})
+        if not isinstance(data, dict):
+            raise WebhookError(f"{where}: data must be a JSON object")
+        source, when = item.get("source"), item.get("time")
+        events.append(
+            CloudEvent(
+                id=event_id,
+                type=event_type,
+                source=source[:255] if isinstance(source, str) else None,
+                time=when[:64] if isinstance(when, str) else None,
+                data=data,
+            )
+        )
+    return tuple(events)
+
+
+#: Messaging.MessageStatus event types and the status each one reports
+#: (https://www.twilio.com/docs/events/event-types/messaging/outbound-message).
+STREAM_STATUSES = {
+    f"com.twilio.messaging.message.{s}": s
+    for s in ("queued", "sent", "delivered", "undelivered", "failed", "read")
+}
+#: Conversations event types and the post-event webhook each one mirrors
+#: (https://www.twilio.com/docs/events/event-types/conversations/message).
+STREAM_CONVERSATION_EVENTS = {
+    f"com.twilio.conversations.{thing}.{verb}": f"on{thing.capitalize()}{verb.capitalize()}"
+    for thing in ("message", "conversation", "participant")
+    for verb in ("added", "updated", "removed")
+}
+
+
+#: A received message (https://www.twilio.com/docs/events/event-types/messaging/inbound-message).
+STREAM_INBOUND = "com.twilio.messaging.inbound-message.received"
+
+
+def inbound_sid_from_stream(event: CloudEvent) -> str:
+    """The MessageSid of an inbound-message event; WebhookError when it has none."""
+    sid = event.data.get("messageSid")
+    if not isinstance(sid, str) or not _MESSAGE_SID.fullmatch(sid):
+        raise WebhookError("data.messageSid is missing or not a Message SID (SM or MM)")
+    return sid
+
+
+def status_from_stream(event: CloudEvent) -> StatusCallback:
+    """A Messaging status event as the same StatusCallback `/twilio/status` gives.
+
+    Its `messageStatus` comes in upper case (`DELIVERED`); parse_status lowers it.
+    """
+    data = event.data
+    names = {
+        "messageSid": "MessageSid",
+        "accountSid": "AccountSid",
+        "messageStatus": "MessageStatus",
+        "errorCode": "ErrorCode",
+        "rawDlrDoneDate": "RawDlrDoneDate",
+        "from": "From",
+        "to": "To",
+        "messagingServiceSid": "MessagingServiceSid",
+    }
+    params = [(names[k], _text(v)) for k, v in data.items() if k in names and v is not None]
+    if "messageStatus" not in data:
+        params.append(("MessageStatus", STREAM_STATUSES.get(event.type, "")))
+    return parse_status(params)
+
+
+def conversation_from_stream(event: CloudEvent) -> ConversationEvent:
+    """A Conversations event as the same ConversationEvent the post-event webhook gives.
+
+    Its data names the body `MessageBody` and each media item's SID `MediaSid`,
+    and carries no `ChatServiceSid` (taken from the conversation when known).
+    """
+    params: list[tuple[str, str]] = [("EventType", STREAM_CONVERSATION_EVENTS[event.type])]
+    for key, value in event.data.items():
+        if key == "EventType" or value is None:
+            continue
+        if key == "Media" and isinstance(value, list):
+            media = [
+                {("Sid" if k == "MediaSid" else k): v for k, v in item.items()}
+                if isinstance(item, dict)
+                else item
+                for item in value
+            ]
+            params.append(("Media", json.dumps(media)))
+        elif key == "MessageBody":
+            params.append(("Body", _text(value)))
+        elif isinstance(value, dict):
+            params.extend((f"{key}.{k}", _text(v)) for k, v in value.items() if v is not None)
+        else:
+            params.append((str(key), _text(value)))
+    return parse_conversation_event(params)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

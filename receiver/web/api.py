@@ -25,7 +25,7 @@ from receiver.web.hooks import services
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-SID = re.compile(r"^(SM|MM)[A-Za-z0-9]{32}$")
+SID = re.compile(r"^(SM|MM|IM)[A-Za-z0-9]{32}$")  # IM: Conversations messages
 MEDIA_ID = re.compile(r"^[1-9][0-9]{0,9}$")
 MAX_MEDIA_ID = 2**31 - 1
 LIST_PARAMETERS = ("from", "kind", "state", "since", "until", "q")

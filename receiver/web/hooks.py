@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, abort, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 
-from receiver.errors import WebhookError
+from receiver.errors import TwilioApiError, WebhookError
 from receiver.services import Services
 from receiver.twilio.twiml import empty_response
-from receiver.twilio.webhook import parse_inbound
-from receiver.web.twilio_request import read_verified
+from receiver.twilio.webhook import (
+    CONVERSATION_EVENTS,
+    conversation_event_type,
+    parse_cloud_events,
+    parse_conversation_event,
+    parse_inbound,
+)
+from receiver.web.twilio_request import read_verified, read_verified_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
@@ -75,3 +81,69 @@ def status() -> Response:
 
 def _twiml(xml: bytes) -> Response:
     return Response(xml, status=200, mimetype=TWIML)
+
+
+#: Unknown Conversations event types already logged by this process (each is logged once).
+_UNKNOWN_EVENTS: set[str] = set()
+
+
+@bp.post("/twilio/conversations")
+def conversations() -> Response:
+    """Conversations post-event webhook: verified, recorded, answered at once (media later)."""
+    svc = services()
+    verified = read_verified(request, svc)
+    try:
+        event_type = conversation_event_type(verified.params) or ""
+        if event_type not in CONVERSATION_EVENTS:
+            if event_type[:64] not in _UNKNOWN_EVENTS and len(_UNKNOWN_EVENTS) < 256:
+                _UNKNOWN_EVENTS.add(event_type[:64])
+                log.info("ignoring Conversations event type %r (not kept)", event_type[:64])
+            return Response(status=200)
+        event = parse_conversation_event(verified.params)
+        outcome = svc.conversations.handle(event)
+    except WebhookError as exc:
+        log.warning("malformed Conversations webhook: %s", exc)
+        abort(400, description=str(exc))
+    g.webhook_outcome = outcome.result
+    log.info(
+        "conversations %s %s: %s",
+        event.event_type,
+        event.message_sid or event.participant_sid or event.conversation_sid,
+        outcome.result,
+        extra={"message_sid": event.message_sid} if event.message_sid else None,
+    )
+    return Response(status=200)
+
+
+@bp.post("/twilio/events")
+def events() -> Response:
+    """Event Streams sink: signed CloudEvents (one or a batch), each applied once by id."""
+    svc = services()
+    payload = read_verified_json(request, svc)
+    try:
+        batch = parse_cloud_events(payload)
+    except WebhookError as exc:
+        log.warning("malformed Event Streams delivery: %s", exc)
+        abort(400, description=str(exc))
+    try:
+        result = svc.streams.handle(batch)
+    except TwilioApiError as exc:
+        # Twilio's REST API failed while filling in a missed message: a retry may cure it.
+        log.warning("Event Streams delivery not finished: %s", exc)
+        abort(503, description="Twilio's REST API failed; retry later")
+    g.webhook_outcome = "recorded" if result.applied or result.kept else "duplicate"
+    log.info(
+        "event stream: %d events, %d duplicates, %d applied, %d kept, %d errors",
+        result.received,
+        result.duplicates,
+        result.applied,
+        result.kept,
+        result.errors,
+    )
+    return jsonify(
+        received=result.received,
+        duplicates=result.duplicates,
+        applied=result.applied,
+        kept=result.kept,
+        errors=result.errors,
+    )

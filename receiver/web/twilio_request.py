@@ -6,10 +6,11 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from flask import Request
-from werkzeug.exceptions import BadRequest, Forbidden
+from werkzeug.exceptions import BadRequest, Forbidden, UnsupportedMediaType
 
 from receiver.errors import SignatureError
 from receiver.services import Services
@@ -57,6 +58,22 @@ def read_verified(req: Request, svc: Services) -> VerifiedRequest:
     body is signed through its parameters, so it is parsed first, which is
     linear in its size and bounded by MAX_CONTENT_LENGTH.
     """
+    matched, params, body, is_json = _verify(req, svc)
+    if is_json:
+        params = _json_params(body)
+    return VerifiedRequest(params=params, url=matched)
+
+
+def read_verified_json(req: Request, svc: Services) -> Any:
+    """Verify a signed JSON body (`bodySHA256`), then parse it: any JSON value
+    (Event Streams posts arrays); 403 unsigned, 415 not JSON, 400 malformed."""
+    if req.method == "GET" or (req.mimetype or "").lower() != "application/json":
+        raise UnsupportedMediaType("the body must be application/json (CloudEvents)")
+    _, _, body, _ = _verify(req, svc)
+    return _json_value(body)
+
+
+def _verify(req: Request, svc: Services) -> tuple[str, tuple[tuple[str, str], ...], bytes, bool]:
     body = req.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
     url = signed_url(req, svc)
     _, _, query = url.partition("?")
@@ -91,9 +108,7 @@ def read_verified(req: Request, svc: Services) -> VerifiedRequest:
             url,
         )
         raise Forbidden("invalid or missing X-Twilio-Signature") from None
-    if is_json:
-        params = _json_params(body)
-    return VerifiedRequest(params=params, url=matched)
+    return matched, params, body, is_json
 
 
 #: Twilio's JSON webhooks are a few levels deep; anything deeper is refused
@@ -116,13 +131,17 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-def _json_params(body: bytes) -> tuple[tuple[str, str], ...]:
+def _json_value(body: bytes) -> Any:
     if json_depth(body) > MAX_JSON_DEPTH:
         raise BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the JSON body is not valid UTF-8 JSON") from None
+
+
+def _json_params(body: bytes) -> tuple[tuple[str, str], ...]:
+    data = _json_value(body)
     if not isinstance(data, dict):
         raise BadRequest("the JSON body must be an object")
     try:

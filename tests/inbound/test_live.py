@@ -233,3 +233,31 @@ def test_the_banners_simulate_command_works_as_printed(tmp_path: Path, live_serv
         ("contact", "stored", None),
     ]
     assert got["media"][1]["contact"]["name"] == "Sample Contact"
+
+
+def test_simulate_conversation_against_a_live_server(tmp_path: Path, live_server: Any) -> None:
+    env = base_env(tmp_path)
+    server = live_server(env)
+    result = run_cli(
+        env, "simulate", "--conversation", "--url", f"{server.url}/twilio/messaging", "--body", "hi"
+    )
+    assert result.returncode == 0, result.stderr + server.log()
+    lines = result.stdout.splitlines()
+    assert len(lines) == 8 and all(line.endswith("HTTP 200") for line in lines)
+    sid = next(
+        line.split()[-1] for line in result.stderr.splitlines() if line.startswith("Conversation")
+    )
+    got = requests.get(f"{server.url}/api/conversations/{sid}", headers=AUTH, timeout=5).json()
+    assert [p["address"] for p in got["participants"]] == [
+        "+15005550006",
+        "+15005550007",
+        "+15005550008",
+        None,
+    ]
+    assert got["participants"][3]["projected_address"] == "+15017122661"
+    assert [m["body"] for m in got["messages"]] == ["hi", "Photo of the leak", "Thanks!"]
+    assert [m["author"] for m in got["messages"]] == [
+        "+15005550006",
+        "+15005550007",
+        "+15005550008",
+    ]

@@ -321,3 +321,32 @@ def test_api_needs_the_token(client: Any, poster: WebhookPoster) -> None:
     got = client.get(f"/api/messages/{sid}", headers=AUTH).get_json()
     assert got["sid"] == sid
     assert [name for name, _ in got["params"]].count("MessageSid") == 1
+
+
+def test_whatsapp_referral_media_is_one_more_item(
+    media_poster: WebhookPoster, media_server: MediaServer
+) -> None:
+    # Click-to-WhatsApp ads send the ad's image as ReferralMediaUrl, outside NumMedia
+    # (https://www.twilio.com/docs/messaging/guides/webhook-request).
+    sid = new_sid("SM")
+    ad = media_server.add("/referral/ad.jpg", jpeg(64, 64), content_type="image/jpeg")
+    params = inbound_params(
+        sid,
+        body="I saw your ad",
+        from_="whatsapp:+15551230001",
+        to="whatsapp:+15557654321",
+        ProfileName="Ada",
+        WaId="15551230001",
+        ReferralMediaUrl=ad,
+        ReferralMediaContentType="image/jpeg",
+        ReferralSourceType="ad",
+    )
+    assert media_poster.post(params).status_code == 200
+    msg = recorded(media_poster.client, sid)
+    assert msg is not None and msg["channel"] == "whatsapp" and msg["num_media"] == 1
+    (item,) = msg["media"]
+    assert item["state"] == "stored" and item["kind"] == "image"
+    assert ["ProfileName", "Ada"] in msg["params"] and ["WaId", "15551230001"] in msg["params"]
+    bad = inbound_params(new_sid("SM"), ReferralMediaUrl="javascript:alert(1)")
+    resp = media_poster.post(bad)
+    assert resp.status_code == 400 and "ReferralMediaUrl" in resp.get_data(as_text=True)

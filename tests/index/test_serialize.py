@@ -23,6 +23,8 @@ MESSAGE_FIELDS = [
     "received_at",
     "updated_at",
     "state",
+    "conversation_sid",
+    "author",
     "params",
     "media",
 ]

@@ -21,6 +21,8 @@ from tests.web.seed import Item, Seeder
 EXPECTED_PUBLIC = {
     "/twilio/messaging",
     "/twilio/status",
+    "/twilio/conversations",
+    "/twilio/events",
     "/healthz",
     "/readyz",
     "/metrics",

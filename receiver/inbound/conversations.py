@@ -1,0 +1,128 @@
+"""Conversations workflow: post-event webhooks -> the index, messages -> the pipeline.
+
+`onMessageAdded` is stored like any inbound message (its `IM…` MessageSid is
+the idempotency key), plus its thread fields; its media rows are committed
+`pending` and handed to the pipeline's pool without waiting, because
+Conversations gives the webhook 5 s in all
+(https://www.twilio.com/docs/conversations/conversations-webhooks).
+Conversation and participant events keep the thread's metadata current. An
+event may arrive before its conversation's own: a placeholder row is made
+and filled in later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from receiver.inbound.pipeline import Pipeline
+from receiver.index.conversations import ConversationIndex
+from receiver.twilio.mcs import mcs_media_url
+from receiver.twilio.webhook import ConversationEvent, inbound_from_conversation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConversationOutcome:
+    """What handling one event did (for the webhook's log and tests)."""
+
+    event_type: str
+    #: recorded, duplicate, updated
+    result: str
+
+
+class Conversations:
+    """Applies Conversations events to the index; messages go through the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, index: ConversationIndex, *, mcs_base: str) -> None:
+        self.pipeline = pipeline
+        self.index = index
+        self.mcs_base = mcs_base
+
+    def handle(self, event: ConversationEvent) -> ConversationOutcome:
+        """Apply one post-event; idempotent, so retries and a second path change nothing."""
+        kind = event.event_type
+        if kind.startswith("onMessage"):
+            return self._message(event)
+        if kind.startswith("onParticipant"):
+            assert event.participant_sid is not None  # the parser requires it
+            self._placeholder(event)
+            if kind == "onParticipantRemoved":
+                self.index.mark_removed("participant", event.participant_sid)
+            else:
+                self.index.save_participant(
+                    {
+                        "sid": event.participant_sid,
+                        "conversation_sid": event.conversation_sid,
+                        "identity": event.identity,
+                        "address": event.address,
+                        "proxy_address": event.proxy_address,
+                        "projected_address": event.projected_address,
+                    }
+                )
+            return ConversationOutcome(kind, "updated")
+        self.index.save_conversation(self._conversation_row(event), overwrite=True)
+        if kind == "onConversationRemoved":
+            self.index.mark_removed("conversation", event.conversation_sid)
+        return ConversationOutcome(kind, "updated")
+
+    def _message(self, event: ConversationEvent) -> ConversationOutcome:
+        sid = event.message_sid
+        assert sid is not None  # the parser requires it for onMessage*
+        self._placeholder(event)
+        if event.event_type == "onMessageRemoved":
+            self.index.mark_removed("message", sid)
+            return ConversationOutcome(event.event_type, "updated")
+        if event.event_type == "onMessageUpdated" and self.index.update_message(
+            sid, body=event.body, attributes=event.attributes
+        ):
+            return ConversationOutcome(event.event_type, "updated")
+        # onMessageAdded, or an update of a message we never saw added: record it.
+        service = event.chat_service_sid or self.index.service_of(event.conversation_sid)
+        msg = inbound_from_conversation(
+            event,
+            (lambda media_sid: mcs_media_url(self.mcs_base, service, media_sid))
+            if service
+            else None,
+        )
+        result = self.pipeline.ingest(msg)
+        # Written whether or not the message was new: a crash between the two
+        # inserts is repaired by Twilio's retry.
+        self.index.save_message(
+            {
+                "message_sid": sid,
+                "conversation_sid": event.conversation_sid,
+                "chat_service_sid": service,
+                "author": event.author,
+                "participant_sid": event.participant_sid,
+                "source": event.source,
+                "idx": event.index,
+                "attributes": event.attributes,
+            }
+        )
+        # Media goes to the pool (deadline 0): the answer never waits for MCS.
+        self.pipeline.process_message(sid, deadline=0, ingested=result)
+        return ConversationOutcome(event.event_type, "recorded" if result.created else "duplicate")
+
+    def _placeholder(self, event: ConversationEvent) -> None:
+        """Make sure the conversation exists, filling in only what is still unknown."""
+        self.index.save_conversation(self._conversation_row(event), overwrite=False)
+
+    @staticmethod
+    def _conversation_row(event: ConversationEvent) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "sid": event.conversation_sid,
+            "account_sid": event.account_sid,
+            "chat_service_sid": event.chat_service_sid,
+            "messaging_service_sid": event.messaging_service_sid,
+        }
+        if event.event_type.startswith("onConversation"):
+            row.update(
+                friendly_name=event.friendly_name,
+                unique_name=event.unique_name,
+                state=event.state,
+                attributes=event.attributes,
+            )
+        return row

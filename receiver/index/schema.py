@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -170,6 +170,9 @@ outbound_messages = Table(
     Column("raw_dlr_done_date", String(16)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # What Twilio billed, as its Message resource reports it once final (negative = charged).
+    Column("price", Float),
+    Column("price_unit", String(8)),
 )
 Index("ix_outbound_created", outbound_messages.c.created_at)
 

@@ -190,6 +190,8 @@ def analytics(index: IndexCore, rng: DateRange) -> Analytics:
         *((size < bound, label) for label, bound in SIZE_BUCKETS), else_=LARGEST_BUCKET
     ).label("s")
     batch = _batch(outbound_messages.c.idempotency_key, dialect).label("batch")
+    # Prices are negative: the lowest sum is the dearest batch (no price counts as 0).
+    batch_price = func.coalesce(func.sum(outbound_messages.c.price), 0.0)
     with index.engine.connect() as conn:
         inbound_rows = conn.execute(
             select(mb, func.count(), messages.c.keyword)
@@ -226,10 +228,10 @@ def analytics(index: IndexCore, rng: DateRange) -> Analytics:
             .limit(TOP_ERRORS)
         ).all()
         batch_rows = conn.execute(
-            select(batch, func.count(), func.sum(outbound_messages.c.price))
+            select(batch, func.count(), batch_price)
             .where(*out_range)
             .group_by(batch)
-            .order_by(func.sum(outbound_messages.c.price), batch)
+            .order_by(batch_price, batch)
             .limit(TOP_BATCHES)
         ).all()
         units = conn.execute(

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-WIDTH = 640
+WIDTH = 480
 COLUMN_HEIGHT = 220
-ROW_HEIGHT = 26
-LABEL_WIDTH = 230
+ROW_HEIGHT = 36
 PAD = 24
+VALUE_ROOM = 70
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ def columns(chart_id: str, title: str, labels: Sequence[str], series: Sequence[S
     totals = ", ".join(f"{s.name} {_number(sum(s.values))}" for s in series)
     span = f"{labels[0]} to {labels[-1]}" if labels else "no dates"
     summary = f"{title}, {span}: {totals}"
-    top = max((v for s in series for v in s.values), default=0) or 1
+    largest = max((v for s in series for v in s.values), default=0)
+    top = largest or 1
     plot_w, plot_h = WIDTH - 2 * PAD, COLUMN_HEIGHT - 2 * PAD
     base = PAD + plot_h
     group = plot_w / max(len(labels), 1)
@@ -54,8 +55,18 @@ def columns(chart_id: str, title: str, labels: Sequence[str], series: Sequence[S
         Markup(
             '<line class="axis" x1="{x1}" y1="{y}" x2="{x2}" y2="{y}"/>'
             '<text class="tick" x="{x1}" y="{t}">max {top}</text>'
-        ).format(x1=PAD, x2=PAD + plot_w, y=base, t=PAD - 8, top=_number(top))
+        ).format(x1=PAD, x2=PAD + plot_w, y=base, t=PAD - 8, top=_number(largest))
     )
+    # The legend, right-aligned above the plot: a swatch and a name per series.
+    x = WIDTH - PAD
+    for k, s in reversed(list(enumerate(series))):
+        x -= 8 * len(s.name) + 24
+        parts.append(
+            Markup(
+                '<rect class="s{k}" x="{x}" y="{y}" width="10" height="10"/>'
+                '<text class="tick" x="{tx}" y="{ty}">{name}</text>'
+            ).format(k=k, x=x, y=PAD - 18, tx=x + 14, ty=PAD - 8, name=s.name)
+        )
     for k, s in enumerate(series):
         for i, value in enumerate(s.values):
             if not value:
@@ -82,12 +93,12 @@ def columns(chart_id: str, title: str, labels: Sequence[str], series: Sequence[S
 
 
 def bars(chart_id: str, title: str, items: Sequence[tuple[str, float]]) -> Markup:
-    """Horizontal bars, one per labelled value, each with its number written beside it."""
+    """Horizontal bars, each under its label and with its number written beside it."""
     listed = "; ".join(f"{label}: {_number(value)}" for label, value in items) or "no data"
     summary = f"{title}: {listed}"
-    height = PAD + ROW_HEIGHT * max(len(items), 1)
+    height = PAD // 2 + ROW_HEIGHT * max(len(items), 1)
     top = max((v for _, v in items), default=0) or 1
-    plot_w = WIDTH - LABEL_WIDTH - 2 * PAD - 60
+    plot_w = WIDTH - 2 * PAD - VALUE_ROOM
     parts = [_open(chart_id, title, summary, height)]
     if not items:
         parts.append(
@@ -100,17 +111,17 @@ def bars(chart_id: str, title: str, items: Sequence[tuple[str, float]]) -> Marku
         w = plot_w * value / top
         parts.append(
             Markup(
-                '<text class="label" x="{lx}" y="{ty}" text-anchor="end">{label}</text>'
-                '<rect class="s0" x="{bx}" y="{by}" width="{w}" height="16"/>'
-                '<text class="value" x="{vx}" y="{ty}">{value}</text>'
+                '<text class="label" x="{x}" y="{ty}">{label}</text>'
+                '<rect class="s0" x="{x}" y="{by}" width="{w}" height="12"/>'
+                '<text class="value" x="{vx}" y="{vy}">{value}</text>'
             ).format(
-                lx=LABEL_WIDTH,
-                ty=f"{y + 15:.0f}",
+                x=PAD,
+                ty=f"{y + 8:.0f}",
                 label=label,
-                bx=LABEL_WIDTH + 8,
-                by=f"{y + 3:.0f}",
+                by=f"{y + 14:.0f}",
                 w=f"{w:.2f}",
-                vx=f"{LABEL_WIDTH + 14 + w:.2f}",
+                vx=f"{PAD + 6 + w:.2f}",
+                vy=f"{y + 25:.0f}",
                 value=_number(value),
             )
         )

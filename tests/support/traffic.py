@@ -131,6 +131,10 @@ def seed(engine: Engine, traffic: Traffic = TRAFFIC) -> None:
             }
         )
     with engine.begin() as conn:
-        conn.execute(insert(messages), message_rows)
-        conn.execute(insert(media), media_rows)
-        conn.execute(insert(outbound_messages), out_rows)
+        for table, rows in (
+            (messages, message_rows),
+            (media, media_rows),
+            (outbound_messages, out_rows),
+        ):
+            if rows:
+                conn.execute(insert(table), rows)

@@ -29,12 +29,22 @@ def _add_listing_indexes(conn: Connection) -> None:
                 index.create(conn, checkfirst=True)
 
 
-def _add_price_columns(conn: Connection) -> None:
-    # `create_all` leaves existing tables alone, so new columns are added here.
+def _add_analytics(conn: Connection) -> None:
+    # `create_all` leaves existing tables alone, so the price columns and the covering
+    # indexes of the analytics aggregates are added here.
     have = {c["name"] for c in inspect(conn).get_columns("outbound_messages")}
     for name, ddl in (("price", "FLOAT"), ("price_unit", "VARCHAR(8)")):
         if name not in have:
             conn.execute(text(f"ALTER TABLE outbound_messages ADD COLUMN {name} {ddl}"))
+    wanted = {
+        "ix_messages_received_keyword",
+        "ix_outbound_created_figures",
+        "ix_media_message_figures",
+    }
+    for table in ("messages", "outbound_messages", "media"):
+        for index in metadata.tables[table].indexes:
+            if index.name in wanted:
+                index.create(conn, checkfirst=True)
 
 
 # Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
@@ -43,7 +53,7 @@ def _add_price_columns(conn: Connection) -> None:
 # because it may need a privilege the first start did not have.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_listing_indexes,
-    3: _add_price_columns,
+    3: _add_analytics,
 }
 
 

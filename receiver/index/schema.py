@@ -255,3 +255,17 @@ def search_index_ddl(dialect: str) -> list[str]:
 def utcnow() -> datetime:
     """The current time, aware UTC: the only clock the index uses."""
     return datetime.now(UTC)
+
+
+# Covering indexes of the analytics aggregates (`receiver.index.analytics`): a date range
+# is read from the index alone, never from the wide rows (body, params, media JSON).
+Index("ix_messages_received_keyword", messages.c.received_at, messages.c.keyword, messages.c.sid)
+Index(
+    "ix_outbound_created_figures",
+    outbound_messages.c.created_at,
+    outbound_messages.c.status,
+    outbound_messages.c.sid,
+    outbound_messages.c.price,
+    outbound_messages.c.price_unit,
+)
+Index("ix_media_message_figures", media.c.message_sid, media.c.kind, media.c.size_bytes)

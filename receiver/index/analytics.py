@@ -205,7 +205,7 @@ def analytics(index: IndexCore, rng: DateRange) -> Analytics:
     batch_price = func.coalesce(func.sum(outbound_messages.c.price), 0.0)
     with index.engine.connect() as conn:
         inbound_rows = conn.execute(
-            select(mb, func.count(), messages.c.keyword)
+            select(mb, messages.c.keyword, func.count())
             .where(*in_range)
             .group_by(mb, messages.c.keyword)
         ).all()
@@ -222,9 +222,10 @@ def analytics(index: IndexCore, rng: DateRange) -> Analytics:
             .group_by(ob, outbound_messages.c.status)
         ).all()
         media_rows = conn.execute(
+            # A message's media rows are written with it (same transaction, same clock),
+            # so their created_at is the message's arrival: no join needed.
             select(media.c.kind, size_bucket, func.count())
-            .select_from(media.join(messages, media.c.message_sid == messages.c.sid))
-            .where(*in_range)
+            .where(media.c.created_at >= rng.start, media.c.created_at < rng.end)
             .group_by(media.c.kind, size_bucket)
         ).all()
         error_rows = conn.execute(
@@ -249,7 +250,7 @@ def analytics(index: IndexCore, rng: DateRange) -> Analytics:
     per_bucket: dict[str, dict[str, float]] = {
         label: dict.fromkeys(SERIES, 0) for label in rng.buckets()
     }
-    for label, n, keyword in inbound_rows:
+    for label, keyword, n in inbound_rows:
         entry = per_bucket.setdefault(_label(label, rng.hourly), dict.fromkeys(SERIES, 0))
         entry["inbound"] += int(n)
         if keyword == "STOP":

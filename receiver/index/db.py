@@ -39,7 +39,7 @@ def _add_analytics(conn: Connection) -> None:
     wanted = {
         "ix_messages_received_keyword",
         "ix_outbound_created_figures",
-        "ix_media_message_figures",
+        "ix_media_created_figures",
     }
     for table in ("messages", "outbound_messages", "media"):
         for index in metadata.tables[table].indexes:

@@ -268,4 +268,4 @@ Index(
     outbound_messages.c.price,
     outbound_messages.c.price_unit,
 )
-Index("ix_media_message_figures", media.c.message_sid, media.c.kind, media.c.size_bytes)
+Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)

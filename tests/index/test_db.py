@@ -67,7 +67,7 @@ def test_a_version_2_index_gets_the_price_columns_and_analytics_indexes(db_url: 
         for name in (
             "ix_messages_received_keyword",
             "ix_outbound_created_figures",
-            "ix_media_message_figures",
+            "ix_media_created_figures",
         ):
             conn.execute(text(f"DROP INDEX {name}"))
         conn.execute(text("ALTER TABLE outbound_messages DROP COLUMN price"))
@@ -94,6 +94,6 @@ def test_a_version_2_index_gets_the_price_columns_and_analytics_indexes(db_url: 
     assert {
         "ix_messages_received_keyword",
         "ix_outbound_created_figures",
-        "ix_media_message_figures",
+        "ix_media_created_figures",
     } <= indexes
     assert int(version) == SCHEMA_VERSION and body == "kept"

@@ -3,8 +3,9 @@
 Rows are grouped by a date expression each backend evaluates itself
 (a prefix of the stored text on SQLite, `date_trunc` on PostgreSQL), so a
 ten-year range over 100k messages returns a few thousand small rows and
-Python never walks the messages (docs/design.md, "Analytics"). Times are UTC; `since` and `until` are whole days, both included.
-Ranges of up to two days are counted per hour, longer ones per day.
+Python never walks the messages (docs/design.md, "Analytics"). Times are
+UTC; `since` and `until` are whole days, both included. Ranges of up to
+two days are counted per hour, longer ones per day.
 """
 
 from __future__ import annotations

@@ -68,38 +68,32 @@ def page() -> ResponseReturnValue:
 
 def _charts(result: Analytics) -> list[tuple[str, Markup]]:
     per = "hour" if result.range.hourly else "day"
-    labels = list(result.per_bucket)
-    column = {name: [v[name] for v in result.per_bucket.values()] for name in SERIES}
     unit = result.cost_unit or "no price yet"
+    labels = list(result.per_bucket)
+
+    def over_time(chart_id: str, title: str, *names: tuple[str, str]) -> Markup:
+        series = [
+            charts.Series(shown, [v[name] for v in result.per_bucket.values()])
+            for name, shown in names
+        ]
+        return charts.columns(chart_id, title, labels, series)
+
+    errors = [(f"{e['code']} {e['description']}", e["count"]) for e in result.error_codes]
     return [
         (
             "Messages",
-            charts.columns(
+            over_time(
                 "chart-messages",
                 f"Inbound and outbound messages per {per}",
-                labels,
-                [
-                    charts.Series("inbound", column["inbound"]),
-                    charts.Series("outbound", column["outbound"]),
-                ],
+                ("inbound", "inbound"),
+                ("outbound", "outbound"),
             ),
         ),
         (
             "Delivery funnel",
-            charts.bars(
-                "chart-funnel",
-                "Outbound delivery funnel",
-                [(stage, n) for stage, n in result.funnel.items()],
-            ),
+            charts.bars("chart-funnel", "Outbound delivery funnel", list(result.funnel.items())),
         ),
-        (
-            "Error codes",
-            charts.bars(
-                "chart-errors",
-                "Outbound error codes",
-                [(f"{e['code']} {e['description']}", e["count"]) for e in result.error_codes],
-            ),
-        ),
+        ("Error codes", charts.bars("chart-errors", "Outbound error codes", errors)),
         (
             "Media by kind",
             charts.bars("chart-kinds", "Inbound media by kind", list(result.media_by_kind.items())),
@@ -110,25 +104,14 @@ def _charts(result: Analytics) -> list[tuple[str, Markup]]:
         ),
         (
             "Opt-outs and opt-ins",
-            charts.columns(
+            over_time(
                 "chart-optouts",
                 f"Opt-outs (STOP) and opt-ins (START) per {per}",
-                labels,
-                [
-                    charts.Series("opt-outs", column["opt_outs"]),
-                    charts.Series("opt-ins", column["opt_ins"]),
-                ],
+                ("opt_outs", "opt-outs"),
+                ("opt_ins", "opt-ins"),
             ),
         ),
-        (
-            "Cost",
-            charts.columns(
-                "chart-cost",
-                f"Cost per {per} ({unit})",
-                labels,
-                [charts.Series("cost", column["cost"])],
-            ),
-        ),
+        ("Cost", over_time("chart-cost", f"Cost per {per} ({unit})", ("cost", "cost"))),
         (
             "Cost by batch",
             charts.bars(

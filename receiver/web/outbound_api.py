@@ -134,6 +134,12 @@ def register(app: Flask) -> None:
     add_paths(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
 
 
+def _records(**types: str) -> dict[str, Any]:
+    """The schema of a list of objects whose fields have these JSON types."""
+    props = {name: {"type": kind} for name, kind in types.items()}
+    return {"type": "array", "items": {"type": "object", "properties": props}}
+
+
 def _json_body(schema: str) -> dict[str, Any]:
     """A JSON content entry whose schema is the component `schema`."""
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
@@ -225,28 +231,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                 "description": "Outbound messages at or past each stage, by current status.",
                 "additionalProperties": {"type": "integer"},
             },
-            "error_codes": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "code": {"type": "integer"},
-                        "count": {"type": "integer"},
-                        "description": {"type": "string"},
-                    },
-                },
-            },
-            "cost_by_batch": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "batch": {"type": "string"},
-                        "messages": {"type": "integer"},
-                        "cost": {"type": "number"},
-                    },
-                },
-            },
+            "error_codes": _records(code="integer", count="integer", description="string"),
+            "cost_by_batch": _records(batch="string", messages="integer", cost="number"),
             "cost_unit": {"type": ["string", "null"]},
         },
     },

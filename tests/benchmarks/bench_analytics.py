@@ -21,8 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from sqlalchemy import insert, select  # noqa: E402
 from receiver.index import MediaIndex  # noqa: E402
 from receiver.index.analytics import DateRange, analytics  # noqa: E402
 from receiver.index.schema import media, messages, outbound_messages  # noqa: E402
-from tests.support.postgres import fresh_database, pg_available  # noqa: E402
+from tests.benchmarks.bench_list import database  # noqa: E402
+from tests.support.postgres import pg_available  # noqa: E402
 
 ACCOUNT = "AC" + "1" * 32
 LAST_DAY = date(2025, 12, 31)
@@ -122,15 +122,6 @@ def bulk_insert(index: MediaIndex, rows: tuple[list[dict[str, Any]], ...]) -> No
             for i in range(0, len(batch), 5000):
                 conn.execute(insert(table), batch[i : i + 5000])
         conn.exec_driver_sql("ANALYZE")
-
-
-@contextmanager
-def database(backend: str, tmp: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / 'bench.db'}"
-        return
-    with fresh_database(prefix="mmsr_bench_") as url:
-        yield url
 
 
 def python_loop(index: MediaIndex, rng: DateRange) -> dict[str, dict[str, float]]:

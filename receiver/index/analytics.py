@@ -51,6 +51,7 @@ LARGEST_BUCKET = "5 MB or more"
 #: Longest range accepted (ten years and a few leap days).
 MAX_DAYS = 3660
 HOURLY_UP_TO_DAYS = 2
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 TOP_ERRORS = 20
 TOP_BATCHES = 20
 SINGLE_SENDS = "(single sends)"
@@ -101,8 +102,9 @@ class InvalidRange(ValueError):
 
 def parse_range(since: str | None, until: str | None, *, today: date | None = None) -> DateRange:
     """A DateRange from `YYYY-MM-DD` strings; the last 30 days when both are missing."""
+    given = _day("since", since)
     last = _day("until", until) or (today or datetime.now(UTC).date())
-    first = _day("since", since) or last - timedelta(days=29)
+    first = given or last - timedelta(days=29)
     if first > last:
         raise InvalidRange("since", "since must be on or before until")
     if (last - first).days + 1 > MAX_DAYS:
@@ -116,9 +118,13 @@ def _day(name: str, raw: str | None) -> date | None:
     try:
         if len(raw) != 10:
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise InvalidRange(name, f"{name} must be a date like 2024-05-01") from None
+    # The day after `until` must exist, and no message predates the Unix epoch.
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise InvalidRange(name, f"{name} must be a date from {FIRST_YEAR} to {LAST_YEAR}")
+    return day
 
 
 @dataclass

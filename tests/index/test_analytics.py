@@ -166,6 +166,9 @@ def test_parse_range_defaults_and_refusals() -> None:
         (None, "yesterday", "until"),
         ("2000-01-01", "2024-05-01", "since"),
         ("2024-02-30", None, "since"),
+        ("9999-12-01", "9999-12-31", "since"),
+        (None, "9999-12-31", "until"),
+        ("0001-01-01", "0001-01-02", "since"),
     ]:
         with pytest.raises(InvalidRange) as caught:
             parse_range(since, until, today=today)

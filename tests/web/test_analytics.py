@@ -94,6 +94,7 @@ def test_inbound_counts_every_accepted_webhook_stop_included(app: Any, client: A
         ({"until": "2024-13-01"}, "until"),
         ({"since": "1990-01-01", "until": "2024-01-01"}, "since"),
         ({"format": "xml"}, "format"),
+        ({"since": "9999-12-30", "until": "9999-12-31"}, "since"),
     ],
 )
 def test_bad_ranges_are_refused_with_the_reason(

@@ -39,6 +39,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         api,
         browse,
         hooks,
+        inbox,
         media_links,
         metrics_view,
         ops,
@@ -54,6 +55,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     media_links.register(app)
     metrics_view.register(app)
     analytics.register(app)
+    inbox.register(app)
     _register_errors(app)
     return app
 

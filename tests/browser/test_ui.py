@@ -405,6 +405,24 @@ def test_keyboard_and_phone(tab: Tab, site: Site) -> None:
         assert overflow <= 1, (path, overflow)
 
 
+def test_inbox_and_a_thread_with_its_thumbnails_fit_a_phone(tab: Tab, site: Site) -> None:
+    login(tab, site, "/inbox")
+    page = tab.page
+    page.get_by_role("link", name=re.compile(r"^\+15550001111 — thread with")).click()
+    page.wait_for_url(re.compile(r"/inbox/"))
+    assert "Photos of the damage to the rear door" in page.inner_text("main")
+    images = rendered_images(page)
+    assert len(images) == 2 and all(i["complete"] and i["w"] > 0 and i["alt"] for i in images)
+    page.screenshot(path=str(SCREENSHOT.with_name("thread.png")), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 800})
+    for path in ("/inbox", page.url.removeprefix(site.url)):
+        page.goto(site.url + path)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, (path, overflow)
+    page.screenshot(path=str(SCREENSHOT.with_name("thread-390.png")), full_page=True)
+    assert not tab.csp_errors and not tab.dialogs
+
+
 ANALYTICS_SCREENSHOT = SCREENSHOT.with_name("analytics.png")
 
 

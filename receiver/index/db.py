@@ -40,6 +40,7 @@ def _add_analytics(conn: Connection) -> None:
         "ix_messages_received_keyword",
         "ix_outbound_created_figures",
         "ix_media_created_figures",
+        "ix_outbound_to_created",
     }
     for table in ("messages", "outbound_messages", "media"):
         for index in metadata.tables[table].indexes:

@@ -112,6 +112,12 @@ def _ours_in() -> Any:
     )
 
 
+def _inbound_of(key: ThreadKey) -> list[Any]:
+    # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
+    bare = key.customer.rpartition(":")[2]
+    return [messages.c.from_addr == bare, _customer_in() == key.customer, _ours_in() == key.ours]
+
+
 def _ours_out() -> Any:
     return func.coalesce(outbound_messages.c.messaging_service_sid, outbound_messages.c.from_addr)
 
@@ -182,7 +188,7 @@ def thread_entries(index: IndexCore, key: ThreadKey, *, limit: int = 200) -> lis
         inbound = (
             conn.execute(
                 select(messages)
-                .where(_ours_in() == key.ours, _customer_in() == key.customer)
+                .where(*_inbound_of(key))
                 .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
                 .limit(limit)
             )
@@ -227,7 +233,7 @@ def _last_message(conn: Any, key: ThreadKey) -> MessageRecord | dict[str, Any] |
     inbound = (
         conn.execute(
             select(messages)
-            .where(_ours_in() == key.ours, _customer_in() == key.customer)
+            .where(*_inbound_of(key))
             .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
             .limit(1)
         )

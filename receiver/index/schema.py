@@ -269,3 +269,5 @@ Index(
     outbound_messages.c.price_unit,
 )
 Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)
+# An inbox thread's replies (`receiver.index.inbox`).
+Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)

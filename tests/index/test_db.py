@@ -68,6 +68,7 @@ def test_a_version_2_index_gets_the_price_columns_and_analytics_indexes(db_url: 
             "ix_messages_received_keyword",
             "ix_outbound_created_figures",
             "ix_media_created_figures",
+            "ix_outbound_to_created",
         ):
             conn.execute(text(f"DROP INDEX {name}"))
         conn.execute(text("ALTER TABLE outbound_messages DROP COLUMN price"))
@@ -95,5 +96,6 @@ def test_a_version_2_index_gets_the_price_columns_and_analytics_indexes(db_url: 
         "ix_messages_received_keyword",
         "ix_outbound_created_figures",
         "ix_media_created_figures",
+        "ix_outbound_to_created",
     } <= indexes
     assert int(version) == SCHEMA_VERSION and body == "kept"

@@ -185,28 +185,31 @@ def list_threads(
 def thread_entries(index: IndexCore, key: ThreadKey, *, limit: int = 200) -> list[Entry]:
     """The newest `limit` messages of a thread, oldest first, inbound with their media."""
     with index.engine.connect() as conn:
-        inbound = (
-            conn.execute(
-                select(messages)
-                .where(*_inbound_of(key))
-                .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
-                .limit(limit)
-            )
-            .mappings()
-            .all()
+        return _newest(conn, key, limit)
+
+
+def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
+    inbound = (
+        conn.execute(
+            select(messages)
+            .where(*_inbound_of(key))
+            .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
+            .limit(limit)
         )
-        outbound = (
-            conn.execute(
-                select(outbound_messages)
-                .where(_ours_out() == key.ours, outbound_messages.c.to_addr == key.customer)
-                .order_by(outbound_messages.c.created_at.desc(), outbound_messages.c.id.desc())
-                .limit(limit)
-            )
-            .mappings()
-            .all()
+        .mappings()
+        .all()
+    )
+    outbound = (
+        conn.execute(
+            select(outbound_messages)
+            .where(_ours_out() == key.ours, outbound_messages.c.to_addr == key.customer)
+            .order_by(outbound_messages.c.created_at.desc(), outbound_messages.c.id.desc())
+            .limit(limit)
         )
-        records = with_media(conn, inbound)
-    entries = [Entry(r.received_at, inbound=r) for r in records]
+        .mappings()
+        .all()
+    )
+    entries = [Entry(r.received_at, inbound=r) for r in with_media(conn, inbound)]
     entries += [Entry(_aware(r["created_at"]), outbound=dict(r)) for r in outbound]
     entries.sort(key=lambda e: e.at)
     return entries[-limit:]
@@ -230,30 +233,8 @@ def _opted_out(conn: Any, key: ThreadKey) -> bool:
 
 
 def _last_message(conn: Any, key: ThreadKey) -> MessageRecord | dict[str, Any] | None:
-    inbound = (
-        conn.execute(
-            select(messages)
-            .where(*_inbound_of(key))
-            .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
-            .limit(1)
-        )
-        .mappings()
-        .all()
-    )
-    outbound = (
-        conn.execute(
-            select(outbound_messages)
-            .where(_ours_out() == key.ours, outbound_messages.c.to_addr == key.customer)
-            .order_by(outbound_messages.c.created_at.desc(), outbound_messages.c.id.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
-    record = with_media(conn, inbound)[0] if inbound else None
-    if outbound is not None and (record is None or outbound["created_at"] > record.received_at):
-        return dict(outbound)
-    return record
+    newest = _newest(conn, key, 1)
+    return (newest[0].inbound or newest[0].outbound) if newest else None
 
 
 def _aware(value: Any) -> datetime:

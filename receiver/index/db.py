@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,11 +29,33 @@ def _add_listing_indexes(conn: Connection) -> None:
                 index.create(conn, checkfirst=True)
 
 
+def _add_analytics(conn: Connection) -> None:
+    # `create_all` leaves existing tables alone, so the price columns and the covering
+    # indexes of the analytics aggregates are added here.
+    have = {c["name"] for c in inspect(conn).get_columns("outbound_messages")}
+    for name, ddl in (("price", "FLOAT"), ("price_unit", "VARCHAR(8)")):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE outbound_messages ADD COLUMN {name} {ddl}"))
+    wanted = {
+        "ix_messages_received_keyword",
+        "ix_outbound_created_figures",
+        "ix_media_created_figures",
+        "ix_outbound_to_created",
+    }
+    for table in ("messages", "outbound_messages", "media"):
+        for index in metadata.tables[table].indexes:
+            if index.name in wanted:
+                index.create(conn, checkfirst=True)
+
+
 # Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
 # the initial schema created by `metadata.create_all`. The trigram search
 # index (version 2) is applied by `ensure_search_index` on every start-up,
 # because it may need a privilege the first start did not have.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_listing_indexes}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _add_listing_indexes,
+    3: _add_analytics,
+}
 
 
 def make_engine(url: str) -> Engine:

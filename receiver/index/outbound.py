@@ -60,6 +60,10 @@ FINAL = frozenset(
 )
 
 
+#: Statuses after which Twilio's Message resource carries the final price.
+PRICED_STATUSES = ("sent", "delivered", "undelivered", "failed", "read")
+
+
 @dataclass(frozen=True)
 class OutboundRecord:
     """One row of `outbound_messages`: what was asked, what was sent, where it stands."""
@@ -81,6 +85,8 @@ class OutboundRecord:
     error_code: int | None = None
     error_message: str | None = None
     raw_dlr_done_date: str | None = None
+    price: float | None = None
+    price_unit: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict (media as a list), for JSON views."""
@@ -192,6 +198,32 @@ class OutboundIndex:
         )
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt).mappings()]
+
+    @translate_db_errors
+    def unpriced_final(self, since: datetime) -> list[OutboundRecord]:
+        """Final messages created since `since` whose price is not yet known, oldest first."""
+        stmt = (
+            select(outbound_messages)
+            .where(
+                outbound_messages.c.status.in_(list(PRICED_STATUSES)),
+                outbound_messages.c.sid.is_not(None),
+                outbound_messages.c.price.is_(None),
+                outbound_messages.c.created_at >= since,
+            )
+            .order_by(outbound_messages.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(stmt).mappings()]
+
+    @translate_db_errors
+    def record_price(self, sid: str, price: float, unit: str | None) -> None:
+        """Store what Twilio billed for a message (its Message resource's price and unit)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbound_messages)
+                .where(outbound_messages.c.sid == sid)
+                .values(price=price, price_unit=(unit or "")[:8] or None)
+            )
 
     @translate_db_errors
     def update_prepared(self, row_id: int, *, body: str, media: Any, fallback: str | None) -> None:

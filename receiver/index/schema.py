@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -170,6 +170,9 @@ outbound_messages = Table(
     Column("raw_dlr_done_date", String(16)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # What Twilio billed, as its Message resource reports it once final (negative = charged).
+    Column("price", Float),
+    Column("price_unit", String(8)),
 )
 Index("ix_outbound_created", outbound_messages.c.created_at)
 
@@ -331,3 +334,19 @@ def search_index_ddl(dialect: str) -> list[str]:
 def utcnow() -> datetime:
     """The current time, aware UTC: the only clock the index uses."""
     return datetime.now(UTC)
+
+
+# Covering indexes of the analytics aggregates (`receiver.index.analytics`): a date range
+# is read from the index alone, never from the wide rows (body, params, media JSON).
+Index("ix_messages_received_keyword", messages.c.received_at, messages.c.keyword, messages.c.sid)
+Index(
+    "ix_outbound_created_figures",
+    outbound_messages.c.created_at,
+    outbound_messages.c.status,
+    outbound_messages.c.sid,
+    outbound_messages.c.price,
+    outbound_messages.c.price_unit,
+)
+Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)
+# An inbox thread's replies (`receiver.index.inbox`).
+Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)

@@ -98,4 +98,27 @@ class StatusTracker:
                     params.append(("ErrorCode", str(message["error_code"])))
                 after_status = self.handle_status([p for p in params if p[1]])
                 moved += int(after_status != before)
+            self._record_price(sid, message)
+        for row in self.outbound_index.unpriced_final(after):
+            if row.sid is None:
+                continue
+            try:
+                self._record_price(row.sid, self.rest().fetch_message(row.sid))
+            except TwilioApiError as exc:
+                log.warning("cannot fetch the price of %s: %s", row.sid, exc)
         return moved
+
+    def _record_price(self, sid: str, message: dict[str, Any]) -> None:
+        # Twilio fills `price` (a decimal string, negative when charged) and `price_unit`
+        # once the message is final; until then `price` is null:
+        # https://www.twilio.com/docs/messaging/api/message-resource#message-properties
+        raw = message.get("price")
+        if raw in (None, ""):
+            return
+        try:
+            price = float(str(raw))
+        except ValueError:
+            log.warning("ignoring the unreadable price %r of %s", raw, sid)
+            return
+        unit = message.get("price_unit")
+        self.outbound_index.record_price(sid, price, str(unit) if unit else None)

@@ -35,10 +35,12 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.extensions["receiver"] = services
 
     from receiver.web import (
+        analytics,
         api,
         browse,
         conversations,
         hooks,
+        inbox,
         media_links,
         metrics_view,
         ops,
@@ -54,6 +56,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     media_links.register(app)
     metrics_view.register(app)
     app.register_blueprint(conversations.bp)
+    analytics.register(app)
+    inbox.register(app)
     _register_errors(app)
     return app
 

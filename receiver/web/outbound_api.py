@@ -12,8 +12,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 
 from receiver.errors import ConfigError, OutboundError, TwilioApiError
+from receiver.index.analytics import SERIES, InvalidRange
 from receiver.outbound import Outbound, OutboundRequest
 from receiver.services import Services
+from receiver.web import analytics
 from receiver.web.auth import api_auth
 from receiver.web.openapi import add_paths
 
@@ -24,6 +26,7 @@ MAX_ID = 2**63 - 1
 
 OUTBOUND_REF = re.compile(r"^(?:(?:SM|MM)[A-Za-z0-9]{32}|[1-9][0-9]{0,9})$")
 MAX_LIST = 200
+FORMAT_HELP = "format must be json or csv"
 
 
 def services() -> Services:
@@ -66,12 +69,26 @@ def send_message() -> tuple[Response, int]:
 
 @bp.get("/stats")
 @api_auth
-def stats() -> Response:
-    """Delivery figures: outbound counts by current status, by error code and by day."""
+def stats() -> Response | tuple[Response, int]:
+    """Delivery figures (`outbound`, by `days`) and the /analytics series of `since`..`until`."""
     raw = request.args.get("days", "")
     if raw and not (raw.isdigit() and 0 < int(raw) <= 3660):
         abort(400, description="days must be a whole number from 1 to 3660")
-    return jsonify(outbound().stats(days=int(raw) if raw else None))
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return jsonify(error="invalid_parameter", parameter="format", message=FORMAT_HELP), 400
+    try:
+        result = analytics.figures(request.args.get("since"), request.args.get("until"))
+    except InvalidRange as exc:
+        return jsonify(error="invalid_parameter", parameter=exc.parameter, message=exc.message), 400
+    if fmt == "csv":
+        name = f"stats-{result.range.since}-{result.range.until}.csv"
+        return Response(
+            analytics.to_csv(result),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return jsonify({**outbound().stats(days=int(raw) if raw else None), **result.as_json()})
 
 
 @bp.get("/outbound")
@@ -115,6 +132,12 @@ def register(app: Flask) -> None:
     """Add the routes and their OpenAPI description."""
     app.register_blueprint(bp)
     add_paths(app, OPENAPI_PATHS, OPENAPI_SCHEMAS)
+
+
+def _records(**types: str) -> dict[str, Any]:
+    """The schema of a list of objects whose fields have these JSON types."""
+    props = {name: {"type": kind} for name, kind in types.items()}
+    return {"type": "array", "items": {"type": "object", "properties": props}}
 
 
 def _json_body(schema: str) -> dict[str, Any]:
@@ -178,7 +201,39 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                     },
                     "by_day": {"type": "object", "additionalProperties": {"type": "object"}},
                 },
-            }
+            },
+            "range": {
+                "type": "object",
+                "description": "The UTC days of the series, both included, and their bucket.",
+                "properties": {
+                    "since": {"type": "string", "format": "date"},
+                    "until": {"type": "string", "format": "date"},
+                    "bucket": {"type": "string", "enum": ["hour", "day"]},
+                },
+            },
+            "series": {
+                "type": "array",
+                "description": "One entry per hour (ranges up to 2 days) or day: the CSV rows.",
+                "items": {
+                    "type": "object",
+                    "required": ["date", *SERIES],
+                    "properties": {
+                        "date": {"type": "string"},
+                        **{name: {"type": "number"} for name in SERIES},
+                    },
+                },
+            },
+            "totals": {"type": "object", "additionalProperties": {"type": "number"}},
+            "media_by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "media_by_size": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "funnel": {
+                "type": "object",
+                "description": "Outbound messages at or past each stage, by current status.",
+                "additionalProperties": {"type": "integer"},
+            },
+            "error_codes": _records(code="integer", count="integer", description="string"),
+            "cost_by_batch": _records(batch="string", messages="integer", cost="number"),
+            "cost_unit": {"type": ["string", "null"]},
         },
     },
     "Outbound": {"type": "object", "required": ["id", "status", "to"]},
@@ -226,19 +281,44 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/stats": {
         "get": {
             "operationId": "getStats",
-            "summary": "Delivery figures by current status, error code and day",
+            "summary": "Delivery figures, and the analytics series of a date range",
             "parameters": [
                 {
                     "name": "days",
                     "in": "query",
                     "required": False,
+                    "description": "Limits `outbound` to the last N days.",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 3660},
-                }
+                },
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "First UTC day of the series (default: 29 days before until).",
+                    "schema": {"type": "string", "format": "date"},
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "required": False,
+                    "description": "Last UTC day of the series, included (default: today).",
+                    "schema": {"type": "string", "format": "date"},
+                },
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "description": "csv: the series only, a `date` column and one per figure.",
+                    "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                },
             ],
             "responses": {
                 "200": {
                     "description": "Figures.",
-                    "content": _json_body("Stats"),
+                    "content": {
+                        **_json_body("Stats"),
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
                 },
                 "400": {"description": "Bad parameter.", "content": _ERROR},
                 "401": {"$ref": "#/components/responses/Unauthorized"},

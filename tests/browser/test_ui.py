@@ -16,6 +16,8 @@ README's copy.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 import shutil
@@ -33,6 +35,8 @@ from tests.support import samples
 from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
 from tests.support.services import require
+from tests.support.traffic import TRAFFIC, Traffic
+from tests.support.traffic import seed as seed_traffic
 
 pytestmark = pytest.mark.browser
 
@@ -41,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "tests" / "fixtures" / "clip.mp4"
 SCREENSHOT = ROOT / "artifacts" / "screenshots" / "messages.png"
 README_SCREENSHOT = ROOT / "docs" / "screenshot-messages.png"
+README_ANALYTICS = ROOT / "docs" / "screenshot-analytics.png"
 
 BODY_XSS = '<script>window.__xss = "body"; alert("body")</script><img src=x onerror=alert(1)>'
 FROM_XSS = "<img src=x onerror=alert('from')>"
@@ -398,6 +403,90 @@ def test_keyboard_and_phone(tab: Tab, site: Site) -> None:
         page.goto(site.url + path)
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, (path, overflow)
+
+
+def test_inbox_and_a_thread_with_its_thumbnails_fit_a_phone(tab: Tab, site: Site) -> None:
+    login(tab, site, "/inbox")
+    page = tab.page
+    page.get_by_role("link", name=re.compile(r"^\+15550001111 — thread with")).click()
+    page.wait_for_url(re.compile(r"/inbox/"))
+    assert "Photos of the damage to the rear door" in page.inner_text("main")
+    images = rendered_images(page)
+    assert len(images) == 2 and all(i["complete"] and i["w"] > 0 and i["alt"] for i in images)
+    page.screenshot(path=str(SCREENSHOT.with_name("thread.png")), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 800})
+    for path in ("/inbox", page.url.removeprefix(site.url)):
+        page.goto(site.url + path)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, (path, overflow)
+    page.screenshot(path=str(SCREENSHOT.with_name("thread-390.png")), full_page=True)
+    assert not tab.csp_errors and not tab.dialogs
+
+
+ANALYTICS_SCREENSHOT = SCREENSHOT.with_name("analytics.png")
+
+
+def test_analytics_renders_every_chart_and_its_csv_matches_the_api(tab: Tab, site: Site) -> None:
+    # Outbound rows only: inbound ones would change what the message-list tests count.
+    seed_traffic(site.app.extensions["receiver"].index.engine, Traffic(outbound=TRAFFIC.outbound))
+    login(tab, site, "/analytics")
+    page = tab.page
+    # The default range (the last 30 days) holds the webhooks this module posted.
+    inbound_total = int(page.locator(".totals div").first.locator("dd").inner_text())
+    default = requests.get(f"{site.url}/api/stats", headers=AUTH, timeout=5).json()
+    assert inbound_total == default["totals"]["inbound"] >= 3
+    page.get_by_label("From date").fill("2024-05-01")
+    page.get_by_label("To date").fill("2024-05-04")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"since=2024-05-01&until=2024-05-04"))
+    charts = page.locator("svg.chart")
+    assert charts.count() == 8
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        title = chart.locator("title").text_content()
+        assert title, i
+        assert (chart.get_attribute("aria-label") or "").startswith(title)
+        assert chart.get_attribute("role") == "img"
+        box = chart.bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 20, (title, box)
+    assert page.locator("#chart-messages rect").count() > 0
+    assert page.locator("#chart-funnel rect").count() == 5
+    # The CSV link, fetched with the page's session, says what the JSON API says.
+    href = page.get_by_role("link", name="CSV").get_attribute("href")
+    csv_resp = page.request.get(site.url + href)
+    assert csv_resp.status == 200
+    rows = list(csv.DictReader(io.StringIO(csv_resp.text())))
+    api = requests.get(
+        f"{site.url}/api/stats",
+        params={"since": "2024-05-01", "until": "2024-05-04"},
+        headers=AUTH,
+        timeout=5,
+    ).json()
+    assert [r["date"] for r in rows] == [s["date"] for s in api["series"]]
+    for row, entry in zip(rows, api["series"], strict=True):
+        assert {k: float(v) for k, v in row.items() if k != "date"} == pytest.approx(
+            {k: v for k, v in entry.items() if k != "date"}
+        )
+    assert sum(int(r["outbound"]) for r in rows) == api["funnel"]["queued"] > 0
+    page.screenshot(path=str(ANALYTICS_SCREENSHOT), full_page=True)
+    # Keyboard: the date picker takes focus with a visible outline.
+    page.get_by_label("From date").focus()
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+    # A 390 px phone: no sideways scrolling, charts shrink with the page.
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.reload()
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, overflow
+    widest = page.evaluate(
+        "() => Math.max(...Array.from(document.querySelectorAll('svg.chart'), "
+        "s => s.getBoundingClientRect().right))"
+    )
+    assert widest <= 390
+    page.screenshot(path=str(SCREENSHOT.with_name("analytics-390.png")), full_page=True)
+    if not README_ANALYTICS.exists() or os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(ANALYTICS_SCREENSHOT, README_ANALYTICS)
+    assert not tab.csp_errors and not tab.dialogs
 
 
 def test_logout(tab: Tab, site: Site) -> None:

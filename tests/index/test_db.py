@@ -43,8 +43,59 @@ def test_a_version_1_sqlite_index_is_upgraded_in_place(tmp_path: object) -> None
         "SELECT rowid FROM messages_fts WHERE messages_fts MATCH '\"across\"'"
     ).fetchall()
     conn.close()
-    assert int(version) == SCHEMA_VERSION == 2
+    assert int(version) == SCHEMA_VERSION == 3
     wanted = {"ix_messages_received_body", "ix_media_state_message", "messages_fts"}
     assert wanted | {"messages_fts_insert"} <= names
     # The search table was filled from the rows already there.
     assert len(found) == 1
+
+
+def test_a_version_2_index_gets_the_price_columns_and_analytics_indexes(db_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from receiver.index.schema import SCHEMA_VERSION
+
+    first = MediaIndex.open(db_url)
+    with first.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbound_messages (to_addr, body, media, status, created_at, "
+                "updated_at) VALUES ('+15558675310', 'kept', '[]', 'queued', "
+                "'2024-05-01 10:00:00', '2024-05-01 10:00:00')"
+            )
+        )
+        for name in (
+            "ix_messages_received_keyword",
+            "ix_outbound_created_figures",
+            "ix_media_created_figures",
+            "ix_outbound_to_created",
+        ):
+            conn.execute(text(f"DROP INDEX {name}"))
+        conn.execute(text("ALTER TABLE outbound_messages DROP COLUMN price"))
+        conn.execute(text("ALTER TABLE outbound_messages DROP COLUMN price_unit"))
+        conn.execute(text("UPDATE receiver_meta SET value = '2' WHERE key = 'schema_version'"))
+    first.close()
+    upgraded = MediaIndex.open(db_url)
+    try:
+        with upgraded.engine.connect() as conn:
+            found = inspect(conn)
+            columns = {c["name"] for c in found.get_columns("outbound_messages")}
+            indexes = {
+                i["name"]
+                for table in ("messages", "outbound_messages", "media")
+                for i in found.get_indexes(table)
+            }
+            version = conn.execute(
+                text("SELECT value FROM receiver_meta WHERE key = 'schema_version'")
+            ).scalar_one()
+            body = conn.execute(text("SELECT body FROM outbound_messages")).scalar_one()
+    finally:
+        upgraded.close()
+    assert {"price", "price_unit"} <= columns
+    assert {
+        "ix_messages_received_keyword",
+        "ix_outbound_created_figures",
+        "ix_media_created_figures",
+        "ix_outbound_to_created",
+    } <= indexes
+    assert int(version) == SCHEMA_VERSION and body == "kept"

@@ -286,6 +286,21 @@ def test_reconcile_refreshes_outbound_statuses(service: Running, fake: FakeTwili
     assert sid_status(service, message["sid"]) == "delivered"
 
 
+def test_reconcile_records_what_twilio_billed(service: Running, fake: FakeTwilio) -> None:
+    fake.sequence = ()  # the callbacks never arrive
+    send(service.env, "--body", "hi")
+    (message,) = fake.outbound()
+    message["status"] = "delivered"  # final, but Twilio has not priced it yet
+    assert run(service.env, "reconcile", "--since", "1h").exit_code == 0
+    row = service.services.outbound_index.by_sid(message["sid"])
+    assert row is not None and row.status == "delivered" and row.price is None
+    message["price"], message["price_unit"] = "-0.02000", "EUR"  # priced later
+    # Final here already, so only the pass over unpriced final messages fetches it.
+    assert run(service.env, "reconcile", "--since", "1h").exit_code == 0
+    row = service.services.outbound_index.by_sid(message["sid"])
+    assert row is not None and row.price == pytest.approx(-0.02) and row.price_unit == "EUR"
+
+
 def test_reconcile_rejects_a_bad_window(service: Running) -> None:
     result = run(service.env, "reconcile", "--since", "yesterday")
     assert result.exit_code == 2 and "24h" in result.output

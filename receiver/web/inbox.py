@@ -1,0 +1,77 @@
+"""The inbox: threads newest first, and one thread's messages in order (thin views).
+
+Server-rendered, no JavaScript. Thread queries live in `receiver.index.inbox`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, abort, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from receiver.index.inbox import (
+    ThreadKey,
+    decode_cursor,
+    encode_cursor,
+    list_threads,
+    thread_entries,
+    thread_opted_out,
+)
+from receiver.index.queries import InvalidParameter
+from receiver.index.records import MessageRecord
+from receiver.twilio.errorcodes import describe
+from receiver.web.browse import message_view
+from receiver.web.hooks import services
+
+bp = Blueprint("inbox", __name__)
+PAGE_SIZE = 30
+
+
+def register(app: Flask) -> None:
+    """Add the pages."""
+    app.register_blueprint(bp)
+    app.jinja_env.globals["describe"] = describe
+
+
+@bp.get("/inbox")
+def threads() -> ResponseReturnValue:
+    """One row per thread, newest activity first, keyset-paged."""
+    try:
+        cursor = decode_cursor(request.args.get("cursor"))
+    except InvalidParameter as exc:
+        return render_template("inbox.html", rows=[], next_url=None, error=exc.message), 400
+    page = list_threads(services().index, cursor=cursor, limit=PAGE_SIZE)
+    rows = [{"thread": t, "last": _entry(t.last)} for t in page.rows]
+    next_url = (
+        url_for("inbox.threads", cursor=encode_cursor(page.next_cursor))
+        if page.next_cursor
+        else None
+    )
+    return render_template("inbox.html", rows=rows, next_url=next_url, error=None)
+
+
+@bp.get("/inbox/<thread>")
+def thread(thread: str) -> ResponseReturnValue:
+    """Every inbound and outbound message of one thread, oldest first."""
+    key = ThreadKey.decode(thread)
+    if key is None:
+        abort(404, description="no such thread")
+    index = services().index
+    entries = thread_entries(index, key)
+    if not entries:
+        abort(404, description="no such thread")
+    return render_template(
+        "thread.html",
+        key=key,
+        entries=[_entry(e.inbound or e.outbound) for e in entries],
+        opted_out=thread_opted_out(index, key),
+    )
+
+
+def _entry(item: MessageRecord | dict[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    if isinstance(item, MessageRecord):
+        return {"direction": "inbound", **message_view(item)}
+    return {"direction": "outbound", "row": item}

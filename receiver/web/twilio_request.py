@@ -66,10 +66,13 @@ def read_verified(req: Request, svc: Services) -> VerifiedRequest:
 
 def read_verified_json(req: Request, svc: Services) -> Any:
     """Verify a signed JSON body (`bodySHA256`), then parse it: any JSON value
-    (Event Streams posts arrays); 403 unsigned, 415 not JSON, 400 malformed."""
-    if req.method == "GET" or (req.mimetype or "").lower() != "application/json":
+    (Event Streams posts arrays); 403 unsigned, 415 not JSON, 400 malformed.
+
+    The signature is checked first: an unsigned request learns nothing, not
+    even which content type would have been accepted."""
+    _, _, body, is_json = _verify(req, svc)
+    if not is_json:
         raise UnsupportedMediaType("the body must be application/json (CloudEvents)")
-    _, _, body, _ = _verify(req, svc)
     return _json_value(body)
 
 

@@ -124,8 +124,13 @@ def test_malformed_delivery_is_400_with_a_reason(
     assert streams(app).count() == 0
 
 
-def test_form_body_is_415(client: Any) -> None:
-    assert client.post("/twilio/events", data={"a": "b"}).status_code == 415
+def test_a_signed_form_body_is_415_and_an_unsigned_one_learns_nothing(client: Any) -> None:
+    params = [("a", "b")]
+    signed = compute_signature(TOKEN, BASE + "/twilio/events", params)
+    resp = client.post("/twilio/events", data=dict(params), headers={"X-Twilio-Signature": signed})
+    assert resp.status_code == 415
+    assert "application/json" in resp.get_json()["message"]
+    assert client.post("/twilio/events", data={"a": "b"}).status_code == 403
 
 
 def test_batch_of_100_with_10_duplicates_is_applied_once_each(app: Any, client: Any) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import mimetypes
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -71,6 +71,8 @@ class PreparedMedia:
     key: str | None = None
     url: str | None = None
     expires_at: int | None = None
+    #: The MCS Media SID (ME…) of a file sent into a conversation.
+    media_sid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (stored in outbound_messages.media and returned by the API)."""
@@ -144,19 +146,30 @@ class Preparer:
         self.scanner = scanner_for(settings)
 
     def prepare(
-        self, request: OutboundRequest, *, host: bool = True, link_ttl: int | None = None
+        self,
+        request: OutboundRequest,
+        *,
+        host: bool = True,
+        link_ttl: int | None = None,
+        mms_ok: bool | None = None,
+        upload: Callable[[PreparedMedia, BinaryIO], PreparedMedia] | None = None,
     ) -> PreparedMessage:
         """Check and fix every attachment, then (with `host`) store and pre-flight it.
 
-        Raises OutboundError naming every attachment that cannot be sent and why.
+        `mms_ok` overrides whether the recipients get MMS (a conversation's
+        members); `upload` replaces hosting for attached files (MCS for a
+        conversation). Raises OutboundError naming every attachment that cannot
+        be sent and why.
         """
         validate_request(request)
         policy = mms_policy(request.carrier_budget)
         notes: list[str] = []
-        mms_ok = carries_mms(request.to)
+        if mms_ok is None:
+            mms_ok = carries_mms(request.to)
         if request.media and not mms_ok and request.fallback != "link":
             raise OutboundError(
-                f"Twilio carries MMS only to US and Canadian (+1) numbers, not {request.to}; "
+                f"Twilio carries MMS only to US and Canadian (+1) numbers, not "
+                f"{request.to or 'every member of the conversation'}; "
                 "add --fallback link to send an SMS with links to the media",
                 "mms_not_carried",
             )
@@ -183,7 +196,9 @@ class Preparer:
             if mode == "link":
                 items = [self._for_link(s, policy) for s in sources]
             body = request.body
-            if host and items:
+            if host and items and upload is not None and mode == "mms":
+                items = [upload(item, s.payload) for item, s in zip(items, sources, strict=True)]
+            elif host and items:
                 ttl = link_ttl or (FALLBACK_LINK_TTL if mode == "link" else MMS_LINK_TTL)
                 items = [
                     self.hosting.host(item, s.payload, ttl)
@@ -198,7 +213,7 @@ class Preparer:
                 "body_too_long",
             )
         prepared = PreparedMessage(request, mode, body, tuple(items), tuple(notes))
-        if host and items:
+        if host and items and not (upload is not None and mode == "mms"):
             self.hosting.preflight(prepared)
         return prepared
 

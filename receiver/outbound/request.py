@@ -26,6 +26,7 @@ MMS_PREFIXES = ("+1",)
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _CHANNEL_ADDRESS = re.compile(r"(whatsapp|messenger|rcs):\S{3,}")
 _SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+_CONVERSATION_SID = re.compile(r"CH[0-9a-fA-F]{32}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _ALPHANUMERIC = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 _GSM7 = set(
@@ -46,6 +47,8 @@ _JSON_FIELDS = frozenset(
         "validity_period",
         "idempotency_key",
         "dry_run",
+        "conversation",
+        "author",
     }
 )
 
@@ -68,6 +71,10 @@ class OutboundRequest:
     idempotency_key: str | None = None
     #: Whether local file paths are allowed (the CLI: yes; the web API: never).
     allow_files: bool = True
+    #: Send into this Conversation (CH…) instead of to `to`; every participant receives it.
+    conversation_sid: str | None = None
+    #: The Conversations message's Author (Twilio's default: "system").
+    author: str | None = None
 
     @property
     def sender(self) -> str:
@@ -124,6 +131,8 @@ class OutboundRequest:
             validity_period=validity,
             idempotency_key=f"api:{key}" if key else None,
             allow_files=False,
+            conversation_sid=text("conversation"),
+            author=text("author"),
         )
 
 
@@ -166,6 +175,32 @@ def parse_since(text: str) -> timedelta:
 
 def validate_request(request: OutboundRequest) -> None:
     """Refuse what Twilio would refuse (or what this service never sends), naming the fix."""
+    if request.conversation_sid is not None:
+        _validate_conversation(request)
+    else:
+        _validate_addresses(request)
+    _validate_content(request)
+
+
+def _validate_conversation(request: OutboundRequest) -> None:
+    """A message into a Conversation goes to its participants: no --to, --from or MG."""
+    if not _CONVERSATION_SID.fullmatch(request.conversation_sid or ""):
+        raise OutboundError(
+            f"--conversation {request.conversation_sid!r} is not a Conversation SID "
+            "(CH and 32 hex digits)",
+            "invalid_conversation",
+        )
+    if request.to or request.from_ or request.messaging_service_sid:
+        raise OutboundError(
+            "a conversation message goes to its participants: give --conversation without "
+            "--to, --from or --messaging-service (use --author to name the sender)",
+            "invalid_conversation",
+        )
+    if request.author is not None and not 0 < len(request.author) <= 256:
+        raise OutboundError("--author must be 1-256 characters", "invalid_author")
+
+
+def _validate_addresses(request: OutboundRequest) -> None:
     to = request.to.strip()
     if not to:
         raise OutboundError("no recipient: give --to +15558675310 (E.164)", "invalid_to")
@@ -197,6 +232,9 @@ def validate_request(request: OutboundRequest) -> None:
             "SID (MG and 32 hex digits)",
             "invalid_from",
         )
+
+
+def _validate_content(request: OutboundRequest) -> None:
     if not request.body and not request.media:
         raise OutboundError("nothing to send: give a --body, --media, or both", "empty_message")
     if len(request.body) > MAX_BODY:

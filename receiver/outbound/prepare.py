@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 from receiver.errors import FetchError, MediaError, OutboundError
 from receiver.media.fetch import Fetcher
 from receiver.media.inspect import MediaInfo, inspect
-from receiver.media.policy import Policy, check, mms_policy
+from receiver.media.policy import Policy, check
 from receiver.media.scan import ScanUnavailable, scanner_for
 from receiver.media.transform import fit
 from receiver.outbound.request import (
     MAX_BODY,
     OutboundRequest,
     carries_mms,
+    policy_for,
     redact,
     sms_segments,
     validate_request,
@@ -162,7 +163,7 @@ class Preparer:
         be sent and why.
         """
         validate_request(request)
-        policy = mms_policy(request.carrier_budget)
+        policy = policy_for(request)
         notes: list[str] = []
         if mms_ok is None:
             mms_ok = carries_mms(request.to)
@@ -314,15 +315,16 @@ class Preparer:
         if fixed_total > policy.max_message_bytes:
             raise OutboundError(
                 f"the attachments total {fixed_total:,} bytes, over the "
-                f"{policy.max_message_bytes:,}-byte MMS limit (Twilio error 11751); send fewer "
-                "or smaller files, or use --fallback link",
+                f"{policy.max_message_bytes:,}-byte {policy.name} limit (Twilio error 11751); "
+                "send fewer or smaller files, or use --fallback link",
                 "message_too_large",
             )
         room = policy.max_message_bytes - fixed_total
         if images and room < 10_000:
             raise OutboundError(
                 f"the other attachments take {fixed_total:,} bytes of the "
-                f"{policy.max_message_bytes:,}-byte MMS limit; no room is left for images",
+                f"{policy.max_message_bytes:,}-byte {policy.name} limit; no room is left for "
+                "images",
                 "message_too_large",
             )
         shares = _water_fill(

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from receiver.errors import OutboundError
-from receiver.media.policy import check_count, mms_policy
+from receiver.media.policy import Policy, check_count, mms_policy, whatsapp_policy
 
 MAX_BODY = 1600
 #: Twilio carries MMS only to US and Canadian numbers, which share the country code +1;
@@ -151,8 +151,25 @@ def sms_segments(text: str) -> int:
 
 
 def carries_mms(to: str) -> bool:
-    """Whether Twilio carries MMS to this destination (US/CA numbers)."""
-    return to.startswith(MMS_PREFIXES)
+    """Whether Twilio carries media to this destination: US/CA numbers (MMS), and the
+    WhatsApp and RCS channels, which carry media everywhere."""
+    return to.startswith(MMS_PREFIXES) or channel_of(to) in ("whatsapp", "rcs")
+
+
+def channel_of(address: str) -> str:
+    """'whatsapp', 'rcs' or 'messenger' for a channel address; 'sms' for a number."""
+    match = _CHANNEL_ADDRESS.fullmatch(address.strip())
+    return match.group(1) if match else "sms"
+
+
+def policy_for(request: OutboundRequest) -> Policy:
+    """The media rules of the request's channel: WhatsApp's to `whatsapp:`; MMS's (5 MB)
+    to numbers, conversations and `rcs:`, because MMS is RCS's fallback and Twilio rejects
+    an RCS message over 5 MB when it falls back
+    (https://www.twilio.com/docs/messaging/guides/accepted-mime-types)."""
+    if channel_of(request.to) == "whatsapp":
+        return whatsapp_policy()
+    return mms_policy(request.carrier_budget)
 
 
 def parse_size(text: str) -> int:
@@ -243,11 +260,13 @@ def _validate_content(request: OutboundRequest) -> None:
             "(error 21658): shorten it",
             "body_too_long",
         )
-    count = check_count(len(request.media), mms_policy())
+    policy = policy_for(request)
+    count = check_count(len(request.media), policy)
     if not count.accepted:
         raise OutboundError(
-            f"{len(request.media)} attachments; an MMS carries at most 10 (Twilio error 21623): "
-            "send fewer, or split them over several messages",
+            f"{len(request.media)} attachments; a {policy.name} message carries at most "
+            f"{policy.max_files} (Twilio error 21623): send fewer, or split them over "
+            "several messages",
             "too_many_media",
         )
     if request.fallback not in (None, "link"):

@@ -166,6 +166,18 @@ WHATSAPP_TYPES = WHATSAPP_IMAGES | frozenset(
     }
 )
 
+#: Per-channel caps on an inbound message's media, under RECEIVER_MAX_MESSAGE_BYTES:
+#: WhatsApp carries at most 16 MB per message (https://www.twilio.com/docs/api/errors/11751,
+#: https://www.twilio.com/docs/whatsapp/guidance-whatsapp-media-messages), so more is not
+#: a WhatsApp message's media.
+INBOUND_CHANNEL_CAPS = {"whatsapp": WHATSAPP_MAX_BYTES}
+
+
+def inbound_message_cap(configured: int, channel: str | None) -> int:
+    """The byte cap of one inbound message's media on `channel`."""
+    return min(configured, INBOUND_CHANNEL_CAPS.get(channel or "", configured))
+
+
 # Kinds a declaration may confuse without anything being wrong: audio and video
 # share containers (MP4, 3GPP, Ogg, WebM, MPEG), so a voice memo declared
 # audio/mp4 is often video/mp4 to libmagic; some phones send vCards as text/plain.

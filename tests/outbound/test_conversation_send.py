@@ -15,7 +15,7 @@ import requests
 from click.testing import CliRunner
 
 from receiver.cli import main
-from receiver.errors import OutboundError
+from receiver.errors import OutboundError, TwilioApiError
 from receiver.outbound import OutboundRequest
 from tests.conftest import AUTH
 from tests.outbound.conftest import API_KEY, API_SECRET, Running, write
@@ -167,3 +167,16 @@ def test_cli_send_conversation(group: Running, mcs: FakeMcs, tmp_path: Path) -> 
         main, ["send", "--conversation", sid, "--to", "+15551230001", "--body", "x"], env=group.env
     )
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_refused_create_is_recorded_and_the_key_may_try_again(group: Running, mcs: FakeMcs) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append(400)
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
+    (row,) = group.services.outbound_index.in_states(["rejected"])
+    assert row.to_addr == sid and row.sid is None
+    # Nothing was created, so the same key may send once the problem is fixed.
+    result = group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
+    assert result.sid is not None and not result.duplicate
+    assert len(mcs.created) == 1

@@ -143,7 +143,7 @@ MMS_TYPES = (
 #: (https://www.twilio.com/docs/api/errors/11751); one file per message
 #: (https://support.twilio.com/hc/en-us/articles/360017961894). GIF is not among the
 #: types WhatsApp plays (https://www.twilio.com/docs/messaging/guides/accepted-mime-types),
-#: so an animation is refused with the fix (make it an MP4).
+#: so an animation is sent as an MP4 (`transform.animation_to_mp4`) or refused with the fix.
 WHATSAPP_MAX_BYTES = 16_000_000
 WHATSAPP_MAX_IMAGE_BYTES = 5_000_000
 WHATSAPP_MAX_FILES = 1

@@ -25,7 +25,7 @@ from receiver.media.fetch import Fetcher
 from receiver.media.inspect import MediaInfo, inspect
 from receiver.media.policy import Policy, check
 from receiver.media.scan import ScanUnavailable, scanner_for
-from receiver.media.transform import fit
+from receiver.media.transform import animation_to_mp4, fit
 from receiver.outbound.request import (
     MAX_BODY,
     OutboundRequest,
@@ -127,6 +127,8 @@ class _Source:
     info: MediaInfo
     #: The converted or fitted bytes, when they differ from `file`.
     output: BinaryIO | None = None
+    #: What was done to the original before the policy saw it.
+    changes: tuple[str, ...] = ()
 
     @property
     def payload(self) -> BinaryIO:
@@ -177,6 +179,9 @@ class Preparer:
         with ExitStack() as stack:
             sources = [self._open(i, item, request, stack) for i, item in enumerate(request.media)]
             self._scan_all(sources)
+            if not policy.animations:
+                for src in sources:
+                    self._animation_as_video(src)
             bad = [(s, check(s.info, policy)) for s in sources]
             broken = [(s, v) for s, v in bad if not v.accepted and v.reason in BAD_FILE_REASONS]
             if broken:
@@ -265,6 +270,21 @@ class Preparer:
         fh: BinaryIO = stack.enter_context(path.open("rb"))
         declared = mimetypes.guess_type(path.name)[0]
         return _Source(index, str(path), fh, inspect(fh, declared, size=size))
+
+    @staticmethod
+    def _animation_as_video(src: _Source) -> None:
+        """An animation for a channel that plays none (WhatsApp) becomes an MP4 when
+        ffmpeg can make one; otherwise the policy refuses it, naming the fix."""
+        if not src.info.animated:
+            return
+        data = animation_to_mp4(src.file)
+        if data is None:
+            return
+        info = inspect(io.BytesIO(data), "video/mp4", size=len(data))
+        if info.problem is not None or info.detected_type != "video/mp4":
+            return
+        src.changes = (f"converted animated {src.info.detected_type} to video/mp4",)
+        src.file, src.info = io.BytesIO(data), info
 
     def _scan_all(self, sources: Sequence[_Source]) -> None:
         """Refuse the message when clamd matches a file (malware wins over every other
@@ -426,6 +446,7 @@ class Preparer:
             filename=short_filename(src.source, info.extension, src.index),
             width=info.width,
             height=info.height,
+            changes=src.changes,
         )
 
 

@@ -4,14 +4,23 @@ inspector, policy and transform."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from receiver.errors import OutboundError
+from receiver.media.inspect import inspect
+from receiver.media.policy import check, mms_policy, whatsapp_policy
+from receiver.media.probe import probe
+from receiver.media.transform import animation_to_mp4
 from receiver.outbound import OutboundRequest
 from tests.outbound.conftest import Running, write
 from tests.support import samples
+from tests.support.services import require
 
 WA_TO = "whatsapp:+447700900123"
 WA_FROM = "whatsapp:+15017122661"
@@ -62,11 +71,31 @@ def test_whatsapp_document_may_be_larger_than_mms_allows(service: Running, tmp_p
     assert refusal(service, rcs).reason == "too_large"
 
 
-def test_whatsapp_animation_is_refused_with_the_fix(service: Running, tmp_path: Path) -> None:
+def test_whatsapp_animation_becomes_an_mp4(service: Running, tmp_path: Path) -> None:
+    require(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
     gif = write(tmp_path, "party.gif", samples.gif_animated())
-    error = refusal(service, wa(gif))
-    assert error.reason == "unsupported_type"
-    assert "animated image/gif" in str(error) and "MP4" in str(error)
+    (item,) = service.outbound.prepare(wa(gif), host=False).media
+    assert (item.content_type, item.kind, item.filename) == ("video/mp4", "video", "party.mp4")
+    assert item.changes == ("converted animated image/gif to video/mp4",)
+    probed = probe(io.BytesIO(converted_again(gif, item)))
+    assert probed is not None and probed.has_video and not probed.has_audio
+
+
+def converted_again(source: str, item: Any) -> bytes:
+    """The MP4 made from `source` again; ffmpeg is deterministic, so it is the prepared one."""
+    data = animation_to_mp4(io.BytesIO(Path(source).read_bytes()))
+    assert data is not None and hashlib.sha256(data).hexdigest() == item.sha256
+    return data
+
+
+def test_whatsapp_refuses_an_animation_it_cannot_convert_with_the_fix() -> None:
+    data = samples.gif_animated()
+    info = inspect(io.BytesIO(data), "image/gif", size=len(data))
+    verdict = check(info, whatsapp_policy())
+    assert verdict.reason == "unsupported_type" and not verdict.fixable
+    assert "animated image/gif" in verdict.detail and "ffmpeg -i in.gif" in verdict.detail
+    # MMS plays animations: the same file passes its policy.
+    assert check(info, mms_policy()).accepted
 
 
 def test_whatsapp_carries_one_file_per_message(service: Running, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from receiver.inbound.conversations import Conversations
+from receiver.inbound.conversations import Conversations, service_lookup
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.reconcile import Reconciler
 from receiver.inbound.remote_delete import delete_remote_copies
@@ -109,7 +109,10 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         settings, index, store, outbound_index=outbound_index, links=links, rest=twilio
     )
     conversations = Conversations(
-        pipeline, ConversationIndex(index.engine, begin=index.begin), mcs_base=settings.mcs_base
+        pipeline,
+        ConversationIndex(index.engine, begin=index.begin),
+        mcs_base=settings.mcs_base,
+        lookup=service_lookup(twilio),
     )
     return Services(
         settings=settings,

@@ -149,6 +149,12 @@ def _size(value: str | None) -> int | None:
 @click.option(
     "--dry-run", is_flag=True, help="Check and fix the media, print the plan, send nothing."
 )
+@click.option(
+    "--conversation",
+    default=None,
+    help="Send into this Conversation (CH...), e.g. a group MMS, instead of --to.",
+)
+@click.option("--author", default=None, help="With --conversation: the message's Author.")
 def send(
     to: str | None,
     from_: str | None,
@@ -164,11 +170,19 @@ def send(
     idempotency_key: str | None,
     in_flight_grace: float | None,
     dry_run: bool,
+    conversation: str | None,
+    author: str | None,
 ) -> None:
     """Send an MMS (or a CSV of them) that Twilio and the carriers will accept, or say why not."""
     from receiver.outbound import OutboundRequest
 
-    _exactly_one(to, to_file, "give exactly one of --to (one message) or --to-file (bulk)")
+    _exactly_one(
+        to or conversation,
+        to_file,
+        "give exactly one of --to (one message), --conversation CH... or --to-file (bulk)",
+    )
+    if to and conversation:
+        raise click.UsageError("give --to or --conversation, not both")
     budget = _size(carrier_budget)
     limits = _limits(rate)
     template = OutboundRequest(
@@ -181,6 +195,8 @@ def send(
         carrier_budget=budget,
         validity_period=validity_period,
         idempotency_key=idempotency_key,
+        conversation_sid=conversation,
+        author=author,
     )
     if to_file is not None:
         _send_bulk(to_file, template, batch, limits, in_flight_grace, dry_run)
@@ -209,7 +225,8 @@ def _print_result(result: SendResult) -> None:
 def _print_plan(prepared: PreparedMessage) -> None:
     kind = {"mms": "MMS", "sms": "SMS", "link": "SMS with links"}[prepared.mode]
     size = f", {prepared.total_bytes:,} bytes of media" if prepared.mode == "mms" else ""
-    click.echo(f"{kind} to {prepared.request.to}{size}")
+    target = prepared.request.conversation_sid or prepared.request.to
+    click.echo(f"{kind} to {target}{size}")
     for i, item in enumerate(prepared.media, 1):
         dims = f" {item.width}x{item.height}" if item.width else ""
         click.echo(f"  media {i}: {item.filename} {item.content_type}{dims}, {item.size:,} bytes")

@@ -13,12 +13,15 @@ and filled in later.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from receiver.errors import ConfigError
 from receiver.inbound.pipeline import Pipeline
 from receiver.index.conversations import ConversationIndex
 from receiver.twilio.mcs import mcs_media_url
+from receiver.twilio.rest import TwilioRest, TwilioRestError
 from receiver.twilio.webhook import ConversationEvent, inbound_from_conversation
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,19 @@ class ConversationOutcome:
 class Conversations:
     """Applies Conversations events to the index; messages go through the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, index: ConversationIndex, *, mcs_base: str) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        index: ConversationIndex,
+        *,
+        mcs_base: str,
+        lookup: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.index = index
         self.mcs_base = mcs_base
+        #: The Chat Service of a conversation never seen (Twilio's REST API), or None.
+        self.lookup = lookup
 
     def handle(self, event: ConversationEvent) -> ConversationOutcome:
         """Apply one post-event; idempotent, so retries and a second path change nothing."""
@@ -80,7 +92,7 @@ class Conversations:
         ):
             return ConversationOutcome(event.event_type, "updated")
         # onMessageAdded, or an update of a message we never saw added: record it.
-        service = event.chat_service_sid or self.index.service_of(event.conversation_sid)
+        service = self._service_of(event)
         msg = inbound_from_conversation(
             event,
             (lambda media_sid: mcs_media_url(self.mcs_base, service, media_sid))
@@ -106,6 +118,23 @@ class Conversations:
         self.pipeline.process_message(sid, deadline=0, ingested=result)
         return ConversationOutcome(event.event_type, "recorded" if result.created else "duplicate")
 
+    def _service_of(self, event: ConversationEvent) -> str | None:
+        """The message's Chat Service: given, known, or (a stream event of a conversation
+        never seen, which names none) asked of Twilio and kept."""
+        service = event.chat_service_sid or self.index.service_of(event.conversation_sid)
+        if service is None and event.media and self.lookup is not None:
+            service = self.lookup(event.conversation_sid)
+            if service is not None:
+                self.index.save_conversation(
+                    {
+                        "sid": event.conversation_sid,
+                        "account_sid": event.account_sid,
+                        "chat_service_sid": service,
+                    },
+                    overwrite=False,
+                )
+        return service
+
     def _placeholder(self, event: ConversationEvent) -> None:
         """Make sure the conversation exists, filling in only what is still unknown."""
         self.index.save_conversation(self._conversation_row(event), overwrite=False)
@@ -126,3 +155,18 @@ class Conversations:
                 attributes=event.attributes,
             )
         return row
+
+
+def service_lookup(rest: Callable[[], TwilioRest]) -> Callable[[str], str | None]:
+    """`GET /v1/Conversations/{CH}` -> its `chat_service_sid`, None when Twilio cannot say
+    (https://www.twilio.com/docs/conversations/api/conversation-resource)."""
+
+    def lookup(conversation_sid: str) -> str | None:
+        try:
+            found = rest().fetch_conversation(conversation_sid).get("chat_service_sid")
+        except (TwilioRestError, ConfigError) as exc:
+            log.warning("cannot look up conversation %s: %s", conversation_sid, exc)
+            return None
+        return found if isinstance(found, str) and found.startswith("IS") else None
+
+    return lookup

@@ -32,7 +32,7 @@ from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher, FetchResult
 from receiver.media.inspect import MediaInfo, inspect, with_av_facts
-from receiver.media.policy import Policy, Verdict, check
+from receiver.media.policy import Policy, Verdict, check, inbound_message_cap
 from receiver.media.probe import probe
 from receiver.media.scan import Scanner, ScanUnavailable
 from receiver.storage.base import ObjectStore
@@ -240,12 +240,13 @@ class Pipeline:
         return futures
 
     def _budget_for(self, sid: str, known: Sequence[MediaItem] | None = None) -> ByteBudget:
-        """The per-message cap, less what is already stored for that message."""
-        budget = ByteBudget(self.max_message_bytes)
+        """The per-message cap (of its channel), less what is already stored for it."""
+        limit = inbound_message_cap(self.max_message_bytes, self.index.channel_of(sid))
+        budget = ByteBudget(limit)
         items = known if known is not None else self.index.media_of(sid)
         used = sum(m.size_bytes or 0 for m in items if m.state == "stored")
         if used:
-            budget.take(min(used, self.max_message_bytes))
+            budget.take(min(used, limit))
         return budget
 
     def process_item(self, row: MediaItem, budget: ByteBudget | None = None) -> ItemOutcome:

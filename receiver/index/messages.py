@@ -156,6 +156,15 @@ class Messages(IndexCore):
         return MediaItem.from_row(row) if row else None
 
     @translate_db_errors
+    def channel_of(self, sid: str) -> str | None:
+        """The channel message `sid` came from (sms, whatsapp, …), or None when unknown."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(messages.c.from_channel).where(messages.c.sid == sid)
+            ).first()
+        return None if found is None or found[0] is None else str(found[0])
+
+    @translate_db_errors
     def media_of(self, sid: str) -> list[MediaItem]:
         """Media items of one message in index order."""
         with self.engine.connect() as conn:

@@ -137,6 +137,47 @@ MMS_TYPES = (
     | _OFFICE
 )
 
+#: WhatsApp media (https://www.twilio.com/docs/whatsapp/guidance-whatsapp-media-messages):
+#: images JPEG/PNG up to 5 MB; audio (OGG, AMR, 3GP, AAC, MPEG), video (MP4, 3GP),
+#: documents (PDF, DOC, DOCX, PPTX, XLSX) and vCards up to 16 MB
+#: (https://www.twilio.com/docs/api/errors/11751); one file per message
+#: (https://support.twilio.com/hc/en-us/articles/360017961894). GIF is not among the
+#: types WhatsApp plays (https://www.twilio.com/docs/messaging/guides/accepted-mime-types),
+#: so an animation is sent as an MP4 (`transform.animation_to_mp4`) or refused with the fix.
+WHATSAPP_MAX_BYTES = 16_000_000
+WHATSAPP_MAX_IMAGE_BYTES = 5_000_000
+WHATSAPP_MAX_FILES = 1
+WHATSAPP_IMAGES = frozenset({"image/jpeg", "image/png"})
+WHATSAPP_TYPES = WHATSAPP_IMAGES | frozenset(
+    {
+        "audio/ogg",
+        "audio/amr",
+        "audio/3gpp",
+        "audio/aac",
+        "audio/mpeg",
+        "video/mp4",
+        "video/3gpp",
+        "application/pdf",
+        "application/msword",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "text/vcard",
+    }
+)
+
+#: Per-channel caps on an inbound message's media, under RECEIVER_MAX_MESSAGE_BYTES:
+#: WhatsApp carries at most 16 MB per message (https://www.twilio.com/docs/api/errors/11751,
+#: https://www.twilio.com/docs/whatsapp/guidance-whatsapp-media-messages), so more is not
+#: a WhatsApp message's media.
+INBOUND_CHANNEL_CAPS = {"whatsapp": WHATSAPP_MAX_BYTES}
+
+
+def inbound_message_cap(configured: int, channel: str | None) -> int:
+    """The byte cap of one inbound message's media on `channel`."""
+    return min(configured, INBOUND_CHANNEL_CAPS.get(channel or "", configured))
+
+
 # Kinds a declaration may confuse without anything being wrong: audio and video
 # share containers (MP4, 3GPP, Ogg, WebM, MPEG), so a voice memo declared
 # audio/mp4 is often video/mp4 to libmagic; some phones send vCards as text/plain.
@@ -184,6 +225,8 @@ class Policy:
     convertible_types: frozenset[str] = frozenset()
     #: Types that transform.fit_for_mms can make smaller (resize, recompress, shrink).
     shrinkable_types: frozenset[str] = frozenset()
+    #: Whether animated images (GIF, APNG, animated WebP) may be sent as animations.
+    animations: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_file_bytes", "max_message_bytes", "max_files"):
@@ -250,6 +293,22 @@ def mms_policy(carrier_budget: int | None = None) -> Policy:
     )
 
 
+def whatsapp_policy() -> Policy:
+    """WhatsApp's outbound rules (see WHATSAPP_TYPES): 16 MB, images 5 MB, one file."""
+    return Policy(
+        name="whatsapp",
+        accepted_types=WHATSAPP_TYPES,
+        max_file_bytes=WHATSAPP_MAX_BYTES,
+        max_message_bytes=WHATSAPP_MAX_BYTES,
+        max_files=WHATSAPP_MAX_FILES,
+        other_max_file_bytes=WHATSAPP_MAX_IMAGE_BYTES,
+        full_size_types=WHATSAPP_TYPES - WHATSAPP_IMAGES,
+        convertible_types=CONVERTIBLE_IMAGES,
+        shrinkable_types=WHATSAPP_IMAGES | CONVERTIBLE_IMAGES,
+        animations=False,
+    )
+
+
 def check(info: MediaInfo, policy: Policy, *, message_bytes: int = 0) -> Verdict:
     """Judge one file against a policy; the detail of every verdict on a file whose
     declared type disagrees with its bytes says so (see `_judge` for the order)."""
@@ -282,6 +341,14 @@ def _judge(info: MediaInfo, policy: Policy, message_bytes: int) -> Verdict:
         )
 
     detected = info.detected_type
+    if info.animated and not policy.animations:
+        return Verdict(
+            False,
+            "unsupported_type",
+            f"{policy.name} does not play animated {detected}: make it an MP4 video "
+            "(ffmpeg -i in.gif -movflags faststart -pix_fmt yuv420p out.mp4) or send a "
+            "still JPEG/PNG",
+        )
     if detected not in policy.accepted_types:
         fixable = detected in policy.convertible_types
         fix = "; it can be converted to JPEG" if fixable else ""

@@ -34,9 +34,13 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import shutil
 import struct
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image, ImageSequence, JpegImagePlugin
@@ -823,3 +827,51 @@ def _fit_animation(im: Image.Image, info: MediaInfo, budget: int) -> FitResult:
     raise MediaError(
         f"the animation cannot fit {budget:,} bytes without dropping frames", "too_large"
     )
+
+
+#: How long ffmpeg may take to turn one animation into an MP4.
+ANIMATION_TIMEOUT = 60.0
+
+
+def animation_to_mp4(fp: BinaryIO, *, timeout: float = ANIMATION_TIMEOUT) -> bytes | None:
+    """An animated GIF or PNG as a silent H.264 MP4 (yuv420p, even dimensions, index
+    first), for channels that play video but not animations; None when ffmpeg is
+    missing or cannot convert it (the caller then refuses the file with the fix)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="anim-") as tmp:
+        source, target = Path(tmp) / "in", Path(tmp) / "out.mp4"
+        fp.seek(0)
+        source.write_bytes(fp.read())
+        fp.seek(0)
+        try:
+            done = subprocess.run(
+                [
+                    ffmpeg,
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(source),
+                    "-vf",
+                    "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+                    "-c:v",
+                    "libx264",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-movflags",
+                    "faststart",
+                    "-an",
+                    str(target),
+                ],
+                capture_output=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if done.returncode != 0 or not target.is_file():
+            return None
+        return target.read_bytes()

@@ -13,7 +13,7 @@ import hashlib
 import io
 import mimetypes
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 from receiver.errors import FetchError, MediaError, OutboundError
 from receiver.media.fetch import Fetcher
 from receiver.media.inspect import MediaInfo, inspect
-from receiver.media.policy import Policy, check, mms_policy
+from receiver.media.policy import Policy, check
 from receiver.media.scan import ScanUnavailable, scanner_for
-from receiver.media.transform import fit
+from receiver.media.transform import animation_to_mp4, fit
 from receiver.outbound.request import (
     MAX_BODY,
     OutboundRequest,
     carries_mms,
+    policy_for,
     redact,
     sms_segments,
     validate_request,
@@ -71,6 +72,8 @@ class PreparedMedia:
     key: str | None = None
     url: str | None = None
     expires_at: int | None = None
+    #: The MCS Media SID (ME…) of a file sent into a conversation.
+    media_sid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (stored in outbound_messages.media and returned by the API)."""
@@ -124,6 +127,8 @@ class _Source:
     info: MediaInfo
     #: The converted or fitted bytes, when they differ from `file`.
     output: BinaryIO | None = None
+    #: What was done to the original before the policy saw it.
+    changes: tuple[str, ...] = ()
 
     @property
     def payload(self) -> BinaryIO:
@@ -144,25 +149,39 @@ class Preparer:
         self.scanner = scanner_for(settings)
 
     def prepare(
-        self, request: OutboundRequest, *, host: bool = True, link_ttl: int | None = None
+        self,
+        request: OutboundRequest,
+        *,
+        host: bool = True,
+        link_ttl: int | None = None,
+        mms_ok: bool | None = None,
+        upload: Callable[[PreparedMedia, BinaryIO], PreparedMedia] | None = None,
     ) -> PreparedMessage:
         """Check and fix every attachment, then (with `host`) store and pre-flight it.
 
-        Raises OutboundError naming every attachment that cannot be sent and why.
+        `mms_ok` overrides whether the recipients get MMS (a conversation's
+        members); `upload` replaces hosting for attached files (MCS for a
+        conversation). Raises OutboundError naming every attachment that cannot
+        be sent and why.
         """
         validate_request(request)
-        policy = mms_policy(request.carrier_budget)
+        policy = policy_for(request)
         notes: list[str] = []
-        mms_ok = carries_mms(request.to)
+        if mms_ok is None:
+            mms_ok = carries_mms(request.to)
         if request.media and not mms_ok and request.fallback != "link":
             raise OutboundError(
-                f"Twilio carries MMS only to US and Canadian (+1) numbers, not {request.to}; "
+                f"Twilio carries MMS only to US and Canadian (+1) numbers, not "
+                f"{request.to or 'every member of the conversation'}; "
                 "add --fallback link to send an SMS with links to the media",
                 "mms_not_carried",
             )
         with ExitStack() as stack:
             sources = [self._open(i, item, request, stack) for i, item in enumerate(request.media)]
             self._scan_all(sources)
+            if not policy.animations:
+                for src in sources:
+                    self._animation_as_video(src)
             bad = [(s, check(s.info, policy)) for s in sources]
             broken = [(s, v) for s, v in bad if not v.accepted and v.reason in BAD_FILE_REASONS]
             if broken:
@@ -183,7 +202,9 @@ class Preparer:
             if mode == "link":
                 items = [self._for_link(s, policy) for s in sources]
             body = request.body
-            if host and items:
+            if host and items and upload is not None and mode == "mms":
+                items = [upload(item, s.payload) for item, s in zip(items, sources, strict=True)]
+            elif host and items:
                 ttl = link_ttl or (FALLBACK_LINK_TTL if mode == "link" else MMS_LINK_TTL)
                 items = [
                     self.hosting.host(item, s.payload, ttl)
@@ -198,7 +219,7 @@ class Preparer:
                 "body_too_long",
             )
         prepared = PreparedMessage(request, mode, body, tuple(items), tuple(notes))
-        if host and items:
+        if host and items and not (upload is not None and mode == "mms"):
             self.hosting.preflight(prepared)
         return prepared
 
@@ -250,6 +271,21 @@ class Preparer:
         declared = mimetypes.guess_type(path.name)[0]
         return _Source(index, str(path), fh, inspect(fh, declared, size=size))
 
+    @staticmethod
+    def _animation_as_video(src: _Source) -> None:
+        """An animation for a channel that plays none (WhatsApp) becomes an MP4 when
+        ffmpeg can make one; otherwise the policy refuses it, naming the fix."""
+        if not src.info.animated:
+            return
+        data = animation_to_mp4(src.file)
+        if data is None:
+            return
+        info = inspect(io.BytesIO(data), "video/mp4", size=len(data))
+        if info.problem is not None or info.detected_type != "video/mp4":
+            return
+        src.changes = (f"converted animated {src.info.detected_type} to video/mp4",)
+        src.file, src.info = io.BytesIO(data), info
+
     def _scan_all(self, sources: Sequence[_Source]) -> None:
         """Refuse the message when clamd matches a file (malware wins over every other
         reason) or, with scanning required, cannot scan it. Derivatives are made by
@@ -299,15 +335,16 @@ class Preparer:
         if fixed_total > policy.max_message_bytes:
             raise OutboundError(
                 f"the attachments total {fixed_total:,} bytes, over the "
-                f"{policy.max_message_bytes:,}-byte MMS limit (Twilio error 11751); send fewer "
-                "or smaller files, or use --fallback link",
+                f"{policy.max_message_bytes:,}-byte {policy.name} limit (Twilio error 11751); "
+                "send fewer or smaller files, or use --fallback link",
                 "message_too_large",
             )
         room = policy.max_message_bytes - fixed_total
         if images and room < 10_000:
             raise OutboundError(
                 f"the other attachments take {fixed_total:,} bytes of the "
-                f"{policy.max_message_bytes:,}-byte MMS limit; no room is left for images",
+                f"{policy.max_message_bytes:,}-byte {policy.name} limit; no room is left for "
+                "images",
                 "message_too_large",
             )
         shares = _water_fill(
@@ -409,6 +446,7 @@ class Preparer:
             filename=short_filename(src.source, info.extension, src.index),
             width=info.width,
             height=info.height,
+            changes=src.changes,
         )
 
 

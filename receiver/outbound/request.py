@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from receiver.errors import OutboundError
-from receiver.media.policy import check_count, mms_policy
+from receiver.media.policy import Policy, check_count, mms_policy, whatsapp_policy
 
 MAX_BODY = 1600
 #: Twilio carries MMS only to US and Canadian numbers, which share the country code +1;
@@ -26,6 +26,7 @@ MMS_PREFIXES = ("+1",)
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _CHANNEL_ADDRESS = re.compile(r"(whatsapp|messenger|rcs):\S{3,}")
 _SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+_CONVERSATION_SID = re.compile(r"CH[0-9a-fA-F]{32}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _ALPHANUMERIC = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 _GSM7 = set(
@@ -46,6 +47,8 @@ _JSON_FIELDS = frozenset(
         "validity_period",
         "idempotency_key",
         "dry_run",
+        "conversation",
+        "author",
     }
 )
 
@@ -68,6 +71,10 @@ class OutboundRequest:
     idempotency_key: str | None = None
     #: Whether local file paths are allowed (the CLI: yes; the web API: never).
     allow_files: bool = True
+    #: Send into this Conversation (CH…) instead of to `to`; every participant receives it.
+    conversation_sid: str | None = None
+    #: The Conversations message's Author (Twilio's default: "system").
+    author: str | None = None
 
     @property
     def sender(self) -> str:
@@ -124,6 +131,8 @@ class OutboundRequest:
             validity_period=validity,
             idempotency_key=f"api:{key}" if key else None,
             allow_files=False,
+            conversation_sid=text("conversation"),
+            author=text("author"),
         )
 
 
@@ -142,8 +151,25 @@ def sms_segments(text: str) -> int:
 
 
 def carries_mms(to: str) -> bool:
-    """Whether Twilio carries MMS to this destination (US/CA numbers)."""
-    return to.startswith(MMS_PREFIXES)
+    """Whether Twilio carries media to this destination: US/CA numbers (MMS), and the
+    WhatsApp and RCS channels, which carry media everywhere."""
+    return to.startswith(MMS_PREFIXES) or channel_of(to) in ("whatsapp", "rcs")
+
+
+def channel_of(address: str) -> str:
+    """'whatsapp', 'rcs' or 'messenger' for a channel address; 'sms' for a number."""
+    match = _CHANNEL_ADDRESS.fullmatch(address.strip())
+    return match.group(1) if match else "sms"
+
+
+def policy_for(request: OutboundRequest) -> Policy:
+    """The media rules of the request's channel: WhatsApp's to `whatsapp:`; MMS's (5 MB)
+    to numbers, conversations and `rcs:`, because MMS is RCS's fallback and Twilio rejects
+    an RCS message over 5 MB when it falls back
+    (https://www.twilio.com/docs/messaging/guides/accepted-mime-types)."""
+    if channel_of(request.to) == "whatsapp":
+        return whatsapp_policy()
+    return mms_policy(request.carrier_budget)
 
 
 def parse_size(text: str) -> int:
@@ -166,6 +192,32 @@ def parse_since(text: str) -> timedelta:
 
 def validate_request(request: OutboundRequest) -> None:
     """Refuse what Twilio would refuse (or what this service never sends), naming the fix."""
+    if request.conversation_sid is not None:
+        _validate_conversation(request)
+    else:
+        _validate_addresses(request)
+    _validate_content(request)
+
+
+def _validate_conversation(request: OutboundRequest) -> None:
+    """A message into a Conversation goes to its participants: no --to, --from or MG."""
+    if not _CONVERSATION_SID.fullmatch(request.conversation_sid or ""):
+        raise OutboundError(
+            f"--conversation {request.conversation_sid!r} is not a Conversation SID "
+            "(CH and 32 hex digits)",
+            "invalid_conversation",
+        )
+    if request.to or request.from_ or request.messaging_service_sid:
+        raise OutboundError(
+            "a conversation message goes to its participants: give --conversation without "
+            "--to, --from or --messaging-service (use --author to name the sender)",
+            "invalid_conversation",
+        )
+    if request.author is not None and not 0 < len(request.author) <= 256:
+        raise OutboundError("--author must be 1-256 characters", "invalid_author")
+
+
+def _validate_addresses(request: OutboundRequest) -> None:
     to = request.to.strip()
     if not to:
         raise OutboundError("no recipient: give --to +15558675310 (E.164)", "invalid_to")
@@ -197,6 +249,9 @@ def validate_request(request: OutboundRequest) -> None:
             "SID (MG and 32 hex digits)",
             "invalid_from",
         )
+
+
+def _validate_content(request: OutboundRequest) -> None:
     if not request.body and not request.media:
         raise OutboundError("nothing to send: give a --body, --media, or both", "empty_message")
     if len(request.body) > MAX_BODY:
@@ -205,11 +260,13 @@ def validate_request(request: OutboundRequest) -> None:
             "(error 21658): shorten it",
             "body_too_long",
         )
-    count = check_count(len(request.media), mms_policy())
+    policy = policy_for(request)
+    count = check_count(len(request.media), policy)
     if not count.accepted:
         raise OutboundError(
-            f"{len(request.media)} attachments; an MMS carries at most 10 (Twilio error 21623): "
-            "send fewer, or split them over several messages",
+            f"{len(request.media)} attachments; a {policy.name} message carries at most "
+            f"{policy.max_files} (Twilio error 21623): send fewer, or split them over "
+            "several messages",
             "too_many_media",
         )
     if request.fallback not in (None, "link"):

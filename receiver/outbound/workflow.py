@@ -8,17 +8,22 @@ campaigns); `StatusTracker` applies callbacks and reports figures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from receiver.errors import OutboundError
+from receiver.index.conversations import ConversationIndex
 from receiver.index.outbound import OutboundIndex
 from receiver.media.fetch import FetchConfig, Fetcher
 from receiver.outbound.bulk import BulkSender
+from receiver.outbound.conversation import ConversationSender
 from receiver.outbound.hosting import Hosting, MediaLinks
 from receiver.outbound.prepare import Preparer
-from receiver.outbound.send import IN_FLIGHT_GRACE, Sender
+from receiver.outbound.request import OutboundRequest
+from receiver.outbound.send import IN_FLIGHT_GRACE, Sender, SendResult
 from receiver.outbound.status import StatusTracker
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.client import TwilioClient
+from receiver.twilio.mcs import McsClient
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
@@ -43,21 +48,30 @@ class Outbound:
         sender: Sender,
         bulk: BulkSender,
         status: StatusTracker,
+        conversation: ConversationSender | None = None,
     ) -> None:
         self.preparer = preparer
         self.hosting: Hosting = preparer.hosting
         self.sender = sender
         self.bulk = bulk
         self.status = status
+        self.conversation = conversation
         # The steps the CLI and the API call, each done by the collaborator that owns it.
         self.prepare = preparer.prepare
-        self.send = sender.send
         self.resolve_unknown = sender.resolve_unknown
         self.send_bulk = bulk.send_bulk
         self.handle_status = status.handle_status
         self.stats = status.stats
         self.message = status.message
         self.refresh_statuses = status.refresh_statuses
+
+    def send(self, request: OutboundRequest, **options: Any) -> SendResult:
+        """Send one message: to a number (`Sender`) or into a conversation."""
+        if request.conversation_sid is None:
+            return self.sender.send(request, **options)
+        if self.conversation is None:
+            raise OutboundError("this workflow cannot send into conversations", "not_configured")
+        return self.conversation.send(request, dry_run=bool(options.get("dry_run")))
 
     @classmethod
     def build(
@@ -72,6 +86,8 @@ class Outbound:
         limiter: RateLimiter | None = None,
         fetcher: Fetcher | None = None,
         in_flight_grace: float = IN_FLIGHT_GRACE,
+        conversations: ConversationIndex | None = None,
+        mcs: McsClient | None = None,
     ) -> Outbound:
         """Wire the collaborators over one index, store and Twilio client."""
         outbound_index = outbound_index or OutboundIndex(index.engine, begin=index.begin)
@@ -87,9 +103,21 @@ class Outbound:
             limiter=limiter,
             in_flight_grace=in_flight_grace,
         )
-        return cls(preparer, sender, BulkSender(sender), StatusTracker(index, outbound_index, rest))
+        conversation = ConversationSender(
+            index,
+            outbound_index,
+            conversations or ConversationIndex(index.engine, begin=index.begin),
+            preparer,
+            rest,
+            mcs or McsClient(settings.mcs_base, settings.rest_credentials),
+            sender.limiter,
+        )
+        status = StatusTracker(index, outbound_index, rest)
+        return cls(preparer, sender, BulkSender(sender), status, conversation)
 
     def close(self) -> None:
         """Release HTTP sessions (the shared Twilio client is closed by its owner)."""
         self.preparer.fetcher.close()
         self.hosting.close()
+        if self.conversation is not None:
+            self.conversation.mcs.close()

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from receiver.errors import FetchError
+from receiver.errors import FetchError, OutboundError
 
 _MEDIA_PATH = re.compile(r"/v1/Services/IS[A-Za-z0-9]{32}/Media/ME[A-Za-z0-9]{32}")
 
@@ -85,6 +85,51 @@ class McsClient:
         if not isinstance(link, str) or urlsplit(link).scheme not in ("http", "https"):
             raise FetchError("MCS gave a temporary URL that is not http(s)")
         return link
+
+    def upload(self, chat_service_sid: str, data: bytes, content_type: str) -> str:
+        """POST the raw bytes (with their Content-Type) to a Chat Service; the new Media SID.
+
+        https://www.twilio.com/docs/conversations/api/media-resource (Create: the
+        body is the file itself). Raises OutboundError naming the fix.
+        """
+        if self._credentials is None:
+            raise OutboundError(
+                "sending media into a conversation needs credentials: set "
+                "TWILIO_API_KEY/TWILIO_API_SECRET or TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN",
+                "not_configured",
+            )
+        url = f"{self.base}/v1/Services/{chat_service_sid}/Media"
+        try:
+            response = self._session.post(
+                url,
+                data=data,
+                headers={"Content-Type": content_type},
+                auth=self._credentials,
+                timeout=(self._timeout[0], max(self._timeout[1], 60.0)),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise OutboundError(
+                f"MCS did not answer the upload: {exc.__class__.__name__}; nothing was sent, "
+                "try again",
+                "mcs_unavailable",
+            ) from None
+        if response.status_code not in (200, 201):
+            fix = (
+                "check TWILIO_API_KEY/TWILIO_API_SECRET"
+                if response.status_code in (401, 403)
+                else "nothing was sent; try again later"
+            )
+            raise OutboundError(
+                f"MCS refused the upload with HTTP {response.status_code}; {fix}", "mcs_refused"
+            )
+        try:
+            sid = response.json()["sid"]
+        except (ValueError, KeyError, TypeError):
+            sid = None
+        if not isinstance(sid, str) or not sid.startswith("ME"):
+            raise OutboundError("MCS answered the upload without a Media SID", "mcs_refused")
+        return sid
 
     def close(self) -> None:
         """Release pooled connections."""

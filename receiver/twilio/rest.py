@@ -344,6 +344,38 @@ class TwilioRest:
         result: dict[str, Any] = self._call("POST", url, data=params)
         return result
 
+    # -- conversations --------------------------------------------------------
+    # https://www.twilio.com/docs/conversations/api/conversation-resource ,
+    # .../conversation-participant-resource and .../conversation-message-resource
+
+    def fetch_conversation(self, sid: str) -> dict[str, Any]:
+        """GET a Conversation (its `chat_service_sid`, `messaging_service_sid`, …)."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}"
+        result: dict[str, Any] = self._call("GET", url)
+        return result
+
+    def list_conversation_participants(self, sid: str) -> list[dict[str, Any]]:
+        """The participants of a Conversation (one page of 100: group MMS allows 10)."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Participants"
+        page = self._call("GET", url, params=[("PageSize", "100")])
+        items = page.get("participants") if isinstance(page, dict) else None
+        return [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
+
+    def create_conversation_message(
+        self, sid: str, *, author: str | None, body: str | None, media_sid: str | None
+    ) -> dict[str, Any]:
+        """POST a Message into a Conversation; `MediaSid` is a single field (one file each)."""
+        data: list[tuple[str, str]] = []
+        if author:
+            data.append(("Author", author))
+        if body:
+            data.append(("Body", body))
+        if media_sid:
+            data.append(("MediaSid", media_sid))
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
+        result: dict[str, Any] = self._call("POST", url, data=data)
+        return result
+
     # -- transport ------------------------------------------------------------
 
     def _pages(self, url: str, params: list[tuple[str, str]], key: str) -> Iterator[dict[str, Any]]:

@@ -124,7 +124,25 @@ def message_view(row: MessageRecord, *, check_files: bool = False) -> dict[str, 
             except (StorageError, ValueError):
                 present = False
         items.append(media_view(m, row.from_addr, present=present))
-    return {"row": row, "media": items, "params": _params(row.params)}
+    params = _params(row.params)
+    return {"row": row, "media": items, "params": params, "channel_facts": _channel_facts(params)}
+
+
+#: WhatsApp's extra webhook fields worth a line of their own on the message page:
+#: https://www.twilio.com/docs/messaging/guides/webhook-request
+CHANNEL_FACTS = (
+    ("ProfileName", "Profile name"),
+    ("WaId", "WhatsApp ID"),
+    ("ButtonText", "Button text"),
+    ("ButtonPayload", "Button payload"),
+    ("OriginalRepliedMessageSid", "In reply to"),
+)
+
+
+def _channel_facts(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(label, value) of the channel fields present, in CHANNEL_FACTS order."""
+    given = dict(params)
+    return [(label, given[name]) for name, label in CHANNEL_FACTS if given.get(name)]
 
 
 @bp.get("/")

@@ -149,7 +149,7 @@ _ERROR = _json_body("Error")
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "SendRequest": {
         "type": "object",
-        "required": ["to"],
+        "anyOf": [{"required": ["to"]}, {"required": ["conversation"]}],
         "additionalProperties": False,
         "properties": {
             "to": {"type": "string", "description": "E.164 recipient, e.g. +15558675310"},
@@ -166,6 +166,13 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "validity_period": {"type": "integer", "minimum": 1, "maximum": 36000},
             "idempotency_key": {"type": "string", "maxLength": 100},
             "dry_run": {"type": "boolean"},
+            "conversation": {
+                "type": "string",
+                "pattern": "^CH[0-9a-fA-F]{32}$",
+                "description": "Send into this Conversation (group MMS) instead of `to`: "
+                "each file is uploaded to its Chat Service, one message per file",
+            },
+            "author": {"type": "string", "maxLength": 256, "description": "With conversation"},
         },
     },
     "SendResult": {
@@ -242,7 +249,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/messages": {
         "post": {
             "operationId": "sendMessage",
-            "summary": "Send an MMS through the media core (checked, fixed, hosted, sent)",
+            "summary": "Send an MMS (or into a conversation) through the media core "
+            "(checked, fixed, hosted or uploaded, sent)",
             "parameters": [
                 {
                     "name": "Idempotency-Key",

@@ -184,7 +184,11 @@ def test_stream_media_uses_the_service_of_a_known_conversation(
     make_app: Any,
 ) -> None:
     with FakeMcs(ACCOUNT_SID, TOKEN) as mcs:
-        app = make_app(TWILIO_MCS_BASE=mcs.url, RECEIVER_MEDIA_HOSTS=mcs.host_port)
+        app = make_app(
+            TWILIO_MCS_BASE=mcs.url,
+            TWILIO_CONVERSATIONS_BASE=mcs.url,
+            RECEIVER_MEDIA_HOSTS=mcs.host_port,
+        )
         client = app.test_client()
         conversation = new_sid("CH")
         added = cloud_event(
@@ -197,10 +201,41 @@ def test_stream_media_uses_the_service_of_a_known_conversation(
         resp = post_events(client, [added, message_added(sid, conversation, "pic", [item])])
         assert resp.get_json()["applied"] == 2
         assert wait_for(lambda: media_state(client, sid) == [("stored", None)])
-        # Media of a conversation never seen: the event is kept with the reason, not lost.
+        # Media of a conversation never seen, which Twilio does not know either (404):
+        # the event is kept with the reason, not lost.
         stray = message_added(new_sid("IM"), new_sid("CH"), "pic", [item])
         assert post_events(client, [stray]).get_json()["errors"] == 1
         assert "ChatServiceSid" in streams(app).get(stray["id"])["detail"]
+        assert mcs.count(f"/v1/Conversations/{stray['data']['ConversationSid']}") == 1
+
+
+def test_stream_media_of_an_unknown_conversation_asks_twilio_for_its_service(
+    make_app: Any,
+) -> None:
+    with FakeMcs(ACCOUNT_SID, TOKEN) as mcs:
+        app = make_app(
+            TWILIO_MCS_BASE=mcs.url,
+            TWILIO_CONVERSATIONS_BASE=mcs.url,
+            RECEIVER_MEDIA_HOSTS=mcs.host_port,
+        )
+        client = app.test_client()
+        conversation = mcs.add_conversation(SERVICE, ["+15551230001"], "+15557654321")
+        media_sid = mcs.add(SERVICE, jpeg(20, 20), "image/jpeg")
+        item = {"MediaSid": media_sid, "ContentType": "image/jpeg", "Filename": "a.jpg", "Size": 9}
+        sid = new_sid("IM")
+        resp = post_events(client, [message_added(sid, conversation, "pic", [item])])
+        assert resp.get_json()["applied"] == 1
+        assert wait_for(lambda: media_state(client, sid) == [("stored", None)])
+        conversations = app.extensions["receiver"].conversations.index
+        assert conversations.service_of(conversation) == SERVICE
+        # Known from now on: a second message does not ask again.
+        other = mcs.add(SERVICE, jpeg(24, 24), "image/jpeg")
+        second = new_sid("IM")
+        item2 = {**item, "MediaSid": other}
+        resp = post_events(client, [message_added(second, conversation, "2", [item2])])
+        assert resp.get_json()["applied"] == 1
+        assert wait_for(lambda: media_state(client, second) == [("stored", None)])
+        assert mcs.count(f"/v1/Conversations/{conversation}") == 1
 
 
 def inbound_received(sid: str) -> dict:

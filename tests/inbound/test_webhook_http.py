@@ -14,6 +14,7 @@ from PIL import Image
 from tests.conftest import AUTH
 from tests.support.mediaserver import MediaServer
 from tests.support.samples import jpeg
+from tests.support.waiting import wait_for
 from tests.support.webhooks import FORM, WebhookPoster, inbound_params, media_path, new_sid
 
 
@@ -350,3 +351,36 @@ def test_whatsapp_referral_media_is_one_more_item(
     bad = inbound_params(new_sid("SM"), ReferralMediaUrl="javascript:alert(1)")
     resp = media_poster.post(bad)
     assert resp.status_code == 400 and "ReferralMediaUrl" in resp.get_data(as_text=True)
+
+
+def test_whatsapp_message_media_is_capped_at_16mb(
+    media_poster: WebhookPoster, media_server: MediaServer
+) -> None:
+    # WhatsApp carries at most 16 MB per message (https://www.twilio.com/docs/api/errors/11751);
+    # SMS/MMS messages keep RECEIVER_MAX_MESSAGE_BYTES (50 MB here).
+    blob = b"\0" * 9_000_000
+
+    def reasons(prefix: str) -> list[str | None]:
+        sid = new_sid("MM")
+        urls = [
+            media_server.add(media_path(sid, i), blob, content_type="video/mp4") for i in range(2)
+        ]
+        params = inbound_params(
+            sid,
+            media=[(u, "video/mp4") for u in urls],
+            from_=f"{prefix}+15551230001",
+            to=f"{prefix}+15557654321",
+        )
+        assert media_poster.post(params).status_code == 200
+
+        def settled() -> bool:
+            msg = recorded(media_poster.client, sid)
+            return msg is not None and all(m["state"] != "pending" for m in msg["media"])
+
+        assert wait_for(settled, seconds=30)
+        msg = recorded(media_poster.client, sid)
+        assert msg is not None
+        return [m["reason"] for m in msg["media"]]
+
+    assert reasons("whatsapp:").count("message_too_large") == 1
+    assert "message_too_large" not in reasons("")

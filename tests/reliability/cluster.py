@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -701,3 +702,115 @@ def verify(
                     out.objects_corrupt.append(row["storage_key"])
     out.objects_unexpected = sorted(set(objects) - expected_keys)
     return out
+
+
+# -- conversations load ------------------------------------------------------------------------
+
+
+@dataclass
+class ConversationLoad:
+    """Group MMS traffic: onMessageAdded webhooks with one MCS file each."""
+
+    sids: list[str] = field(default_factory=list)
+    deliveries: int = 0
+    duplicates: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    undelivered: list[str] = field(default_factory=list)
+    #: The slowest answer (Conversations gives a webhook 5 s).
+    slowest: float = 0.0
+    seconds: float = 0.0
+
+
+def deliver_conversations(
+    urls: Sequence[str],
+    mcs: Any,
+    count: int,
+    *,
+    duplicate_every: int = 4,
+    conversations: int = 10,
+    concurrency: int = 16,
+) -> ConversationLoad:
+    """POST `count` signed onMessageAdded webhooks spread over `conversations` threads, each
+    with one photo stored in the fake MCS; every `duplicate_every`-th is also delivered again
+    with RetryCount=1 to the other server at once (Twilio's retry)."""
+    service = "IS" + os.urandom(16).hex()
+    threads = ["CH" + os.urandom(16).hex() for _ in range(conversations)]
+    jobs: list[tuple[str, list[tuple[str, str]], int]] = []
+    result = ConversationLoad()
+    for n in range(count):
+        photo = samples.jpeg(48 + n % 32, 36, seed=n)
+        media_sid = mcs.add(service, photo, "image/jpeg")
+        sid = "IM" + os.urandom(16).hex()
+        item = {
+            "Sid": media_sid,
+            "ContentType": "image/jpeg",
+            "Filename": "p.jpg",
+            "Size": len(photo),
+        }
+        params = [
+            ("EventType", "onMessageAdded"),
+            ("AccountSid", ACCOUNT_SID),
+            ("ChatServiceSid", service),
+            ("ConversationSid", threads[n % conversations]),
+            ("MessageSid", sid),
+            ("Index", str(n // conversations)),
+            ("Author", f"+1555123{n % conversations:04d}"),
+            ("ParticipantSid", "MB" + os.urandom(16).hex()),
+            ("Body", f"photo {n}"),
+            ("Attributes", "{}"),
+            ("Source", "SMS"),
+            ("Media", json.dumps([item])),
+            ("RetryCount", "0"),
+        ]
+        result.sids.append(sid)
+        jobs.append((sid, params, n))
+        if duplicate_every and n % duplicate_every == 0:
+            retry = [(k, "1" if k == "RetryCount" else v) for k, v in params]
+            jobs.append((sid, retry, n + 1))
+            result.duplicates += 1
+    random.Random(2).shuffle(jobs)
+    lock = threading.Lock()
+
+    def one(job: tuple[str, list[tuple[str, str]], int]) -> None:
+        sid, params, start = job
+        for attempt in range(6):
+            url = urls[(start + attempt) % len(urls)] + "/twilio/conversations"
+            signature = compute_signature(TOKEN, url, params)
+            began = time.monotonic()
+            try:
+                resp = requests.post(
+                    url, data=params, timeout=20, headers={"X-Twilio-Signature": signature}
+                )
+            except requests.RequestException:
+                time.sleep(min(0.25 * 2**attempt, 3.0))
+                continue
+            took = time.monotonic() - began
+            with lock:
+                result.statuses[resp.status_code] += 1
+                result.deliveries += 1
+                result.slowest = max(result.slowest, took)
+            if resp.status_code < 500:
+                return
+            time.sleep(min(0.25 * 2**attempt, 3.0))
+        with lock:
+            result.undelivered.append(sid)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, jobs))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def conversation_losses(index: Any, sids: Sequence[str]) -> tuple[int, int, int]:
+    """(messages missing, messages without exactly one stored file, files stored) for `sids`."""
+    missing = wrong = stored = 0
+    for sid in sids:
+        if index.account_of(sid) is None:
+            missing += 1
+            continue
+        items = index.media_of(sid)
+        done = [m for m in items if m.state == "stored" and m.storage_key]
+        stored += len(done)
+        wrong += len(items) != 1 or len(done) != 1
+    return missing, wrong, stored

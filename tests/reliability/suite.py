@@ -30,17 +30,21 @@ from typing import Any
 from receiver.lifecycle import count_messages
 from tests.reliability import fuzz, security
 from tests.reliability.cluster import (
+    ACCOUNT_SID,
     TOKEN,
     Cluster,
     PrivatePostgres,
     TcpProxy,
+    conversation_losses,
     deliver,
+    deliver_conversations,
     pg_bin,
     plan_messages,
     s3_outage,
     verify,
     wait_drained,
 )
+from tests.support.fake_mcs import FakeMcs
 from tests.support.mediaserver import MediaServer
 from tests.support.postgres import fresh_database
 from tests.support.s3server import MotoS3Server
@@ -60,13 +64,15 @@ class Mode:
     http_forgeries: int
     drain_timeout: float
     hostile_bodies: int = 10_000
+    #: Group MMS messages (onMessageAdded with one MCS file each) in the load area.
+    load_conversations: int = 80
 
 
 MODES = {
     # 200 messages + 50 duplicate deliveries; 5 s storage outage; ~10,000 fuzz inputs.
     "short": Mode(200, 4, 60, 5.0, 300, 2_200, 2_000, 50, 120.0, hostile_bodies=2_000),
     # 1,600 messages + 400 duplicates = 2,000 webhooks; 30 s outage; >100,000 fuzz inputs.
-    "full": Mode(1_600, 4, 400, 30.0, 2_500, 25_000, 10_000, 500, 420.0),
+    "full": Mode(1_600, 4, 400, 30.0, 2_500, 25_000, 10_000, 500, 420.0, load_conversations=400),
 }
 
 
@@ -127,7 +133,11 @@ class Report:
 def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None:
     """Signed webhooks with media at 16-way concurrency on 2 serve + 2 worker processes."""
     print("load:", flush=True)
-    with fresh_database(prefix="mmsr_rel_") as db, MediaServer() as media:
+    with (
+        fresh_database(prefix="mmsr_rel_") as db,
+        MediaServer() as media,
+        FakeMcs(ACCOUNT_SID, TOKEN) as mcs,
+    ):
         bucket = moto.new_bucket("load")
         cluster = Cluster(
             work / "load",
@@ -135,6 +145,11 @@ def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None
             storage_url=f"s3://{bucket}/receiver",
             s3_env=moto.env(),
             media=media,
+            extra_env={
+                "TWILIO_MCS_BASE": mcs.url,
+                "TWILIO_CONVERSATIONS_BASE": mcs.url,
+                "RECEIVER_MEDIA_HOSTS": f"{media.host_port},{mcs.host_port}",
+            },
         )
         planned = plan_messages(
             media, mode.load_messages, duplicate_every=mode.load_duplicate_every, min_media=1
@@ -145,6 +160,9 @@ def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None
             index = cluster.index()
             drained = wait_drained(index, mode.drain_timeout)
             result = verify(index, planned, media, moto.client(), bucket, "receiver/")
+            group = deliver_conversations(cluster.urls, mcs, mode.load_conversations)
+            group_drained = wait_drained(index, mode.drain_timeout)
+            group_missing, group_wrong, group_stored = conversation_losses(index, group.sids)
             before = count_messages(index)
             http = security.check_forgeries_over_http(cluster.urls[0], TOKEN, mode.http_forgeries)
             recorded = count_messages(index) - before
@@ -192,6 +210,24 @@ def run_load(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None
         result.processed_twice,
         "0",
         result.processed_twice == 0,
+    )
+    group_expected = len(group.sids) + group.duplicates
+    report.add(
+        "load",
+        "Conversations webhooks with MCS media (16-way, RetryCount=1 duplicates)",
+        f"{group.deliveries} in {group.seconds:.0f} s, slowest answer {group.slowest:.2f} s, "
+        f"media drained {group_drained:.0f} s later",
+        f"{group_expected}, each answered within 5 s",
+        group.deliveries == group_expected and not group.undelivered and group.slowest < 5.0,
+    )
+    report.add(
+        "load",
+        "Conversations messages lost or not stored once",
+        f"{group_missing} lost, {group_wrong} without exactly one stored file "
+        f"({group_stored} files) of {len(group.sids)}; "
+        f"{sum(n for c, n in group.statuses.items() if c >= 500)} 5xx",
+        "0",
+        group_missing == 0 and group_wrong == 0 and not any(c >= 500 for c in group.statuses),
     )
     report.add(
         "security",

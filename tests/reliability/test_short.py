@@ -28,6 +28,9 @@ def test_short_mode_meets_every_target(tmp_path: Path) -> None:
     assert rows[("load", "messages lost")].figure.startswith("0 of ")
     assert rows[("load", "5xx answers")].figure == "0"
     assert rows[("load", "files downloaded more than once")].figure == "0"
+    assert rows[("load", "Conversations messages lost or not stored once")].figure.startswith(
+        "0 lost, 0 without"
+    )
     assert rows[("faults", "messages lost")].figure.startswith("0 of ")
     assert rows[("faults", "files lost")].figure.startswith("0 of ")
     assert rows[("faults", "partial or unexpected objects")].figure == "0"

@@ -15,6 +15,15 @@ form fields `PostWebhookUrl`, `Method`, repeated `Filters`:
 https://www.twilio.com/docs/conversations/api/webhook-configuration-resource),
 so it doubles as TWILIO_CONVERSATIONS_BASE.
 
+It also plays the Conversations API for sending
+(https://www.twilio.com/docs/conversations/api/conversation-message-resource):
+`POST /v1/Services/{IS}/Media` takes the raw bytes with their Content-Type
+and answers 201 with the new Media resource;
+`GET /v1/Conversations/{CH}` and `.../Participants` describe conversations
+made with `add_conversation`; `POST /v1/Conversations/{CH}/Messages` (form
+`Author`, `Body` at most 1600 characters, one `MediaSid` of the same Chat
+Service) creates a message, kept in `created`.
+
 Faults on demand: `latency` slows every Media answer, `fail_next(status, n)` answers the next n Media requests
 with `status`; `temporary_base` points the links at another server (for
 example a private address that is not allowlisted). Every request is logged
@@ -60,6 +69,12 @@ class FakeMcs:
         self._lock = threading.Lock()
         #: Webhook configuration by scope ("" global, else the IS… SID), as Twilio shows it.
         self.webhooks: dict[str, dict[str, Any]] = {}
+        #: Conversations by CH… SID: their Chat Service and participant resources.
+        self.conversations: dict[str, dict[str, Any]] = {}
+        #: Conversation messages created through the API, in order: (CH…, form fields).
+        self.created: list[tuple[str, dict[str, str]]] = []
+        #: Statuses for the next message creations (e.g. 500 after the first succeeded).
+        self.create_faults: list[int] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,6 +110,37 @@ class FakeMcs:
             self._media[(service_sid, media_sid)] = (data, content_type)
         return media_sid
 
+    def add_conversation(self, service_sid: str, addresses: list[str], projected: str) -> str:
+        """A conversation with one SMS participant per address and one chat participant
+        projected on our number (group MMS); returns its CH… SID."""
+        sid = "CH" + secrets.token_hex(16)
+        participants = [
+            {
+                "sid": "MB" + secrets.token_hex(16),
+                "identity": None,
+                "messaging_binding": {"type": "sms", "address": a},
+            }
+            for a in addresses
+        ]
+        participants.append(
+            {
+                "sid": "MB" + secrets.token_hex(16),
+                "identity": "business",
+                "messaging_binding": {"projected_address": projected},
+            }
+        )
+        with self._lock:
+            self.conversations[sid] = {
+                "chat_service_sid": service_sid,
+                "participants": participants,
+            }
+        return sid
+
+    def media_bytes(self, service_sid: str, media_sid: str) -> tuple[bytes, str] | None:
+        """A stored file and its Content-Type."""
+        with self._lock:
+            return self._media.get((service_sid, media_sid))
+
     def fail_next(self, status: int, n: int = 1) -> None:
         """Answer the next `n` Media requests with `status`."""
         with self._lock:
@@ -119,7 +165,7 @@ class FakeMcs:
         authorized = header == self._credentials
         with self._lock:
             self.requests.append(McsRequest(req.path, authorized, header is not None))
-        parts = req.path.split("/")
+        parts = req.path.split("?", 1)[0].split("/")
         if req.path.endswith("/Configuration/Webhooks"):
             scope = parts[3] if len(parts) == 6 and parts[2] == "Services" else ""
             self._webhooks(req, scope, authorized)
@@ -127,6 +173,10 @@ class FakeMcs:
             self._temporary(req, parts[-1])
         elif len(parts) == 6 and parts[1:3] == ["v1", "Services"] and parts[4] == "Media":
             self._media_resource(req, parts[3], parts[5], authorized)
+        elif len(parts) == 5 and parts[1:3] == ["v1", "Services"] and parts[4] == "Media":
+            self._upload(req, parts[3], authorized)
+        elif parts[1:3] == ["v1", "Conversations"] and len(parts) in (4, 5):
+            self._conversation(req, parts[3], parts[4] if len(parts) == 5 else "", authorized)
         else:
             self._json(req, 404, {"code": 20404, "message": "not found"})
 
@@ -167,6 +217,82 @@ class FakeMcs:
                 },
             },
         )
+
+    def _upload(self, req: BaseHTTPRequestHandler, service: str, authorized: bool) -> None:
+        length = int(req.headers.get("Content-Length") or 0)
+        data = req.rfile.read(length)
+        content_type = req.headers.get("Content-Type") or ""
+        if req.command != "POST":
+            self._json(req, 405, {"code": 20004, "message": "Method not allowed"})
+        elif not authorized:
+            self._json(req, 401, {"code": 20003, "message": "Authenticate"})
+        elif not data or "/" not in content_type or content_type.startswith("multipart/"):
+            self._json(req, 400, {"code": 20001, "message": "raw bytes with a Content-Type"})
+        else:
+            sid = self.add(service, data, content_type)
+            self._json(
+                req,
+                201,
+                {
+                    "sid": sid,
+                    "service_sid": service,
+                    "size": len(data),
+                    "content_type": content_type,
+                },
+            )
+
+    def _conversation(
+        self, req: BaseHTTPRequestHandler, sid: str, sub: str, authorized: bool
+    ) -> None:
+        length = int(req.headers.get("Content-Length") or 0)
+        form = dict(parse_qsl(req.rfile.read(length).decode(), keep_blank_values=True))
+        if not authorized:
+            self._json(req, 401, {"code": 20003, "message": "Authenticate"})
+            return
+        with self._lock:
+            found = self.conversations.get(sid)
+        if found is None:
+            self._json(req, 404, {"code": 20404, "message": "not found"})
+        elif sub == "" and req.command == "GET":
+            self._json(
+                req,
+                200,
+                {"sid": sid, "chat_service_sid": found["chat_service_sid"], "state": "active"},
+            )
+        elif sub == "Participants" and req.command == "GET":
+            self._json(req, 200, {"participants": found["participants"], "meta": {}})
+        elif sub == "Messages" and req.command == "POST":
+            self._create_message(req, sid, found["chat_service_sid"], form)
+        else:
+            self._json(req, 405, {"code": 20004, "message": "Method not allowed"})
+
+    def _create_message(
+        self, req: BaseHTTPRequestHandler, sid: str, service: str, form: dict[str, str]
+    ) -> None:
+        media_sid = form.get("MediaSid")
+        with self._lock:
+            fault = self.create_faults.pop(0) if self.create_faults else None
+            known = media_sid is None or (service, media_sid) in self._media
+        if fault is not None:
+            self._json(req, fault, {"code": fault, "message": "fault"})
+        elif len(form.get("Body", "")) > 1600 or not (form.get("Body") or media_sid) or not known:
+            self._json(req, 400, {"code": 50511, "message": "invalid message"})
+        else:
+            with self._lock:
+                self.created.append((sid, form))
+                index = len(self.created) - 1
+            self._json(
+                req,
+                201,
+                {
+                    "sid": "IM" + secrets.token_hex(16),
+                    "conversation_sid": sid,
+                    "index": index,
+                    "author": form.get("Author", "system"),
+                    "body": form.get("Body"),
+                    "media": [{"sid": media_sid}] if media_sid else None,
+                },
+            )
 
     def _webhooks(self, req: BaseHTTPRequestHandler, scope: str, authorized: bool) -> None:
         if not authorized:

@@ -250,3 +250,30 @@ def test_pages_work_without_scripts(app: Any, browser: Any, seed: Seeder) -> Non
         assert "<script" not in page
         assert " style=" not in page  # the policy allows only the stylesheet
         assert '<meta name="viewport"' in page
+
+
+def test_message_page_shows_whatsapp_fields(browser: Any, seed: Seeder) -> None:
+    made = seed.message(
+        from_addr="whatsapp:+15551230001",
+        channel="whatsapp",
+        params=[
+            ["From", "whatsapp:+15551230001"],
+            ["ProfileName", "Ada <b>L</b>"],
+            ["WaId", "15551230001"],
+            ["ButtonText", "Track order"],
+            ["ButtonPayload", "track-42"],
+            ["OriginalRepliedMessageSid", "SM" + "1" * 32],
+        ],
+    )
+    page = text(browser.get(f"/messages/{made}"))
+    summary = page.split('<dl class="facts summary">', 1)[1].split("</dl>", 1)[0]
+    for label, value in (
+        ("Profile name", "Ada &lt;b&gt;L&lt;/b&gt;"),
+        ("WhatsApp ID", "15551230001"),
+        ("Button text", "Track order"),
+        ("Button payload", "track-42"),
+        ("In reply to", "SM" + "1" * 32),
+    ):
+        assert f"<dt>{label}</dt><dd>{value}</dd>" in summary
+    plain = text(browser.get(f"/messages/{seed.message()}"))
+    assert "WhatsApp ID" not in plain

@@ -1,0 +1,182 @@
+"""Sending into a Conversation (group MMS): `send --conversation` and `POST /api/messages`
+with "conversation", against the fake MCS/Conversations API and the service on loopback.
+
+Each file is uploaded raw to the conversation's Chat Service, then the message is
+created with `Author`, `Body` and one `MediaSid` per message."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from receiver.cli import main
+from receiver.errors import OutboundError, TwilioApiError
+from receiver.outbound import OutboundRequest
+from tests.conftest import AUTH
+from tests.outbound.conftest import API_KEY, API_SECRET, Running, write
+from tests.support import samples
+from tests.support.fake_mcs import FakeMcs
+from tests.support.mediaserver import MediaServer
+
+SERVICE = "IS" + "c" * 32
+BUSINESS = "+15017122661"
+MEMBERS = ["+15551230001", "+15551230002"]
+
+
+@pytest.fixture
+def mcs() -> Iterator[FakeMcs]:
+    """MCS and the Conversations API, taking the REST API key."""
+    with FakeMcs(API_KEY, API_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def group(
+    serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str], mcs: FakeMcs
+) -> Running:
+    """The service with MCS and Conversations at the fake."""
+    return serve({**outbound_env, "TWILIO_MCS_BASE": mcs.url, "TWILIO_CONVERSATIONS_BASE": mcs.url})
+
+
+def conversation_request(sid: str, *media: str, **kwargs: object) -> OutboundRequest:
+    return OutboundRequest(
+        to="",
+        conversation_sid=sid,
+        author=str(kwargs.pop("author", "business")),
+        body=str(kwargs.pop("body", "Technician on the way")),
+        media=media,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_photos_are_uploaded_to_mcs_and_sent_one_per_message(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    eta = write(tmp_path, "eta.jpg", samples.rotated_jpeg(gps=True))
+    map_png = write(tmp_path, "map.png", samples.png(80, 60))
+    result = group.outbound.send(conversation_request(sid, eta, map_png))
+
+    assert result.sid is not None and result.sid.startswith("IM")
+    assert result.status == "sent" and not result.duplicate
+    assert result.prepared is not None and result.prepared.mode == "mms"
+    # The conversation was unknown here: its service and members were learnt from Twilio.
+    conversations = group.services.conversations.index
+    assert conversations.service_of(sid) == SERVICE
+    assert {p.address for p in conversations.participants(sid)} >= set(MEMBERS)
+    # Uploaded with Basic auth; what MCS holds is exactly what was prepared (EXIF removed).
+    assert all(r.authorized for r in mcs.requests)
+    sent = [form for conv, form in mcs.created if conv == sid]
+    assert [f.get("Body") for f in sent] == ["Technician on the way", None]
+    assert all(f["Author"] == "business" for f in sent)
+    for form, item in zip(sent, result.prepared.media, strict=True):
+        assert form["MediaSid"] == item.media_sid
+        stored = mcs.media_bytes(SERVICE, form["MediaSid"])
+        assert stored is not None
+        assert stored[1] == item.content_type
+        assert hashlib.sha256(stored[0]).hexdigest() == item.sha256
+    assert "metadata (EXIF/GPS) removed" in result.prepared.media[0].changes
+    row = group.services.outbound_index.by_sid(result.sid)
+    assert row is not None and row.to_addr == sid and row.from_addr == "business"
+
+
+def test_same_key_sends_once(group: Running, mcs: FakeMcs) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    first = group.outbound.send(conversation_request(sid, idempotency_key="eta-1"))
+    again = group.outbound.send(conversation_request(sid, idempotency_key="eta-1"))
+    assert again.duplicate and again.sid == first.sid
+    assert len(mcs.created) == 1
+
+
+def test_a_member_who_opted_out_stops_the_group_message(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    group.services.index.record_refusal(MEMBERS[1], BUSINESS)
+    photo = write(tmp_path, "eta.jpg", samples.jpeg(64, 48))
+    with pytest.raises(OutboundError) as caught:
+        group.outbound.send(conversation_request(sid, photo))
+    assert caught.value.reason == "opted_out"
+    assert MEMBERS[1][-4:] in str(caught.value)
+    assert mcs.created == [] and mcs.count(f"/v1/Services/{SERVICE}/Media") == 0
+
+
+def test_group_mms_needs_us_numbers(group: Running, mcs: FakeMcs, tmp_path: Path) -> None:
+    sid = mcs.add_conversation(SERVICE, ["+15551230001", "+447700900123"], BUSINESS)
+    photo = write(tmp_path, "eta.jpg", samples.jpeg(64, 48))
+    with pytest.raises(OutboundError) as caught:
+        group.outbound.send(conversation_request(sid, photo))
+    assert caught.value.reason == "mms_not_carried"
+    assert mcs.created == []
+
+
+def test_unknown_conversation_and_bad_upload_credentials_name_the_fix(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    with pytest.raises(OutboundError) as caught:
+        group.outbound.send(conversation_request("CH" + "0" * 32))
+    assert caught.value.reason == "unknown_conversation"
+
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photo = write(tmp_path, "eta.jpg", samples.jpeg(64, 48))
+    # An MCS that takes another secret: the upload is refused with HTTP 401.
+    with FakeMcs(API_KEY, "another-secret") as other:
+        outbound = group.outbound_with(mcs_base=other.url)
+        with pytest.raises(OutboundError) as refused:
+            outbound.send(conversation_request(sid, photo, idempotency_key="eta-2"))
+    assert refused.value.reason == "mcs_refused"
+    assert "TWILIO_API_KEY" in str(refused.value)
+    assert mcs.created == []
+    (row,) = group.services.outbound_index.in_states(["refused"])
+    assert row.to_addr == sid
+
+
+def test_api_sends_into_a_conversation(group: Running, mcs: FakeMcs, media: MediaServer) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    url = media.add("/eta.png", samples.png(40, 30), content_type="image/png")
+    body = {"conversation": sid, "author": "business", "body": "On my way", "media": [url]}
+    resp = requests.post(f"{group.url}/api/messages", json=body, headers=AUTH, timeout=10)
+    assert resp.status_code == 201, resp.text
+    data = resp.json()
+    assert data["sid"].startswith("IM") and data["media"][0]["media_sid"].startswith("ME")
+    assert [f.get("Body") for _, f in mcs.created] == ["On my way"]
+
+    for bad, reason in (
+        ({"conversation": "CH123", "body": "x"}, "invalid_conversation"),
+        ({"conversation": sid, "to": "+15551230001", "body": "x"}, "invalid_conversation"),
+    ):
+        resp = requests.post(f"{group.url}/api/messages", json=bad, headers=AUTH, timeout=10)
+        assert resp.status_code == 422 and resp.json()["error"] == reason
+    assert len(mcs.created) == 1
+
+
+def test_cli_send_conversation(group: Running, mcs: FakeMcs, tmp_path: Path) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photo = write(tmp_path, "eta.png", samples.png(40, 30))
+    args = ["send", "--conversation", sid, "--body", "Technician on the way", "--media", photo]
+    result = CliRunner().invoke(main, args, env=group.env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"MMS to {sid}" in result.output
+    assert [f["Body"] for _, f in mcs.created] == ["Technician on the way"]
+    both = CliRunner().invoke(
+        main, ["send", "--conversation", sid, "--to", "+15551230001", "--body", "x"], env=group.env
+    )
+    assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_refused_create_is_recorded_and_the_key_may_try_again(group: Running, mcs: FakeMcs) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append(400)
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
+    (row,) = group.services.outbound_index.in_states(["rejected"])
+    assert row.to_addr == sid and row.sid is None
+    # Nothing was created, so the same key may send once the problem is fixed.
+    result = group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
+    assert result.sid is not None and not result.duplicate
+    assert len(mcs.created) == 1

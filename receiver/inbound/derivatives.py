@@ -122,6 +122,25 @@ class Derivatives:
         self._record([made])
         return replace(row, thumbnail_key=made.thumbnail_key)
 
+    def hash_now(self, row: MediaItem) -> None:
+        """Record the perceptual hash of a stored image that has none, on the caller's thread.
+
+        A queued thumbnail is made now (`make_now`, which brings the hash); an image whose
+        thumbnail was made before hashes were kept is hashed from that small thumbnail.
+        """
+        if row.kind != "image" or row.state != "stored":
+            return
+        if not row.thumbnail_key:
+            self.make_now(row)
+            return
+        try:
+            with self.store.open(row.thumbnail_key) as fp:
+                value = make_thumbnail(fp).phash
+            if value is not None:
+                self.index.set_hashes([(row.id, value)])
+        except Exception as exc:  # no hash is no match, never a failed page
+            log.warning("perceptual hash of media %s failed: %s", row.id, exc)
+
     def remake_missing(self, limit: int, *, older_than: float) -> None:
         """Make, on this thread, thumbnails of images stored over `older_than` seconds ago."""
         remade = [

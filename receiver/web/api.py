@@ -165,7 +165,7 @@ def media_similar(media_id: str) -> Response | tuple[Response, int]:
     found = svc.index.similar_media(row.id, max_distance=max_distance)
     if found is None and row.kind == "image" and row.state == "stored":
         # The hash comes with the thumbnail: make a queued one now, like the thumbnail route.
-        svc.pipeline.derivatives.make_now(row)
+        svc.pipeline.derivatives.hash_now(row)
         found = svc.index.similar_media(row.id, max_distance=max_distance)
         if found is None:
             resp = serve_media.problem(

@@ -220,9 +220,14 @@ def seen_before(message: MessageRecord, item: MediaItem) -> dict[str, Any] | Non
     """Earlier copies of a stored image in other messages: how many, from whom, since when."""
     if item.kind != "image" or item.state != "stored":
         return None
+    svc = services()
+    similar = svc.index.similar_media(item.id)
+    if similar is None:  # the thumbnail, and so the hash, is still queued
+        svc.pipeline.derivatives.hash_now(item)
+        similar = svc.index.similar_media(item.id)
     earlier = [
         other
-        for other in services().index.similar_media(item.id) or []
+        for other in similar or []
         if other.message_sid != message.sid and other.received_at <= message.received_at
     ]
     if not earlier:

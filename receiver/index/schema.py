@@ -297,11 +297,11 @@ Index("ix_stream_events_received", stream_events.c.received_at)
 
 
 # Perceptual hashes of stored images, one row per item (receiver.media.phash).
-# The hash is also split into HASH_BANDS bands of 16 bits, each with its own
+# The hash is also split into HASH_BANDS bands (22, 21 and 21 bits), each with its own
 # index, so "within Hamming distance N" probes bands instead of scanning:
 # docs/design.md ("Near-duplicate photos"). `hash` is the 64 bits as a signed
 # BIGINT. A new table: `create_all` adds it to an existing index.
-HASH_BANDS = 4
+HASH_BANDS = 3
 media_hashes = Table(
     "media_hashes",
     metadata,

@@ -1,6 +1,6 @@
 """Perceptual hashes of stored images and "which images are within distance N of this one".
 
-The hash is split into `HASH_BANDS` bands of 16 bits with an index each. Two
+The hash is split into `HASH_BANDS` bands (`BAND_BITS`) with an index each. Two
 hashes at most N bits apart have, by the pigeonhole principle, one band at
 most N // HASH_BANDS bits apart, so the candidates are the rows whose band
 equals one of the few values that close to ours (multi-probe), and each
@@ -28,33 +28,41 @@ __all__ = ["DEFAULT_MAX_DISTANCE", "MAX_DISTANCE", "Similar", "band_values", "pr
 
 #: "Near-duplicate" unless told otherwise: 8 of 64 bits.
 DEFAULT_MAX_DISTANCE = 8
-#: The widest search: 15 // 4 = 3 bits per band, 697 probes of each band.
-MAX_DISTANCE = 15
+#: The widest search: 11 // 3 = 3 bits in some band, about 1,800 probes of each band.
+MAX_DISTANCE = 11
 #: At most this many similar images are listed, nearest first.
 MAX_SIMILAR = 100
 
-_BAND_BITS = HASH_BITS // HASH_BANDS
-_BAND_MASK = (1 << _BAND_BITS) - 1
+#: Bits per band, most significant first (22 + 21 + 21 = 64).
+BAND_BITS = tuple(
+    HASH_BITS // HASH_BANDS + (1 if i < HASH_BITS % HASH_BANDS else 0) for i in range(HASH_BANDS)
+)
 
 
 def band_values(value: int) -> list[int]:
     """The bands of an unsigned 64-bit hash, most significant first."""
-    return [(value >> (_BAND_BITS * (HASH_BANDS - 1 - i))) & _BAND_MASK for i in range(HASH_BANDS)]
+    out = []
+    shift = HASH_BITS
+    for bits in BAND_BITS:
+        shift -= bits
+        out.append((value >> shift) & ((1 << bits) - 1))
+    return out
 
 
-@lru_cache(maxsize=8)
-def _flip_masks(radius: int) -> tuple[int, ...]:
-    """Every band-wide mask with at most `radius` bits set."""
+@lru_cache(maxsize=16)
+def _flip_masks(bits: int, radius: int) -> tuple[int, ...]:
+    """Every `bits`-wide mask with at most `radius` bits set."""
     return tuple(
-        sum(1 << bit for bit in bits)
+        sum(1 << bit for bit in chosen)
         for r in range(radius + 1)
-        for bits in itertools.combinations(range(_BAND_BITS), r)
+        for chosen in itertools.combinations(range(bits), r)
     )
 
 
-def probe_values(band: int, max_distance: int) -> list[int]:
-    """The band values a hash within `max_distance` may have in a band equal to `band`."""
-    return [band ^ mask for mask in _flip_masks(max_distance // HASH_BANDS)]
+def probe_values(band: int, max_distance: int, *, bits: int = BAND_BITS[0]) -> list[int]:
+    """The values a `bits`-wide band may have in a hash within `max_distance`, when our
+    band is `band` (pigeonhole: some band is at most max_distance // HASH_BANDS away)."""
+    return [band ^ mask for mask in _flip_masks(bits, max_distance // HASH_BANDS)]
 
 
 def _signed(value: int) -> int:
@@ -133,7 +141,7 @@ class Similar(IndexCore):
     def _within(self, conn: Connection, value: int, max_distance: int) -> dict[int, int]:
         """{media_id: distance} of every hash within `max_distance` of `value`."""
         probes: list[ColumnElement[bool]] = [
-            self._band_in(i, probe_values(band, max_distance))
+            self._band_in(i, probe_values(band, max_distance, bits=BAND_BITS[i]))
             for i, band in enumerate(band_values(value))
         ]
         # One index probe per band value (a BitmapOr on PostgreSQL, SQLite's OR

@@ -46,10 +46,13 @@ def flip(value: int, bits: list[int]) -> int:
 
 
 def test_probes_cover_every_band_value_within_the_radius() -> None:
-    probes = probe_values(0xABCD, 8)  # 8 // 4 bands: at most 2 of 16 bits differ
-    assert len(probes) == len(set(probes)) == 1 + 16 + 120
+    probes = probe_values(0xABCD, 8, bits=21)  # 8 // 3 bands: at most 2 of 21 bits differ
+    assert len(probes) == len(set(probes)) == 1 + 21 + 210
     assert all(distance(0xABCD, p) <= 2 for p in probes)
-    assert band_values(0x0123_4567_89AB_CDEF) == [0x0123, 0x4567, 0x89AB, 0xCDEF]
+    assert all(p < 1 << 21 for p in probes)
+    value = 0x0123_4567_89AB_CDEF
+    bands = band_values(value)
+    assert bands == [value >> 42, (value >> 21) & (2**21 - 1), value & (2**21 - 1)]
 
 
 def test_band_probes_find_exactly_what_a_scan_finds(index: MediaIndex) -> None:
@@ -63,7 +66,7 @@ def test_band_probes_find_exactly_what_a_scan_finds(index: MediaIndex) -> None:
     ids = seed_images(index, hashes, per_message=10)
     by_id = dict(zip(ids, hashes, strict=True))
     for centre in centres:
-        for max_distance in (0, 3, 8, 11, MAX_DISTANCE):
+        for max_distance in (0, 2, 3, 8, MAX_DISTANCE):
             found = index.similar_to_hash(centre, max_distance=max_distance, limit=10_000)
             expected = {i for i, h in by_id.items() if distance(centre, h) <= max_distance}
             assert {item.id for item in found} == expected

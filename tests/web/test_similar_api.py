@@ -55,7 +55,7 @@ def test_the_same_photo_from_another_number_is_found(make_app: Any, db_url: str)
     assert 0 <= match["distance"] <= 4
     assert match["received_at"].endswith("Z")
     # The mirror image is far from both, even at the widest search.
-    wide = client.get(f"/api/media/{ids['mirror.jpg']}/similar?max_distance=15", headers=AUTH)
+    wide = client.get(f"/api/media/{ids['mirror.jpg']}/similar?max_distance=11", headers=AUTH)
     assert wide.get_json() == {"media": []}
     listed = client.get(f"/api/messages?similar_to={ids['copy.jpg']}", headers=AUTH)
     assert [m["sid"] for m in listed.get_json()["messages"]] == [sids[0]]
@@ -73,7 +73,7 @@ def test_bad_requests_to_similar_name_the_problem(app: Any) -> None:
     sid = seed.message(items=[Item(), Item(kind="contact", detected_type="text/vcard")])
     photo, card = (row["id"] for row in seed.media_rows(sid))
     client = app.test_client()
-    for raw in ("16", "-1", "eight", "999"):
+    for raw in ("12", "-1", "eight", "999"):
         resp = client.get(f"/api/media/{photo}/similar?max_distance={raw}", headers=AUTH)
         assert resp.status_code == 400
         assert resp.get_json()["parameter"] == "max_distance"

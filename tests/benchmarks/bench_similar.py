@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_similar.py                    # 100,000 hashes, both databases
     python tests/benchmarks/bench_similar.py --hashes 1000000 --backend postgresql
     python tests/benchmarks/bench_similar.py --quick            # 20,000 hashes
+    python tests/benchmarks/bench_similar.py --quick --phash    # and the hash of a 12 MP photo
 
 A fresh index (a temporary SQLite file; a fresh PostgreSQL database, dropped
 at the end) is filled with messages, stored image rows and their hashes by
@@ -196,12 +197,56 @@ def run(backend: str, n: int, queries: int, baseline_queries: int) -> list[list[
     ]  # fmt: skip
 
 
+def _ignoring_argument(fn: Callable[[], None]) -> Callable[[int], None]:
+    return lambda _: fn()
+
+
+def time_phash(repeats: int) -> list[list[str]]:
+    """The hash per 12 MP photo: with its thumbnail (the service) vs. from the full decode."""
+    import io
+
+    from PIL import Image
+
+    from receiver.media.phash import dhash
+    from receiver.media.transform import make_thumbnail
+    from tests.support import samples
+
+    data = samples.camera_jpeg_12mp()
+
+    def with_thumbnail() -> None:
+        make_thumbnail(io.BytesIO(data))
+
+    def hash_only() -> None:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (320, 240))
+            dhash(im.copy())
+
+    def full_decode() -> None:
+        with Image.open(io.BytesIO(data)) as im:
+            dhash(im.convert("RGB"))
+
+    rows = []
+    for label, fn in (
+        ("thumbnail + hash (the service)", with_thumbnail),
+        ("hash alone, reduced decode", hash_only),
+        ("BASELINE hash of the full decode", full_decode),
+    ):
+        p50, p99 = timed(_ignoring_argument(fn), list(range(repeats)))
+        rows.append([label, f"{p50:.1f}", f"{p99:.1f}"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hashes", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="20,000 hashes, fewer queries")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--phash", action="store_true", help="also time hashing a 12 MP photo")
     args = parser.parse_args(argv)
+    if args.phash:
+        print("12 MP JPEG (4000x3000), ms:")
+        for label, p50, p99 in time_phash(10 if args.quick else 30):
+            print(f"  {label:34} p50 {p50:>7}  p99 {p99:>7}")
     n = 20_000 if args.quick else args.hashes
     queries, baseline_queries = (100, 10) if args.quick else (400, 20)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]

@@ -66,6 +66,8 @@ def test_the_same_photo_from_another_number_is_found(make_app: Any, db_url: str)
     assert f"similar_to={ids['copy.jpg']}" in page
     first = client.get(f"/messages/{sids[0]}").get_data(as_text=True)
     assert "seen before" not in first
+    listed_page = client.get(f"/messages?similar_to={ids['copy.jpg']}").get_data(as_text=True)
+    assert sids[0] in listed_page and sids[1] not in listed_page and sids[2] not in listed_page
 
 
 def test_bad_requests_to_similar_name_the_problem(app: Any) -> None:

@@ -1,5 +1,8 @@
 """The thumbnail queue: derivatives of stored images, made after the webhook is answered.
 
+Each thumbnail brings the image's perceptual hash (receiver.media.phash),
+computed from the frame already decoded small, and both are recorded together.
+
 Why it has one low-priority thread, waits for quiet and records in batches:
 docs/design.md ("Inbound pipeline and fetching").
 """
@@ -12,7 +15,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex
@@ -39,6 +42,15 @@ ON_DEMAND_SLOTS = 2
 ON_DEMAND_WAIT = 10.0
 
 
+@dataclass(frozen=True)
+class Made:
+    """A thumbnail stored and not yet recorded, with the image's perceptual hash."""
+
+    media_id: int
+    thumbnail_key: str
+    phash: int | None
+
+
 class Derivatives:
     """Makes and records thumbnails of stored images, on one thread of this process.
 
@@ -58,7 +70,7 @@ class Derivatives:
         self._quiet = threading.Condition()
         self._answering_now = 0
         self._backlog = 0
-        self._derived: list[tuple[int, str]] = []
+        self._derived: list[Made] = []
         self._on_demand = threading.BoundedSemaphore(ON_DEMAND_SLOTS)
 
     @property
@@ -102,20 +114,39 @@ class Derivatives:
         if not self._on_demand.acquire(timeout=ON_DEMAND_WAIT):
             return row
         try:
-            thumbnail_key = self._store_thumbnail(row.id, row.storage_key)
+            made = self._store_thumbnail(row.id, row.storage_key)
         finally:
             self._on_demand.release()
-        if thumbnail_key is None:
+        if made is None:
             return row
-        self._record([(row.id, thumbnail_key)])
-        return replace(row, thumbnail_key=thumbnail_key)
+        self._record([made])
+        return replace(row, thumbnail_key=made.thumbnail_key)
+
+    def hash_now(self, row: MediaItem) -> None:
+        """Record the perceptual hash of a stored image that has none, on the caller's thread.
+
+        A queued thumbnail is made now (`make_now`, which brings the hash); an image whose
+        thumbnail was made before hashes were kept is hashed from that small thumbnail.
+        """
+        if row.kind != "image" or row.state != "stored":
+            return
+        if not row.thumbnail_key:
+            self.make_now(row)
+            return
+        try:
+            with self.store.open(row.thumbnail_key) as fp:
+                value = make_thumbnail(fp).phash
+            if value is not None:
+                self.index.set_hashes([(row.id, value)])
+        except Exception as exc:  # no hash is no match, never a failed page
+            log.warning("perceptual hash of media %s failed: %s", row.id, exc)
 
     def remake_missing(self, limit: int, *, older_than: float) -> None:
         """Make, on this thread, thumbnails of images stored over `older_than` seconds ago."""
         remade = [
-            (row.id, thumbnail_key)
+            made
             for row in self.index.missing_thumbnails(limit, older_than=older_than)
-            if row.storage_key and (thumbnail_key := self._store_thumbnail(row.id, row.storage_key))
+            if row.storage_key and (made := self._store_thumbnail(row.id, row.storage_key))
         ]
         self._record(remade)
 
@@ -136,31 +167,33 @@ class Derivatives:
 
     def _make_queued(self, media_id: int, key: str) -> None:
         self._wait_for_quiet()
-        thumbnail_key = self._store_thumbnail(media_id, key)
+        made = self._store_thumbnail(media_id, key)
         with self._quiet:
             self._backlog -= 1
-            if thumbnail_key is not None:
-                self._derived.append((media_id, thumbnail_key))
-            batch: list[tuple[int, str]] = []
+            if made is not None:
+                self._derived.append(made)
+            batch: list[Made] = []
             if self._backlog == 0 or len(self._derived) >= DERIVE_BATCH:
                 batch, self._derived = self._derived, []
         self._record(batch)
 
-    def _record(self, pairs: list[tuple[int, str]]) -> None:
-        if not pairs:
+    def _record(self, made: list[Made]) -> None:
+        if not made:
             return
         try:
-            self.index.set_thumbnails(pairs)
+            # Hashes first: an item with a thumbnail is never made again by the sweep.
+            self.index.set_hashes([(m.media_id, m.phash) for m in made if m.phash is not None])
+            self.index.set_thumbnails([(m.media_id, m.thumbnail_key) for m in made])
         except Exception as exc:  # the sweep finds them again
-            log.warning("%d thumbnails not recorded, left for the sweep: %s", len(pairs), exc)
+            log.warning("%d thumbnails not recorded, left for the sweep: %s", len(made), exc)
 
-    def _store_thumbnail(self, media_id: int, key: str) -> str | None:
+    def _store_thumbnail(self, media_id: int, key: str) -> Made | None:
         try:
             with self.store.open(key) as fp:
                 thumb = make_thumbnail(fp)
             thumbnail_key = derived_key(key, "thumb", thumb.extension)
             self.store.put_bytes(thumbnail_key, thumb.data, content_type=thumb.content_type)
-            return thumbnail_key
+            return Made(media_id, thumbnail_key, thumb.phash)
         except Exception as exc:  # a thumbnail is a convenience; the original is what matters
             log.warning("thumbnail of media %s failed: %s", media_id, exc)
             return None

@@ -9,7 +9,8 @@ from __future__ import annotations
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
+from receiver.index.similar import Similar
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts):
-    """Reads and writes of messages, the media work queue and opt-outs against one database."""
+class MediaIndex(Messages, MediaQueue, OptOuts, Similar):
+    """Reads and writes of messages, the media work queue, opt-outs and image hashes."""

@@ -35,6 +35,7 @@ from receiver.index.errors import translate_db_errors
 from receiver.index.messages import with_media
 from receiver.index.records import MessageRecord
 from receiver.index.schema import media, messages, outbound_messages
+from receiver.index.similar import DEFAULT_MAX_DISTANCE, MAX_DISTANCE, Similar
 from receiver.media.types import KINDS
 
 Row = TypeVar("Row")
@@ -83,6 +84,8 @@ class MessageFilter:
     since: datetime | None = None
     until: datetime | None = None
     q: str | None = None
+    #: Messages with an image within DEFAULT_MAX_DISTANCE of this media item's.
+    similar_to: int | None = None
 
     def as_params(self) -> dict[str, str]:
         """The filter as query parameters (for "next page" links)."""
@@ -99,6 +102,8 @@ class MessageFilter:
             out["until"] = _iso(self.until)
         if self.q:
             out["q"] = self.q
+        if self.similar_to is not None:
+            out["similar_to"] = str(self.similar_to)
         return out
 
 
@@ -222,7 +227,28 @@ def parse_filter(params: dict[str, str | None]) -> MessageFilter:
         q = q.strip() or None
     if q is not None and (len(q) > MAX_QUERY_LENGTH or "\x00" in q):
         raise InvalidParameter("q", f"q must be text of at most {MAX_QUERY_LENGTH} characters")
-    return MessageFilter(sender, channel, kind, state, since, until, q)
+    return MessageFilter(
+        sender, channel, kind, state, since, until, q, _similar_to(params.get("similar_to"))
+    )
+
+
+def _similar_to(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not re.fullmatch(r"[1-9][0-9]{0,9}", raw) or int(raw) > 2**31 - 1:
+        raise InvalidParameter("similar_to", "similar_to must be a media item id, like 42")
+    return int(raw)
+
+
+def parse_max_distance(raw: str | None) -> int:
+    """`max_distance` (bits of 64) from 0 to MAX_DISTANCE; InvalidParameter otherwise."""
+    if raw is None or raw == "":
+        return DEFAULT_MAX_DISTANCE
+    if not re.fullmatch(r"[0-9]{1,2}", raw) or int(raw) > MAX_DISTANCE:
+        raise InvalidParameter(
+            "max_distance", f"max_distance must be a whole number from 0 to {MAX_DISTANCE}"
+        )
+    return int(raw)
 
 
 def parse_cursor(raw: str | None) -> Cursor | None:
@@ -283,6 +309,8 @@ def list_messages(
     """Messages matching `flt`, newest first, after `cursor`, with their media items."""
     order = (messages.c.received_at.desc(), messages.c.sid.desc())
     after = _after(messages.c.received_at, messages.c.sid, cursor, index.dialect)
+    if flt.similar_to is not None:
+        after = and_(after, messages.c.sid.in_(_similar_sids(index, flt.similar_to)))
     conds = _conditions(flt, index.dialect)
     with index.engine.connect() as conn:
         if index.dialect == "postgresql":
@@ -298,6 +326,15 @@ def list_messages(
         records = with_media(conn, rows[:limit])
     last = records[-1] if more and records else None
     return Page(records, Cursor(last.received_at, last.sid) if last else None)
+
+
+def _similar_sids(index: IndexCore, media_id: int) -> list[str]:
+    # The band probes are not one SQL condition (the exact distance is checked in
+    # Python), so the few matching messages are found first and filtered by SID.
+    if not isinstance(index, Similar):
+        return []
+    found = index.similar_media(media_id) or []
+    return sorted({item.message_sid for item in found})
 
 
 # -- text search ------------------------------------------------------------------

@@ -90,3 +90,14 @@ class MessageRecord:
     def object_keys(self) -> list[str]:
         """The object keys the index knows for this message (originals and thumbnails)."""
         return [key for item in self.media for key in item.object_keys()]
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarMedia:
+    """A stored image whose perceptual hash is within some Hamming distance of another's."""
+
+    id: int
+    message_sid: str
+    from_addr: str
+    received_at: datetime
+    distance: int

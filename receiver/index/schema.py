@@ -299,6 +299,28 @@ stream_events = Table(
 Index("ix_stream_events_received", stream_events.c.received_at)
 
 
+# Perceptual hashes of stored images, one row per item (receiver.media.phash).
+# The hash is also split into HASH_BANDS bands (22, 21 and 21 bits), each with its own
+# index, so "within Hamming distance N" probes bands instead of scanning:
+# docs/design.md ("Near-duplicate photos"). `hash` is the 64 bits as a signed
+# BIGINT. A new table: `create_all` adds it to an existing index.
+HASH_BANDS = 3
+media_hashes = Table(
+    "media_hashes",
+    metadata,
+    Column(
+        "media_id",
+        Integer,
+        ForeignKey("media.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("hash", BigInteger, nullable=False),
+    *(Column(f"band{i}", Integer, nullable=False) for i in range(HASH_BANDS)),
+)
+for _band in range(HASH_BANDS):
+    Index(f"ix_media_hashes_band{_band}", media_hashes.c[f"band{_band}"])
+
+
 def search_index_ddl(dialect: str) -> list[str]:
     """Statements that create the trigram search index of `dialect` (idempotent).
 

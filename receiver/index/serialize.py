@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from receiver.index.conversations import ConversationRecord, ParticipantRecord
-from receiver.index.records import MediaItem, MessageRecord
+from receiver.index.records import MediaItem, MessageRecord, SimilarMedia
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -125,3 +125,19 @@ def conversation_json(
     if thread is not None:
         out["messages"] = [message_json(m, include_params=False) for m in thread]
     return out
+
+
+def similar_json(items: list[SimilarMedia]) -> dict[str, Any]:
+    """The answer of GET /api/media/<id>/similar: the close images, nearest first."""
+    return {
+        "media": [
+            {
+                "id": item.id,
+                "message_sid": item.message_sid,
+                "from": item.from_addr,
+                "received_at": _iso(item.received_at),
+                "distance": item.distance,
+            }
+            for item in items
+        ]
+    }

@@ -39,7 +39,7 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +49,7 @@ from receiver.errors import MediaError
 from receiver.media import types
 from receiver.media.heif import open_image
 from receiver.media.inspect import MediaInfo
+from receiver.media.phash import dhash
 
 __all__ = [
     "Derived",
@@ -137,6 +138,8 @@ class Derived:
     extension: str
     width: int
     height: int
+    #: The perceptual hash of the picture (thumbnails only): receiver.media.phash.
+    phash: int | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,8 @@ def _derived(data: bytes, fmt: str, size: tuple[int, int]) -> Derived:
 def make_thumbnail(
     fp: BinaryIO, *, max_side: int = 320, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Derived:
-    """A small JPEG (PNG when transparent) of the first frame, upright, without metadata.
+    """A small JPEG (PNG when transparent) of the first frame, upright, without metadata,
+    with the perceptual hash of that frame (`Derived.phash`).
 
     JPEGs decode with DCT scaling and HEIC uses its embedded thumbnail when one
     is big enough (both through ``draft``), so a 12-megapixel photo is never
@@ -252,7 +256,8 @@ def make_thumbnail(
     frame = _transpose(frame, orientation)
     out, fmt = _output_image(frame)
     data = _encode(out, fmt, quality=THUMBNAIL_QUALITY, icc=frame.info.get("icc_profile"))
-    return _derived(data, fmt, out.size)
+    # Hashed here, from the frame already decoded small, so the hash costs microseconds.
+    return replace(_derived(data, fmt, out.size), phash=dhash(frame))
 
 
 def _orientation_of(im: Image.Image) -> int:

@@ -15,8 +15,9 @@ from receiver.index.queries import (
     parse_cursor,
     parse_filter,
     parse_limit,
+    parse_max_distance,
 )
-from receiver.index.serialize import message_json
+from receiver.index.serialize import message_json, similar_json
 from receiver.lifecycle import erase_message
 from receiver.web import openapi, serve_media
 from receiver.web.auth import api_auth
@@ -28,7 +29,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 SID = re.compile(r"^(SM|MM|IM)[A-Za-z0-9]{32}$")  # IM: Conversations messages
 MEDIA_ID = re.compile(r"^[1-9][0-9]{0,9}$")
 MAX_MEDIA_ID = 2**31 - 1
-LIST_PARAMETERS = ("from", "kind", "state", "since", "until", "q")
+LIST_PARAMETERS = ("from", "kind", "state", "since", "until", "q", "similar_to")
 LIST_QUERY = (*LIST_PARAMETERS, "cursor", "limit")
 OWN_ENDPOINTS = frozenset(
     {
@@ -38,8 +39,10 @@ OWN_ENDPOINTS = frozenset(
         "api.media_content",
         "api.media_thumbnail",
         "api.openapi_document",
+        "api.media_similar",
     }
 )
+SIMILAR_QUERY = ("max_distance",)
 
 
 def valid_sid(sid: str) -> str:
@@ -59,7 +62,11 @@ def valid_media_id(raw: str) -> int:
 @bp.before_request
 def known_parameters_only() -> tuple[Response, int] | None:
     """A misspelt filter (`?form=...`) must not silently list everything: 400 instead."""
-    allowed = LIST_QUERY if request.endpoint == "api.list_messages_view" else ()
+    allowed: tuple[str, ...] = ()
+    if request.endpoint == "api.list_messages_view":
+        allowed = LIST_QUERY
+    elif request.endpoint == "api.media_similar":
+        allowed = SIMILAR_QUERY
     unknown = sorted(name for name in request.args if name not in allowed)
     if not unknown or request.endpoint not in OWN_ENDPOINTS:
         return None
@@ -141,6 +148,38 @@ def media_content(media_id: str) -> BaseResponse:
 def media_thumbnail(media_id: str) -> BaseResponse:
     """The thumbnail of an image."""
     return _serve(media_id, "thumbnail")
+
+
+@bp.get("/media/<media_id>/similar")
+@api_auth
+def media_similar(media_id: str) -> Response | tuple[Response, int]:
+    """Stored images whose perceptual hash is within `max_distance` bits, nearest first."""
+    try:
+        max_distance = parse_max_distance(request.args.get("max_distance"))
+    except InvalidParameter as exc:
+        return invalid(exc)
+    svc = services()
+    row = svc.index.get_media(valid_media_id(media_id))
+    if row is None:
+        abort(404, description="no media item with that id")
+    found = svc.index.similar_media(row.id, max_distance=max_distance)
+    if found is None and row.kind == "image" and row.state == "stored":
+        # The hash comes with the thumbnail: make a queued one now, like the thumbnail route.
+        svc.pipeline.derivatives.hash_now(row)
+        found = svc.index.similar_media(row.id, max_distance=max_distance)
+        if found is None:
+            resp = serve_media.problem(
+                202,
+                "hash_pending",
+                f"the perceptual hash of media {row.id} is not made yet; retry shortly",
+            )
+            resp.headers["Retry-After"] = "5"
+            return resp
+    if found is None:
+        return serve_media.problem(
+            404, "no_hash", f"media {row.id} is not a stored image, so it has no perceptual hash"
+        ), 404
+    return jsonify(similar_json(found))
 
 
 @bp.get("/openapi.json")

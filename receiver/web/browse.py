@@ -228,7 +228,34 @@ def message(sid: str) -> ResponseReturnValue:
     row = services().index.get_message(sid) if SID.match(sid) else None
     if row is None:
         return render_template("not_found.html", what="message", ident=sid), 404
-    return render_template("message.html", m=message_view(row, check_files=True))
+    view = message_view(row, check_files=True)
+    for item in view["media"]:
+        item["seen_before"] = seen_before(row, item["row"])
+    return render_template("message.html", m=view)
+
+
+def seen_before(message: MessageRecord, item: MediaItem) -> dict[str, Any] | None:
+    """Earlier copies of a stored image in other messages: how many, from whom, since when."""
+    if item.kind != "image" or item.state != "stored":
+        return None
+    svc = services()
+    similar = svc.index.similar_media(item.id)
+    if similar is None:  # the thumbnail, and so the hash, is still queued
+        svc.pipeline.derivatives.hash_now(item)
+        similar = svc.index.similar_media(item.id)
+    earlier = [
+        other
+        for other in similar or []
+        if other.message_sid != message.sid and other.received_at <= message.received_at
+    ]
+    if not earlier:
+        return None
+    return {
+        "count": len(earlier),
+        "senders": sorted({other.from_addr for other in earlier}),
+        "first": min(other.received_at for other in earlier),
+        "list_url": url_for("browse.messages", similar_to=str(item.id)),
+    }
 
 
 @bp.post("/messages/<sid>/delete")

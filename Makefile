@@ -34,6 +34,9 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_media.py
 	$(BIN)/python tests/benchmarks/bench_fit.py
 	$(BIN)/python tests/benchmarks/bench_list.py
+	$(BIN)/python tests/benchmarks/bench_scan.py
+	$(BIN)/python tests/benchmarks/bench_similar.py
+	$(BIN)/python tests/benchmarks/bench_analytics.py
 
 reliability: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

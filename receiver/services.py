@@ -89,7 +89,9 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         observer=metrics.observe_item,
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
-    outbound_index = OutboundIndex(index.engine, begin=index.begin)
+    outbound_index = OutboundIndex(
+        index.engine, begin=index.begin, notify_events=index.notify_events
+    )
     twilio = TwilioClient(settings)
     links = MediaLinks(settings.secret_key)
     outbound = Outbound.build(

@@ -6,10 +6,12 @@ docs/design.md, "Index"); every part shares one `IndexCore`.
 
 from __future__ import annotations
 
+from receiver.index.events import EventOutbox
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts):
-    """Reads and writes of messages, the media work queue and opt-outs against one database."""
+class MediaIndex(Messages, MediaQueue, OptOuts, EventOutbox):
+    """Reads and writes of messages, the media work queue, opt-outs and the events outbox
+    against one database."""

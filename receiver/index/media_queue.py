@@ -20,8 +20,10 @@ from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, write_events
 from receiver.index.records import MediaItem
 from receiver.index.schema import media, messages, utcnow
+from receiver.index.serialize import media_event_data, message_event_data
 
 FINAL_MEDIA_STATES = ("stored", "rejected")
 WORK_STATES = ("pending", "failed")
@@ -33,23 +35,25 @@ def _media_of_message_where(*conditions: Any) -> Any:
 
 # A message is complete once every item is final, incomplete once the rest
 # have failed, else pending; one statement, so the writer lock is held briefly.
+# It writes only when the state changes, and RETURNING then says to what.
+_NEW_MESSAGE_STATE = case(
+    (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
+    (
+        and_(
+            _media_of_message_where(media.c.state == "failed"),
+            ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
+        ),
+        "incomplete",
+    ),
+    else_="pending",
+)
 _REFRESH_MESSAGE_STATE = (
     update(messages)
-    .where(messages.c.sid == bindparam("_sid"))
+    .where(messages.c.sid == bindparam("_sid"), messages.c.state != _NEW_MESSAGE_STATE)
     .values(
-        state=case(
-            (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
-            (
-                and_(
-                    _media_of_message_where(media.c.state == "failed"),
-                    ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
-                ),
-                "incomplete",
-            ),
-            else_="pending",
-        ),
-        updated_at=bindparam("_now", type_=messages.c.updated_at.type),
+        state=_NEW_MESSAGE_STATE, updated_at=bindparam("_now", type_=messages.c.updated_at.type)
     )
+    .returning(messages.c.state)
 )
 
 
@@ -61,8 +65,17 @@ def _finish_statement(columns: tuple[str, ...]) -> Any:
         update(media)
         .where(media.c.id == bindparam("_media_id"), media.c.lease_owner == bindparam("_owner"))
         .values({name: bindparam(f"v_{name}", type_=media.c[name].type) for name in columns})
-        .returning(media.c.message_sid)
+        .returning(*media.c)
     )
+
+
+def _media_event(item: MediaItem, retry_at: Any) -> str | None:
+    """The event an item's outcome causes: final states only (`failed` once out of retries)."""
+    if item.state in FINAL_MEDIA_STATES:
+        return f"media.{item.state}"
+    if item.state == "failed" and retry_at is None:
+        return "media.failed"
+    return None
 
 
 class MediaQueue(IndexCore):
@@ -138,15 +151,34 @@ class MediaQueue(IndexCore):
             **{f"v_{name}": value for name, value in values.items()},
         }
 
+        due = 0
+
         def finish(conn: Connection) -> bool:
-            sid = conn.execute(stmt, params).scalar_one_or_none()
-            if sid is None:
+            nonlocal due
+            row = conn.execute(stmt, params).mappings().first()
+            if row is None:
                 return False
-            conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
+            item = MediaItem.from_row(row)
+            sid = item.message_sid
+            new: list[NewEvent] = []
+            kind = _media_event(item, values.get("next_attempt_at"))
+            if kind is not None:
+                new.append(NewEvent(kind, media_event_data(item), sid))
+            state = conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now}).scalar()
+            if state in ("complete", "incomplete"):
+                message = conn.execute(select(messages).where(messages.c.sid == sid)).mappings()
+                items = conn.execute(
+                    select(media).where(media.c.message_sid == sid).order_by(media.c.idx)
+                ).mappings()
+                data = message_event_data(message.one(), [MediaItem.from_row(m) for m in items])
+                new.append(NewEvent("message.completed", data, sid))
+            due = write_events(conn, new, now)
             return True
 
         # Items finishing together (the media of one message, say) share a commit.
-        return self._writes.run(finish)
+        done = self._writes.run(finish)
+        self.notify_events(due)
+        return done
 
     @translate_db_errors
     def requeue_failed(self, message_sid: str | None = None) -> int:

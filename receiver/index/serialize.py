@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -79,3 +81,22 @@ def message_json(message: MessageRecord, *, include_params: bool = True) -> dict
         out["params"] = [list(p) for p in _loads(message.params, [])]
     out["media"] = [media_json(m) for m in message.media]
     return out
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in fields(MessageRecord)) - {"media"}
+
+
+def message_event_data(values: Mapping[Any, Any], items: Sequence[MediaItem]) -> dict[str, Any]:
+    """The `data` of a message event: the API's message object, without the raw params."""
+    row = {
+        "state": "pending",
+        "params": "[]",
+        "num_media": len(items),
+        **{k: v for k, v in values.items() if k in _MESSAGE_FIELDS},
+    }
+    return message_json(MessageRecord.from_row(row, items), include_params=False)
+
+
+def media_event_data(item: MediaItem) -> dict[str, Any]:
+    """The `data` of a media event: the API's media object with its message's SID."""
+    return {**media_json(item), "message_sid": item.message_sid}

@@ -35,25 +35,23 @@ def _media_of_message_where(*conditions: Any) -> Any:
 
 # A message is complete once every item is final, incomplete once the rest
 # have failed, else pending; one statement, so the writer lock is held briefly.
-# It writes only when the state changes, and RETURNING then says to what.
-_NEW_MESSAGE_STATE = case(
-    (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
-    (
-        and_(
-            _media_of_message_where(media.c.state == "failed"),
-            ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
-        ),
-        "incomplete",
-    ),
-    else_="pending",
-)
 _REFRESH_MESSAGE_STATE = (
     update(messages)
-    .where(messages.c.sid == bindparam("_sid"), messages.c.state != _NEW_MESSAGE_STATE)
+    .where(messages.c.sid == bindparam("_sid"))
     .values(
-        state=_NEW_MESSAGE_STATE, updated_at=bindparam("_now", type_=messages.c.updated_at.type)
+        state=case(
+            (~_media_of_message_where(media.c.state.not_in(FINAL_MEDIA_STATES)), "complete"),
+            (
+                and_(
+                    _media_of_message_where(media.c.state == "failed"),
+                    ~_media_of_message_where(media.c.state.not_in((*FINAL_MEDIA_STATES, "failed"))),
+                ),
+                "incomplete",
+            ),
+            else_="pending",
+        ),
+        updated_at=bindparam("_now", type_=messages.c.updated_at.type),
     )
-    .returning(messages.c.state)
 )
 
 
@@ -69,13 +67,12 @@ def _finish_statement(columns: tuple[str, ...]) -> Any:
     )
 
 
-def _media_event(item: MediaItem, retry_at: Any) -> str | None:
-    """The event an item's outcome causes: final states only (`failed` once out of retries)."""
-    if item.state in FINAL_MEDIA_STATES:
-        return f"media.{item.state}"
-    if item.state == "failed" and retry_at is None:
-        return "media.failed"
-    return None
+def is_final(item: MediaItem) -> bool:
+    """Whether an item has reached a final state: stored, rejected, or failed with no
+    automatic retry ahead (the pipeline clears `next_attempt_at` when retries are spent)."""
+    return item.state in FINAL_MEDIA_STATES or (
+        item.state == "failed" and item.next_attempt_at is None
+    )
 
 
 class MediaQueue(IndexCore):
@@ -160,17 +157,21 @@ class MediaQueue(IndexCore):
                 return False
             item = MediaItem.from_row(row)
             sid = item.message_sid
-            new: list[NewEvent] = []
-            kind = _media_event(item, values.get("next_attempt_at"))
-            if kind is not None:
-                new.append(NewEvent(kind, media_event_data(item), sid))
-            state = conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now}).scalar()
-            if state in ("complete", "incomplete"):
-                message = conn.execute(select(messages).where(messages.c.sid == sid)).mappings()
-                items = conn.execute(
+            conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
+            if not is_final(item):
+                return True
+            new = [NewEvent(f"media.{item.state}", media_event_data(item), sid)]
+            # Read after the message row was written (and so locked, on PostgreSQL):
+            # of two items finishing at once, the later one sees the other final.
+            siblings = [
+                MediaItem.from_row(m)
+                for m in conn.execute(
                     select(media).where(media.c.message_sid == sid).order_by(media.c.idx)
                 ).mappings()
-                data = message_event_data(message.one(), [MediaItem.from_row(m) for m in items])
+            ]
+            if all(is_final(m) for m in siblings):
+                message = conn.execute(select(messages).where(messages.c.sid == sid)).mappings()
+                data = message_event_data(message.one(), siblings)
                 new.append(NewEvent("message.completed", data, sid))
             due = write_events(conn, new, now)
             return True

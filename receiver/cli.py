@@ -227,12 +227,17 @@ def worker(interval: float, once: bool) -> None:
         total = 0
         while (n := services.pipeline.sweep()) > 0:
             total += n
-        click.echo(f"processed {total} item(s)")
+        sent = 0
+        while (n := services.events.dispatcher.run_once()) > 0:
+            sent += n
+        click.echo(f"processed {total} item(s), {sent} event deliveries")
         services.close()
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # Events go out on their own thread, woken by this process's commits.
+    services.events.dispatcher.start()
     click.echo(f"worker {services.pipeline.owner} started")
     services.pipeline.run_forever(stop, interval=interval, extra=services.remote_deletion)
     services.pipeline.shutdown(wait=True)

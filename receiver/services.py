@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from receiver.events.service import Events
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.index import MediaIndex
@@ -57,11 +58,14 @@ class Services:
     sessions: SessionStore
     #: Login and API-token failures counted in the index, per address and per account.
     throttle: AuthThrottle
+    #: Event endpoints, replays and this process's event dispatcher.
+    events: Events
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.events.close()
         self.pipeline.shutdown(wait=False)
         self.outbound.close()
         self.twilio.close()
@@ -112,6 +116,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         metrics=metrics,
         sessions=SessionStore(index),
         throttle=AuthThrottle(index),
+        events=Events(settings, index, store, links.sign_media, observer=metrics.observe_delivery),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

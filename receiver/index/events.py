@@ -562,6 +562,7 @@ class EventOutbox(IndexCore):
             return 0
         now = utcnow()
         held = 0
+        disabled: dict[str, str] = {}
         with self.begin() as conn:
             for o in outcomes:
                 mine = and_(
@@ -622,7 +623,10 @@ class EventOutbox(IndexCore):
                         .values(last_success_at=now)
                     )
                 elif o.disable:
-                    _disable(conn, o.endpoint_id, o.disable)
+                    disabled[o.endpoint_id] = o.disable
+            # Last, so deliveries of the batch given back above are abandoned too.
+            for endpoint_id, reason in disabled.items():
+                _disable(conn, endpoint_id, reason)
         return held
 
     @translate_db_errors

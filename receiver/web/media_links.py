@@ -17,10 +17,13 @@ from flask import Blueprint, Flask, Response, abort, current_app
 from receiver.errors import StorageError
 from receiver.outbound import MAX_FILENAME
 from receiver.services import Services
+from receiver.storage.base import content_disposition
 
 bp = Blueprint("media_links", __name__)
 
 TOKEN = re.compile(r"^[0-9]{6}\.[0-9a-f]{16}\.[a-z0-9]{1,10}\.[0-9a-z]{1,13}\.[A-Za-z0-9_-]{22}$")
+# A stored inbound item, linked from an event (`MediaLinks.sign_media`).
+MEDIA_TOKEN = re.compile(r"^i[0-9a-z]{1,13}\.[0-9a-z]{1,13}\.[A-Za-z0-9_-]{22}$")
 FILENAME = re.compile(r"^[A-Za-z0-9_-]{1,19}\.[a-z0-9]{1,10}$")
 CHUNK = 256 * 1024
 
@@ -30,6 +33,8 @@ def media_link(token: str) -> Response:
     """Serve a signed, unexpired prepared file with its exact type; 404/410 otherwise."""
     services: Services = current_app.extensions["receiver"]
     links = services.links
+    if MEDIA_TOKEN.match(token):
+        return _stored_media(services, token)
     if not TOKEN.match(token):
         abort(404, description="no such file")
     try:
@@ -53,6 +58,41 @@ def media_link(token: str) -> Response:
     }
     if FILENAME.match(name) and len(name) <= MAX_FILENAME:
         headers["Content-Disposition"] = f'inline; filename="{name}"'
+    return Response(
+        _stream(fp),
+        status=200,
+        headers=headers,
+        mimetype=None,
+        content_type=info.content_type,
+        direct_passthrough=True,
+    )
+
+
+def _stored_media(services: Services, token: str) -> Response:
+    """A stored inbound file named by an event's `content_url`, always as an attachment."""
+    try:
+        media_id = services.links.verify_media(token)
+    except ValueError as exc:
+        if str(exc) == "expired":
+            abort(410, description="this link has expired")
+        abort(404, description="no such file")
+    item = services.index.get_media(media_id)
+    if item is None or item.state != "stored" or not item.storage_key:
+        abort(404, description="no such file")
+    try:
+        info = services.store.stat(item.storage_key)
+        fp = services.store.open(item.storage_key)
+    except FileNotFoundError:
+        abort(404, description="no such file")
+    except StorageError:
+        abort(503, description="storage is unavailable; try again shortly")
+    name = item.storage_key.rsplit("/", 1)[-1]
+    headers = {
+        "Content-Length": str(info.size),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, max-age=300",
+        "Content-Disposition": content_disposition(name),
+    }
     return Response(
         _stream(fp),
         status=200,

@@ -1,0 +1,255 @@
+"""Sending one signed event: HTTP POST per Standard Webhooks, or a message on an SQS queue.
+
+HTTP endpoints go through the media fetcher's SSRF rules (`hostrules`,
+`pinning`): the host is resolved once, every address must be public unless
+the host or host:port is in RECEIVER_EVENT_HOSTS, and the request goes to
+the checked address. Redirects are not followed (a redirect is a failure),
+and only a 2xx answer counts as delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from receiver.errors import BlockedHost, ConfigError, FetchError
+from receiver.media.deadline import deadline_scope
+from receiver.media.hostrules import HostRules, Target
+from receiver.media.pinning import Resolver, pinned_session, resolve_within, system_resolver
+
+log = logging.getLogger(__name__)
+
+#: Standard Webhooks asks senders to time out; 10 s here.
+TIMEOUT = 10.0
+KEEP = 1024
+USER_AGENT = "mms-receiver-events/1"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one attempt gave: success, the status, the first 1 KB of the answer, the error."""
+
+    ok: bool
+    status: int | None = None
+    response: str | None = None
+    error: str | None = None
+    #: The endpoint could not be reached at all (connect, timeout, reset, blocked):
+    #: the rest of its batch waits instead of failing the same way one by one.
+    unreachable: bool = False
+    duration_ms: int = 0
+
+
+def _event_hosts_message(text: str) -> str:
+    """A host rule's message in the words of events (the rules are the media fetcher's)."""
+    for media, events in (
+        ("RECEIVER_MEDIA_HOSTS", "RECEIVER_EVENT_HOSTS"),
+        ("FetchConfig.allowed_hosts", "RECEIVER_EVENT_HOSTS"),
+        ("media is only fetched from", "events are only sent to"),
+        ("media URLs", "endpoint URLs"),
+        ("media URL", "endpoint URL"),
+        ("are fetched", "are accepted"),
+    ):
+        text = text.replace(media, events)
+    return text
+
+
+class HttpSender:
+    """POSTs bodies to http(s) endpoints with one keep-alive session per endpoint."""
+
+    def __init__(
+        self,
+        event_hosts: Iterable[str] = (),
+        *,
+        resolver: Resolver = system_resolver,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        try:
+            self.rules = HostRules(event_hosts, require_allowlisted=False)
+        except ConfigError as exc:
+            raise ConfigError(_event_hosts_message(str(exc))) from None
+        self.resolver = resolver
+        self.timeout = timeout
+        self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+
+    def check(self, url: str) -> Target:
+        """The URL's target if events may be sent there now; BlockedHost or FetchError if not."""
+        try:
+            target = self.rules.first(url)
+            addresses = resolve_within(self.resolver, target.host, target.port, self.timeout)
+            self.rules.check_addresses(target, addresses)
+        except BlockedHost as exc:
+            raise BlockedHost(_event_hosts_message(str(exc))) from None
+        return target
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """POST once; never raises."""
+        started = time.monotonic()
+        try:
+            target = self.rules.first(url)
+            raw = resolve_within(self.resolver, target.host, target.port, self.timeout)
+            address = self.rules.check_addresses(target, raw)[0]
+        except BlockedHost as exc:
+            return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
+        except FetchError as exc:
+            return Sent(False, error=str(exc), unreachable=True)
+        session = self._session(endpoint_id)
+        try:
+            with deadline_scope(self.timeout):
+                resp = session.post(
+                    target.pinned_url(address),
+                    data=body,
+                    headers={
+                        **headers,
+                        "Host": target.host_header,
+                        "Content-Type": "application/json",
+                    },
+                    timeout=(self.timeout, self.timeout),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                with resp:
+                    head = resp.raw.read(KEEP, decode_content=True) or b""
+        except requests.Timeout:
+            return self._failed(f"timed out after {self.timeout:g} s", started)
+        except requests.ConnectionError as exc:
+            # The deadline's watchdog shuts the socket when the time is up.
+            if time.monotonic() - started >= self.timeout * 0.95:
+                return self._failed(f"timed out after {self.timeout:g} s", started)
+            return self._failed(f"connection failed ({_cause(exc)})", started)
+        except (requests.RequestException, OSError) as exc:
+            return self._failed(f"request failed ({_cause(exc)})", started)
+        ms = int((time.monotonic() - started) * 1000)
+        text = head.decode("utf-8", "replace")
+        status = resp.status_code
+        if 200 <= status < 300:
+            return Sent(True, status=status, response=text, duration_ms=ms)
+        if 300 <= status < 400:
+            where = resp.headers.get("Location", "")
+            error = f"HTTP {status} redirect to {where[:200]!r} (redirects are not followed)"
+        else:
+            error = f"HTTP {status}"
+        return Sent(False, status=status, response=text, error=error, duration_ms=ms)
+
+    def _failed(self, error: str, started: float) -> Sent:
+        ms = int((time.monotonic() - started) * 1000)
+        return Sent(False, error=error, unreachable=True, duration_ms=ms)
+
+    def _session(self, endpoint_id: str) -> requests.Session:
+        with self._lock:
+            session = self._sessions.get(endpoint_id)
+            if session is None:
+                session = pinned_session(USER_AGENT)
+                self._sessions[endpoint_id] = session
+            return session
+
+    def close(self) -> None:
+        """Close every keep-alive connection."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
+
+class SqsSender:
+    """Sends bodies to `sqs://<queue name>` with the `webhook-*` values as message attributes.
+
+    boto3 reads the usual AWS configuration, AWS_ENDPOINT_URL included; the
+    endpoint it names is trusted as configured (no SSRF check).
+    """
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _sqs(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=TIMEOUT, read_timeout=TIMEOUT, retries={"max_attempts": 1}
+                )
+                self._client = boto3.client("sqs", config=config)
+            return self._client
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """Send one message; never raises."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        started = time.monotonic()
+        name = url[len("sqs://") :].strip("/")
+        try:
+            client = self._sqs()
+            queue = self._urls.get(name)
+            if queue is None:
+                queue = str(client.get_queue_url(QueueName=name)["QueueUrl"])
+                self._urls[name] = queue
+            answer = client.send_message(
+                QueueUrl=queue,
+                MessageBody=body.decode(),
+                MessageAttributes={
+                    key: {"DataType": "String", "StringValue": value}
+                    for key, value in headers.items()
+                },
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            ms = int((time.monotonic() - started) * 1000)
+            return Sent(False, error=f"SQS {code}: {exc}"[:500], unreachable=True, duration_ms=ms)
+        except BotoCoreError as exc:
+            ms = int((time.monotonic() - started) * 1000)
+            return Sent(False, error=f"SQS: {exc}"[:500], unreachable=True, duration_ms=ms)
+        ms = int((time.monotonic() - started) * 1000)
+        return Sent(True, status=200, response=str(answer.get("MessageId", "")), duration_ms=ms)
+
+    def close(self) -> None:
+        """Nothing to release (boto3 pools close with the process)."""
+
+
+class Senders:
+    """Chooses the sender of an endpoint URL by its scheme."""
+
+    def __init__(self, http: HttpSender, sqs: SqsSender) -> None:
+        self.http = http
+        self.sqs = sqs
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """Deliver one signed body to `url`."""
+        if url.startswith("sqs://"):
+            return self.sqs.send(endpoint_id, url, body, headers)
+        return self.http.send(endpoint_id, url, body, headers)
+
+    def check(self, url: str) -> None:
+        """Raise ValueError naming the problem unless events may go to `url`."""
+        if url.startswith("sqs://"):
+            if not url[len("sqs://") :].strip("/"):
+                raise ValueError("sqs:// needs a queue name: sqs://<queue name>")
+            return
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("an endpoint URL is http(s)://… or sqs://<queue name>")
+        try:
+            self.http.check(url)
+        except FetchError as exc:
+            raise ValueError(str(exc)) from None
+
+    def close(self) -> None:
+        """Release connections."""
+        self.http.close()
+        self.sqs.close()
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection reset", "Connection refused", "Remote end closed", "timed out"):
+        if marker in text:
+            return marker
+    return type(exc).__name__

@@ -34,7 +34,17 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     )
     app.extensions["receiver"] = services
 
-    from receiver.web import api, browse, hooks, media_links, metrics_view, ops, outbound_api
+    from receiver.web import (
+        api,
+        browse,
+        events_api,
+        events_page,
+        hooks,
+        media_links,
+        metrics_view,
+        ops,
+        outbound_api,
+    )
 
     # Every feature is registered here, explicitly: a missing module is an ImportError.
     app.register_blueprint(hooks.bp)
@@ -44,6 +54,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     outbound_api.register(app)
     media_links.register(app)
     metrics_view.register(app)
+    events_api.register(app)
+    events_page.register(app)
     _register_errors(app)
     return app
 

@@ -21,7 +21,8 @@ MAX_LIMIT = 200
 
 
 def _bad(message: str, parameter: str | None = None) -> tuple[Response, int]:
-    return jsonify(error="invalid_parameter", parameter=parameter, message=message), 400
+    named = {"parameter": parameter} if parameter else {}
+    return jsonify(error="invalid_parameter", message=message, **named), 400
 
 
 def _endpoint_id(raw: str) -> str:

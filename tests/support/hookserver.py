@@ -7,7 +7,8 @@ against each secret it was given, and recorded. Tests steer it over HTTP:
 * ``POST /_control`` with ``{"mode": ..., "secrets": [...]}``: ``ok`` (204),
   ``status:N``, ``redirect``, ``slow:SECONDS`` (answers late), ``reset``
   (closes the connection with a TCP reset);
-* ``GET /_received``: every request so far, as JSON.
+* ``GET /_received``: every request so far, as JSON (with HOOKSERVER_LOG set,
+  each is also appended to that file, so the record survives restarts).
 
 `HookServer` starts, stops and restarts it (on the same port).
 """
@@ -15,6 +16,7 @@ against each secret it was given, and recorded. Tests steer it over HTTP:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -39,6 +41,7 @@ class _State:
 
 
 STATE = _State()
+LOG = os.environ.get("HOOKSERVER_LOG", "")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,6 +107,10 @@ class _Handler(BaseHTTPRequestHandler):
         }
         with STATE.lock:
             STATE.received.append(record)
+            if LOG:
+                # What arrived outlives the process (a receiver restarted mid-run).
+                with open(LOG, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
         if mode == "ok":
             self._answer(204)
         elif mode.startswith("status:"):
@@ -132,8 +139,9 @@ def main() -> None:
 class HookServer:
     """The receiver process: start, stop, restart on the same port, steer, read."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, log: Path | None = None) -> None:
         self.port = port or free_port()
+        self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -148,6 +156,7 @@ class HookServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "HOOKSERVER_LOG": str(self.log or "")},
         )
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port, timeout=0.2):
@@ -173,7 +182,11 @@ class HookServer:
         requests.post(self.url + "/_control", json=wanted, timeout=5).raise_for_status()
 
     def received(self) -> list[dict[str, Any]]:
-        """Every event request it got, oldest first."""
+        """Every event request it got, oldest first (with `log`: across restarts too)."""
+        if self.log is not None:
+            if not self.log.exists():
+                return []
+            return [json.loads(line) for line in self.log.read_text().splitlines() if line]
         answer = requests.get(self.url + "/_received", timeout=5)
         answer.raise_for_status()
         result: list[dict[str, Any]] = answer.json()

@@ -183,43 +183,41 @@ def test_private_addresses_are_refused(db_url: str, hooks: HookServer, tmp_path:
 
 
 def test_receiver_down_then_back_gets_everything_once(rig: Rig, tmp_path: Path) -> None:
-    endpoint_id, secret = _endpoint(rig)
+    _, secret = _endpoint(rig)
     other = HookServer().start()
-    removed = rig.index.add_endpoint(other.url + "/hooks", secret=new_secret())
-    rig.index.remove_endpoint(removed.id)
-    rig.hooks.stop()
-    # Retries every 0.3 s: enough of them to outlast the outage.
-    rig.dispatcher.policy = RetryPolicy(schedule=(0.3,) * 200)
-    rig.dispatcher.poll = 0.2
-    rig.dispatcher.start()
     try:
-        for n in range(200):
-            rig.index.record_message(message(1000 + n, num_media=0), [])
-        assert wait_for(
-            lambda: (
-                sum(
+        removed = rig.index.add_endpoint(other.url + "/hooks", secret=new_secret())
+        rig.index.remove_endpoint(removed.id)
+        rig.hooks.stop()
+        # Retries every 0.3 s: enough of them to outlast the outage.
+        rig.dispatcher.policy = RetryPolicy(schedule=(0.3,) * 200)
+        rig.dispatcher.poll = 0.2
+        rig.dispatcher.start()
+        try:
+            for n in range(200):
+                rig.index.record_message(message(1000 + n, num_media=0), [])
+            assert wait_for(
+                lambda: any(
                     d["attempts"] > 0
                     for e in rig.index.list_events(limit=400)
                     for d in e.deliveries
-                )
-                > 0
-            ),
-            10,
-        )
-        rig.hooks.start(secrets=[secret])
-        assert wait_for(lambda: not rig.index.list_events(state="pending", limit=1), 60)
+                ),
+                10,
+            )
+            rig.hooks.start(secrets=[secret])
+            assert wait_for(lambda: not rig.index.list_events(state="pending", limit=1), 60)
+        finally:
+            rig.dispatcher.stop()
+        got = rig.hooks.received()
+        ids = {e.id for e in rig.index.list_events(limit=1000)}
+        assert len(ids) == 400
+        assert {r["id"] for r in got} == ids  # nothing lost
+        assert all(r["verified_with"] == 0 for r in got)
+        assert len({r["id"] for r in got}) == len(ids)  # exactly once after deduplication
+        assert other.received() == []  # the removed endpoint got nothing
+        assert rig.index.list_events(state="failed") == []
     finally:
-        rig.dispatcher.stop()
-    got = rig.hooks.received()
-    ids = {e.id for e in rig.index.list_events(limit=1000)}
-    assert len(ids) == 400
-    assert {r["id"] for r in got} == ids  # nothing lost
-    assert all(r["verified_with"] == 0 for r in got)
-    assert len({r["id"] for r in got}) == len(ids)  # exactly once after deduplication
-    assert other.received() == []  # the removed endpoint got nothing
-    other.stop()
-    assert rig.index.list_events(state="failed") == []
-    assert endpoint_id
+        other.stop()
 
 
 def test_the_dispatcher_is_woken_by_its_own_commits(rig: Rig) -> None:

@@ -267,28 +267,30 @@ class IndexCollector:
 
 
 def _event_gauges(figures: Figures) -> Iterator[Metric]:
-    created = GaugeMetricFamily(
-        f"{PREFIX}_events", "Events in the log (events created and kept), by type.", labels=["type"]
-    )
-    for kind, count in sorted(figures.events_by_type.items()):
-        created.add_metric([kind], count)
-    yield created
-    deliveries = GaugeMetricFamily(
-        f"{PREFIX}_event_deliveries_by_state",
-        "Event deliveries by state (pending, delivered, failed, abandoned).",
-        labels=["state"],
-    )
-    for state, count in sorted(figures.deliveries_by_state.items()):
-        deliveries.add_metric([state], count)
-    yield deliveries
-    backlog = GaugeMetricFamily(
-        f"{PREFIX}_event_backlog",
-        "Event deliveries still pending, by endpoint.",
-        labels=["endpoint"],
-    )
-    for endpoint, count in sorted(figures.backlog_by_endpoint.items()):
-        backlog.add_metric([endpoint], count)
-    yield backlog
+    for name, documentation, label, counts in (
+        (
+            "events",
+            "Events in the log (created and kept), by type.",
+            "type",
+            figures.events_by_type,
+        ),
+        (
+            "event_deliveries_by_state",
+            "Event deliveries by state (pending, delivered, failed, abandoned).",
+            "state",
+            figures.deliveries_by_state,
+        ),
+        (
+            "event_backlog",
+            "Event deliveries still pending, by endpoint.",
+            "endpoint",
+            figures.backlog_by_endpoint,
+        ),
+    ):
+        gauge = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=[label])
+        for value, count in sorted(counts.items()):
+            gauge.add_metric([value], count)
+        yield gauge
     disabled = GaugeMetricFamily(f"{PREFIX}_event_endpoints_disabled", "Disabled event endpoints.")
     disabled.add_metric([], len(figures.disabled))
     yield disabled

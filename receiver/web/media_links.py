@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, abort, current_app
 from receiver.errors import StorageError
 from receiver.outbound import MAX_FILENAME
 from receiver.services import Services
-from receiver.storage.base import content_disposition
+from receiver.storage.base import ObjectInfo, content_disposition
 
 bp = Blueprint("media_links", __name__)
 
@@ -43,13 +43,7 @@ def media_link(token: str) -> Response:
         if str(exc) == "expired":
             abort(410, description="this link has expired")
         abort(404, description="no such file")
-    try:
-        info = services.store.stat(key)
-        fp = services.store.open(key)
-    except FileNotFoundError:
-        abort(404, description="no such file")
-    except StorageError:
-        abort(503, description="storage is unavailable; try again shortly")
+    info, fp = _open(services, key)
     name = info.metadata.get("filename", "")
     headers = {
         "Content-Length": str(info.size),
@@ -68,6 +62,16 @@ def media_link(token: str) -> Response:
     )
 
 
+def _open(services: Services, key: str) -> tuple[ObjectInfo, BinaryIO]:
+    """The object's facts and an open reader; 404 when it is gone, 503 when storage is down."""
+    try:
+        return services.store.stat(key), services.store.open(key)
+    except FileNotFoundError:
+        abort(404, description="no such file")
+    except StorageError:
+        abort(503, description="storage is unavailable; try again shortly")
+
+
 def _stored_media(services: Services, token: str) -> Response:
     """A stored inbound file named by an event's `content_url`, always as an attachment."""
     try:
@@ -79,13 +83,7 @@ def _stored_media(services: Services, token: str) -> Response:
     item = services.index.get_media(media_id)
     if item is None or item.state != "stored" or not item.storage_key:
         abort(404, description="no such file")
-    try:
-        info = services.store.stat(item.storage_key)
-        fp = services.store.open(item.storage_key)
-    except FileNotFoundError:
-        abort(404, description="no such file")
-    except StorageError:
-        abort(503, description="storage is unavailable; try again shortly")
+    info, fp = _open(services, item.storage_key)
     name = item.storage_key.rsplit("/", 1)[-1]
     headers = {
         "Content-Length": str(info.size),

@@ -9,8 +9,8 @@ file's exact Content-Type and a short `Content-Disposition: inline` filename
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TypeVar
 
 from flask import Blueprint, Flask, Response, abort, current_app
 
@@ -20,6 +20,7 @@ from receiver.services import Services
 from receiver.storage.base import ObjectInfo, content_disposition
 
 bp = Blueprint("media_links", __name__)
+T = TypeVar("T")
 
 TOKEN = re.compile(r"^[0-9]{6}\.[0-9a-f]{16}\.[a-z0-9]{1,10}\.[0-9a-z]{1,13}\.[A-Za-z0-9_-]{22}$")
 # A stored inbound item, linked from an event (`MediaLinks.sign_media`).
@@ -37,60 +38,49 @@ def media_link(token: str) -> Response:
         return _stored_media(services, token)
     if not TOKEN.match(token):
         abort(404, description="no such file")
+    key = _verified(links.verify, token)
+    info = _stat(services, key)
+    name = info.metadata.get("filename", "")
+    disposition = None
+    if FILENAME.match(name) and len(name) <= MAX_FILENAME:
+        disposition = f'inline; filename="{name}"'
+    return _send(services, key, info, disposition)
+
+
+def _verified(verify: Callable[[str], T], token: str) -> T:
+    """What a token names; 410 when it expired, 404 when it is not ours."""
     try:
-        key = links.verify(token)
+        return verify(token)
     except ValueError as exc:
         if str(exc) == "expired":
             abort(410, description="this link has expired")
         abort(404, description="no such file")
-    info, fp = _open(services, key)
-    name = info.metadata.get("filename", "")
-    headers = {
-        "Content-Length": str(info.size),
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, max-age=300",
-    }
-    if FILENAME.match(name) and len(name) <= MAX_FILENAME:
-        headers["Content-Disposition"] = f'inline; filename="{name}"'
-    return Response(
-        _stream(fp),
-        status=200,
-        headers=headers,
-        mimetype=None,
-        content_type=info.content_type,
-        direct_passthrough=True,
-    )
 
 
-def _open(services: Services, key: str) -> tuple[ObjectInfo, BinaryIO]:
-    """The object's facts and an open reader; 404 when it is gone, 503 when storage is down."""
+def _stat(services: Services, key: str) -> ObjectInfo:
     try:
-        return services.store.stat(key), services.store.open(key)
+        return services.store.stat(key)
     except FileNotFoundError:
         abort(404, description="no such file")
     except StorageError:
         abort(503, description="storage is unavailable; try again shortly")
 
 
-def _stored_media(services: Services, token: str) -> Response:
-    """A stored inbound file named by an event's `content_url`, always as an attachment."""
+def _send(services: Services, key: str, info: ObjectInfo, disposition: str | None) -> Response:
+    """Stream the object with its exact type and safe headers."""
     try:
-        media_id = services.links.verify_media(token)
-    except ValueError as exc:
-        if str(exc) == "expired":
-            abort(410, description="this link has expired")
+        fp = services.store.open(key)
+    except FileNotFoundError:
         abort(404, description="no such file")
-    item = services.index.get_media(media_id)
-    if item is None or item.state != "stored" or not item.storage_key:
-        abort(404, description="no such file")
-    info, fp = _open(services, item.storage_key)
-    name = item.storage_key.rsplit("/", 1)[-1]
+    except StorageError:
+        abort(503, description="storage is unavailable; try again shortly")
     headers = {
         "Content-Length": str(info.size),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, max-age=300",
-        "Content-Disposition": content_disposition(name),
     }
+    if disposition:
+        headers["Content-Disposition"] = disposition
     return Response(
         _stream(fp),
         status=200,
@@ -99,6 +89,16 @@ def _stored_media(services: Services, token: str) -> Response:
         content_type=info.content_type,
         direct_passthrough=True,
     )
+
+
+def _stored_media(services: Services, token: str) -> Response:
+    """A stored inbound file named by an event's `content_url`, always as an attachment."""
+    item = services.index.get_media(_verified(services.links.verify_media, token))
+    if item is None or item.state != "stored" or not item.storage_key:
+        abort(404, description="no such file")
+    key = item.storage_key
+    disposition = content_disposition(key.rsplit("/", 1)[-1])
+    return _send(services, key, _stat(services, key), disposition)
 
 
 def _stream(fp: BinaryIO) -> Iterator[bytes]:

@@ -12,16 +12,23 @@ to the removed endpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from receiver.events.signing import new_secret
-from tests.reliability.cluster import Cluster, deliver, plan_messages, wait_drained
+from tests.reliability.cluster import (
+    Cluster,
+    PrivatePostgres,
+    deliver,
+    plan_messages,
+    wait_drained,
+)
 from tests.support.hookserver import HookServer
 from tests.support.mediaserver import MediaServer
-from tests.support.postgres import fresh_database
 from tests.support.s3server import MotoS3Server
 
 
@@ -40,6 +47,7 @@ class EventFigures:
     outage_seconds: float = 0.0
     drain_seconds: float = 0.0
     failed: int = 0
+    pg_restarted: bool = False
 
 
 def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -49,13 +57,20 @@ def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
     return (record["type"], key, data.get("address"), data.get("status"))
 
 
-def run_events(work: Path, messages: int, outage: float, moto: MotoS3Server) -> EventFigures:
-    """Run the scenario; the figures."""
+def run_events(
+    work: Path,
+    messages: int,
+    outage: float,
+    moto: MotoS3Server,
+    database: Callable[[], AbstractContextManager[tuple[str, PrivatePostgres | None]]],
+) -> EventFigures:
+    """Run the scenario; the figures. `database` gives a URL and, when it can, a
+    server to restart while the backlog drains."""
     figures = EventFigures()
     receiver = HookServer(log=work / "events-received.jsonl")
     removed_receiver = HookServer(log=work / "events-removed.jsonl")
     removed_receiver.start()
-    with fresh_database(prefix="mmsr_rel_") as db, MediaServer() as media:
+    with database() as (db, pg), MediaServer() as media:
         bucket = moto.new_bucket("events")
         cluster = Cluster(
             work / "events",
@@ -94,6 +109,11 @@ def run_events(work: Path, messages: int, outage: float, moto: MotoS3Server) -> 
             cluster.workers[0].kill()  # mid-drain; its claims expire and are retried
             time.sleep(1)
             cluster.workers[0].start()
+            if pg is not None:
+                pg.stop()  # PostgreSQL restarted during delivery
+                time.sleep(1)
+                pg.start()
+                figures.pg_restarted = True
             deadline = time.monotonic() + 180
             while index.list_events(state="pending", limit=1):
                 if time.monotonic() > deadline:

@@ -536,11 +536,19 @@ def run_security(report: Report, mode: Mode, work: Path) -> None:
 def run_events(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None:
     """Events to a receiver that is down while messages arrive (see tests/reliability/events.py)."""
     print("events:", flush=True)
-    f = events_area.run_events(work, mode.event_messages, mode.event_outage, moto)
+    f = events_area.run_events(
+        work,
+        mode.event_messages,
+        mode.event_outage,
+        moto,
+        lambda: database_for_faults(report),
+    )
+    restart = ", PostgreSQL restarted mid-drain" if f.pg_restarted else ""
     report.add(
         "events",
         f"events created ({f.messages} messages with media, receiver down "
-        f"{f.outage_seconds:.0f} s, secret rotated mid-burst, worker SIGKILLed mid-drain)",
+        f"{f.outage_seconds:.0f} s, secret rotated mid-burst, worker SIGKILLed mid-drain"
+        f"{restart})",
         f"{f.created} created, {f.delivered} delivered, drained {f.drain_seconds:.0f} s "
         f"after the receiver came back",
         "all delivered",

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 #: Standard Webhooks asks senders to time out; 10 s here.
 TIMEOUT = 10.0
 KEEP = 1024
+#: Seconds a checked address of an endpoint's host is used before looking it up again.
+RESOLVE_TTL = 10.0
 USER_AGENT = "mms-receiver-events/1"
 
 
@@ -76,6 +78,7 @@ class HttpSender:
         self.resolver = resolver
         self.timeout = timeout
         self._sessions: dict[str, requests.Session] = {}
+        self._resolved: dict[tuple[str, int], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def check(self, url: str) -> Target:
@@ -93,8 +96,7 @@ class HttpSender:
         started = time.monotonic()
         try:
             target = self.rules.first(url)
-            raw = resolve_within(self.resolver, target.host, target.port, self.timeout)
-            address = self.rules.check_addresses(target, raw)[0]
+            address = self._address(target)
         except BlockedHost as exc:
             return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
         except FetchError as exc:
@@ -136,6 +138,24 @@ class HttpSender:
         else:
             error = f"HTTP {status}"
         return Sent(False, status=status, response=text, error=error, duration_ms=ms)
+
+    def _address(self, target: Target) -> str:
+        """A checked address of the target's host, looked up at most every `RESOLVE_TTL` s.
+
+        A batch of events to one endpoint then costs one lookup, not one each;
+        every request still goes to an address that passed the checks.
+        """
+        key = (target.host, target.port)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._resolved.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        raw = resolve_within(self.resolver, target.host, target.port, self.timeout)
+        address = self.rules.check_addresses(target, raw)[0]
+        with self._lock:
+            self._resolved[key] = (address, now + RESOLVE_TTL)
+        return address
 
     def _failed(self, error: str, started: float) -> Sent:
         ms = int((time.monotonic() - started) * 1000)

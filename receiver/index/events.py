@@ -563,6 +563,7 @@ class EventOutbox(IndexCore):
         now = utcnow()
         held = 0
         disabled: dict[str, str] = {}
+        succeeded: set[str] = set()
         with self.begin() as conn:
             for o in outcomes:
                 mine = and_(
@@ -617,13 +618,15 @@ class EventOutbox(IndexCore):
                     )
                 )
                 if o.ok:
-                    conn.execute(
-                        update(endpoints)
-                        .where(endpoints.c.id == o.endpoint_id)
-                        .values(last_success_at=now)
-                    )
+                    succeeded.add(o.endpoint_id)
                 elif o.disable:
                     disabled[o.endpoint_id] = o.disable
+            if succeeded:
+                conn.execute(
+                    update(endpoints)
+                    .where(endpoints.c.id.in_(sorted(succeeded)))
+                    .values(last_success_at=now)
+                )
             # Last, so deliveries of the batch given back above are abandoned too.
             for endpoint_id, reason in disabled.items():
                 _disable(conn, endpoint_id, reason)

@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from standardwebhooks.webhooks import Webhook
 
 from receiver.events.signing import new_secret
@@ -20,6 +22,7 @@ from tests.index.rows import message
 from tests.support.hookserver import HookServer
 from tests.support.s3server import start_moto_server
 from tests.support.waiting import wait_for
+from tests.support.webhooks import WebhookPoster, inbound_params, new_sid
 
 
 def test_an_sqs_queue_gets_the_same_signed_body(
@@ -108,3 +111,31 @@ def test_sigkill_mid_delivery_is_retried(tmp_path: Path) -> None:
             worker.kill()
         hooks.stop()
         index.close()
+
+
+def test_serve_workers_deliver_events_without_a_worker_process(
+    tmp_path: Path, live_server: Any, hooks: HookServer
+) -> None:
+    secret = new_secret()
+    hooks.control(mode="ok", secrets=[secret])
+    env = base_env(
+        tmp_path,
+        RECEIVER_EVENT_URL=hooks.url + "/env",
+        RECEIVER_EVENT_SECRET=secret,
+        RECEIVER_EVENT_HOSTS=f"127.0.0.1:{hooks.port}",
+    )
+    server = live_server(env, ["--workers", "2"])
+    url = server.url + "/twilio/messaging"
+    poster = WebhookPoster(requests.Session(), base=server.url)
+    sids = [new_sid("SM") for _ in range(6)]
+    for message_sid in sids:
+        params = inbound_params(message_sid, body="hi")
+        answer = requests.post(
+            url, data=params, headers={"X-Twilio-Signature": poster.sign(url, params)}, timeout=10
+        )
+        assert answer.status_code == 200
+    # Each message: received and completed, delivered by the serve workers' own dispatchers.
+    assert wait_for(lambda: len(hooks.received()) == 12, 20)
+    got = hooks.received()
+    assert all(r["verified_with"] == 0 for r in got)
+    assert sorted(r["body"]["data"]["sid"] for r in got) == sorted(sids * 2)

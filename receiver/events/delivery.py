@@ -10,18 +10,21 @@ and only a 2xx answer counts as delivered.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+import certifi
+from urllib3 import HTTPConnectionPool, Timeout
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from receiver.errors import BlockedHost, ConfigError, FetchError
-from receiver.media.deadline import deadline_scope
+from receiver.media.deadline import WatchedHTTPPool, WatchedHTTPSPool, deadline_scope
 from receiver.media.hostrules import HostRules, Target
-from receiver.media.pinning import Resolver, pinned_session, resolve_within, system_resolver
+from receiver.media.pinning import Resolver, resolve_within, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,12 @@ def _event_hosts_message(text: str) -> str:
 
 
 class HttpSender:
-    """POSTs bodies to http(s) endpoints with one keep-alive session per endpoint."""
+    """POSTs bodies to http(s) endpoints over one keep-alive connection pool per endpoint.
+
+    urllib3 directly, not requests: nothing of requests' per-call work
+    (cookies, environment, hooks) is wanted here, and the pool connects to
+    the checked address while TLS checks the endpoint's own name.
+    """
 
     def __init__(
         self,
@@ -70,6 +78,7 @@ class HttpSender:
         *,
         resolver: Resolver = system_resolver,
         timeout: float = TIMEOUT,
+        ca_bundle: str | None = None,
     ) -> None:
         try:
             self.rules = HostRules(event_hosts, require_allowlisted=False)
@@ -77,7 +86,8 @@ class HttpSender:
             raise ConfigError(_event_hosts_message(str(exc))) from None
         self.resolver = resolver
         self.timeout = timeout
-        self._sessions: dict[str, requests.Session] = {}
+        self.ca_bundle = ca_bundle
+        self._pools: dict[str, tuple[tuple[str, str, int, str], HTTPConnectionPool]] = {}
         self._resolved: dict[tuple[str, int], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -101,35 +111,43 @@ class HttpSender:
             return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
         except FetchError as exc:
             return Sent(False, error=str(exc), unreachable=True)
-        session = self._session(endpoint_id)
+        pool = self._pool(endpoint_id, target, address)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
         try:
             with deadline_scope(self.timeout):
-                resp = session.post(
-                    target.pinned_url(address),
-                    data=body,
+                resp = pool.urlopen(
+                    "POST",
+                    path,
+                    body=body,
                     headers={
                         **headers,
                         "Host": target.host_header,
                         "Content-Type": "application/json",
+                        "User-Agent": USER_AGENT,
                     },
-                    timeout=(self.timeout, self.timeout),
-                    allow_redirects=False,
-                    stream=True,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                    timeout=Timeout(connect=self.timeout, read=self.timeout),
                 )
-                with resp:
-                    head = resp.raw.read(KEEP, decode_content=True) or b""
-        except requests.Timeout:
-            return self._failed(f"timed out after {self.timeout:g} s", started)
-        except requests.ConnectionError as exc:
+                head = resp.read(KEEP) or b""
+                if resp.length_remaining == 0:
+                    resp.release_conn()  # keep-alive: the answer was read whole
+                else:
+                    resp.close()  # unread answer left: this connection is not reused
+                    resp.release_conn()
+        except (HTTPError, OSError) as exc:
             # The deadline's watchdog shuts the socket when the time is up.
-            if time.monotonic() - started >= self.timeout * 0.95:
+            timed_out = isinstance(exc, ReadTimeoutError | socket.timeout) or (
+                time.monotonic() - started >= self.timeout * 0.95
+            )
+            if timed_out:
                 return self._failed(f"timed out after {self.timeout:g} s", started)
             return self._failed(f"connection failed ({_cause(exc)})", started)
-        except (requests.RequestException, OSError) as exc:
-            return self._failed(f"request failed ({_cause(exc)})", started)
         ms = int((time.monotonic() - started) * 1000)
         text = head.decode("utf-8", "replace")
-        status = resp.status_code
+        status = resp.status
         if 200 <= status < 300:
             return Sent(True, status=status, response=text, duration_ms=ms)
         if 300 <= status < 400:
@@ -157,24 +175,44 @@ class HttpSender:
             self._resolved[key] = (address, now + RESOLVE_TTL)
         return address
 
+    def _pool(self, endpoint_id: str, target: Target, address: str) -> HTTPConnectionPool:
+        """The endpoint's pool to `address`; a new one (the old closed) when that changed."""
+        key = (target.scheme, address, target.port, target.host)
+        with self._lock:
+            found = self._pools.get(endpoint_id)
+            if found is not None and found[0] == key:
+                return found[1]
+            pool: HTTPConnectionPool
+            if target.scheme == "https":
+                # Connect to the checked address; SNI and the certificate check use the
+                # endpoint's name (an IP endpoint's certificate must name that IP).
+                name = target.host
+                pool = WatchedHTTPSPool(
+                    address,
+                    target.port,
+                    maxsize=1,
+                    cert_reqs="CERT_REQUIRED",
+                    ca_certs=self.ca_bundle or certifi.where(),
+                    server_hostname=None if target.is_ip else name,
+                    assert_hostname=name,
+                )
+            else:
+                pool = WatchedHTTPPool(address, target.port, maxsize=1)
+            self._pools[endpoint_id] = (key, pool)
+        if found is not None:
+            found[1].close()
+        return pool
+
     def _failed(self, error: str, started: float) -> Sent:
         ms = int((time.monotonic() - started) * 1000)
         return Sent(False, error=error, unreachable=True, duration_ms=ms)
 
-    def _session(self, endpoint_id: str) -> requests.Session:
-        with self._lock:
-            session = self._sessions.get(endpoint_id)
-            if session is None:
-                session = pinned_session(USER_AGENT)
-                self._sessions[endpoint_id] = session
-            return session
-
     def close(self) -> None:
         """Close every keep-alive connection."""
         with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            session.close()
+            pools, self._pools = list(self._pools.values()), {}
+        for _, pool in pools:
+            pool.close()
 
 
 class SqsSender:
@@ -269,6 +307,9 @@ class Senders:
 
 def _cause(exc: BaseException) -> str:
     text = str(exc)
+    if "SSL" in type(exc).__name__ or "certificate" in text.lower():
+        # Which check failed (name, expiry, issuer) is what the operator needs.
+        return f"TLS: {text[:300]}"
     for marker in ("Connection reset", "Connection refused", "Remote end closed", "timed out"):
         if marker in text:
             return marker

@@ -495,6 +495,25 @@ class EventOutbox(IndexCore):
     # -- delivering -------------------------------------------------------------
 
     @translate_db_errors
+    def deliveries_due(self, now: datetime | None = None) -> bool:
+        """Whether any delivery is due and unleased (a read, before taking the writer)."""
+        now = now or utcnow()
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(event_deliveries.c.id)
+                .where(
+                    event_deliveries.c.state == "pending",
+                    event_deliveries.c.next_attempt_at <= now,
+                    or_(
+                        event_deliveries.c.lease_until.is_(None),
+                        event_deliveries.c.lease_until < now,
+                    ),
+                )
+                .limit(1)
+            )
+            return found.first() is not None
+
+    @translate_db_errors
     def claim_deliveries(
         self, owner: str, *, lease_seconds: float, limit: int = 50, now: datetime | None = None
     ) -> list[Claimed]:

@@ -13,7 +13,8 @@
 3. Delivery throughput for a backlog of `--backlog` events to a fast local
    endpoint, by one dispatcher, on SQLite and on PostgreSQL (if running).
 
-The endpoint is a separate process on loopback that answers 204 at once.
+The endpoint is a separate process on loopback that answers 204 at once and records
+only each webhook-id and its arrival time (it shares the machine's cores).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def inbound_round(
     data = work / ("with" if endpoint else "without")
     db = f"sqlite:///{data / 'receiver.db'}"
     data.mkdir(parents=True, mode=0o700)
-    hooks = HookServer().start() if endpoint else None
+    hooks = HookServer(lean=True).start() if endpoint else None
     if hooks is not None:
         index = MediaIndex.open(db)
         index.add_endpoint(hooks.url + "/in", secret=new_secret())
@@ -148,7 +149,7 @@ def inbound_round(
 def backlog(url: str, work: Path, count: int) -> dict[str, float]:
     """Deliver a backlog of `count` events to a fast endpoint with one dispatcher."""
     index = MediaIndex.open(url)
-    hooks = HookServer().start()
+    hooks = HookServer(lean=True).start()
     try:
         index.add_endpoint(hooks.url + "/in", secret=new_secret())
         batch = [
@@ -223,6 +224,8 @@ def main() -> None:
                 f"p50 {statistics.median(r[1]['p50_ms'] for r in rounds):.0f} ms, "
                 f"p99 {max(r[1]['p99_ms'] for r in rounds):.0f} ms worst round (target < 1000 ms)"
             )
+        if args.backlog <= 0:
+            return
         url = f"sqlite:///{Path(tmp) / 'backlog.db'}"
         fig = backlog(url, Path(tmp), args.backlog)
         print(

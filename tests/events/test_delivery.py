@@ -261,3 +261,28 @@ def test_rotation_during_a_burst_verifies_with_one_of_both_secrets(rig: Rig) -> 
     got = rig.hooks.received()
     assert len({r["id"] for r in got}) == 120
     assert all(r["verified_with"] is not None for r in got)
+
+
+def test_https_endpoints_get_sni_and_a_checked_certificate(tmp_path: Path) -> None:
+    from receiver.events.delivery import HttpSender
+    from tests.support.mediaserver import MediaServer, make_tls
+
+    tls = make_tls(tmp_path, ["hooks.example.test"])
+    with MediaServer(tls=tls) as server:
+        names = {"hooks.example.test": ["127.0.0.1"], "other.example.test": ["127.0.0.1"]}
+        sender = HttpSender(
+            [f"hooks.example.test:{server.port}", f"other.example.test:{server.port}"],
+            resolver=lambda host, port: names[host],
+            timeout=5,
+            ca_bundle=tls.ca_file,
+        )
+        try:
+            # The media server only serves GET: a 405 proves the TLS exchange went through.
+            sent = sender.send("ep_a", f"https://hooks.example.test:{server.port}/in", b"{}", {})
+            assert (sent.ok, sent.status, sent.error) == (False, 405, "HTTP 405")
+            assert server.sni_names[-1] == "hooks.example.test"
+            wrong = sender.send("ep_b", f"https://other.example.test:{server.port}/in", b"{}", {})
+            assert wrong.status is None and wrong.error is not None
+            assert "certificate" in wrong.error.lower() or "hostname" in wrong.error.lower()
+        finally:
+            sender.close()

@@ -66,12 +66,19 @@ def make_dispatcher(
     return dispatcher, links
 
 
-@pytest.fixture
-def hooks() -> Iterator[HookServer]:
-    """The business's receiver, a real process verifying with `standardwebhooks`."""
+@pytest.fixture(scope="session")
+def hook_process() -> Iterator[HookServer]:
+    """One receiver process for the session (starting one per test costs ~0.5 s)."""
     server = HookServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hooks(hook_process: HookServer) -> HookServer:
+    """The business's receiver, a real process verifying with `standardwebhooks`, reset."""
+    hook_process.reset()
+    return hook_process
 
 
 @pytest.fixture

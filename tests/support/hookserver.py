@@ -196,6 +196,14 @@ class HookServer:
             wanted["secrets"] = secrets
         requests.post(self.url + "/_control", json=wanted, timeout=5).raise_for_status()
 
+    def reset(self) -> None:
+        """Back to answering 204 with no secrets and nothing recorded (a fresh receiver)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        requests.post(
+            self.url + "/_control", json={"mode": "ok", "secrets": [], "clear": True}, timeout=5
+        ).raise_for_status()
+
     def received(self) -> list[dict[str, Any]]:
         """Every event request it got, oldest first (with `log`: across restarts too)."""
         if self.log is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
@@ -219,6 +219,34 @@ class Figures:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+# Outcomes of a batch, as executemany statements built once.
+_FINISH = (
+    update(event_deliveries)
+    .where(event_deliveries.c.id == bindparam("_id"))
+    .values(
+        state=bindparam("_state"),
+        next_attempt_at=bindparam("_due", type_=event_deliveries.c.next_attempt_at.type),
+        lease_owner=None,
+        lease_until=None,
+        last_status=bindparam("_status", type_=event_deliveries.c.last_status.type),
+        last_error=bindparam("_error", type_=event_deliveries.c.last_error.type),
+        last_response=bindparam("_response", type_=event_deliveries.c.last_response.type),
+        delivered_at=bindparam("_delivered", type_=event_deliveries.c.delivered_at.type),
+    )
+)
+# A delivery not tried (its endpoint failed earlier in the batch): the attempt is given back.
+_GIVE_BACK = (
+    update(event_deliveries)
+    .where(event_deliveries.c.id == bindparam("_id"))
+    .values(
+        attempts=event_deliveries.c.attempts - 1,
+        next_attempt_at=bindparam("_due", type_=event_deliveries.c.next_attempt_at.type),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
 
 
 def _subscribed(type_column: Any) -> Any:
@@ -580,62 +608,61 @@ class EventOutbox(IndexCore):
         if not outcomes:
             return 0
         now = utcnow()
-        held = 0
         disabled: dict[str, str] = {}
         succeeded: set[str] = set()
         with self.begin() as conn:
-            for o in outcomes:
-                mine = and_(
-                    event_deliveries.c.id == o.delivery_id,
-                    event_deliveries.c.lease_owner == owner,
-                )
-                if not o.attempted:
-                    result = conn.execute(
-                        update(event_deliveries)
-                        .where(mine)
-                        .values(
-                            attempts=event_deliveries.c.attempts - 1,
-                            next_attempt_at=o.next_attempt_at or now,
-                            lease_owner=None,
-                            lease_until=None,
-                        )
-                    )
-                    held += int(result.rowcount)
-                    continue
-                if o.ok:
-                    state, due = "delivered", None
-                else:
-                    state = "pending" if o.next_attempt_at is not None else "failed"
-                    due = o.next_attempt_at
-                result = conn.execute(
-                    update(event_deliveries)
-                    .where(mine)
-                    .values(
-                        state=state,
-                        next_attempt_at=due,
-                        lease_owner=None,
-                        lease_until=None,
-                        last_status=o.status,
-                        last_error=o.error,
-                        last_response=(o.response or "")[:RESPONSE_KEEP] or None,
-                        delivered_at=now if o.ok else None,
-                    )
-                )
-                if not result.rowcount:
-                    continue
-                held += 1
+            # Which leases this owner still holds (locked on PostgreSQL until commit);
+            # then one executemany per kind of outcome, not a statement per delivery.
+            mine_stmt = select(event_deliveries.c.id).where(
+                event_deliveries.c.id.in_([o.delivery_id for o in outcomes]),
+                event_deliveries.c.lease_owner == owner,
+            )
+            if self.dialect == "postgresql":
+                mine_stmt = mine_stmt.with_for_update()
+            mine = set(conn.execute(mine_stmt).scalars())
+            held = [o for o in outcomes if o.delivery_id in mine]
+            untried = [o for o in held if not o.attempted]
+            tried = [o for o in held if o.attempted]
+            if untried:
                 conn.execute(
-                    event_attempts.insert().values(
-                        event_id=o.event_id,
-                        endpoint_id=o.endpoint_id,
-                        attempt=o.attempt,
-                        at=now,
-                        status=o.status,
-                        error=o.error,
-                        response=(o.response or "")[:RESPONSE_KEEP] or None,
-                        duration_ms=o.duration_ms,
-                    )
+                    _GIVE_BACK,
+                    [{"_id": o.delivery_id, "_due": o.next_attempt_at or now} for o in untried],
                 )
+            if tried:
+                conn.execute(
+                    _FINISH,
+                    [
+                        {
+                            "_id": o.delivery_id,
+                            "_state": "delivered"
+                            if o.ok
+                            else ("pending" if o.next_attempt_at is not None else "failed"),
+                            "_due": None if o.ok else o.next_attempt_at,
+                            "_status": o.status,
+                            "_error": o.error,
+                            "_response": (o.response or "")[:RESPONSE_KEEP] or None,
+                            "_delivered": now if o.ok else None,
+                        }
+                        for o in tried
+                    ],
+                )
+                conn.execute(
+                    event_attempts.insert(),
+                    [
+                        {
+                            "event_id": o.event_id,
+                            "endpoint_id": o.endpoint_id,
+                            "attempt": o.attempt,
+                            "at": now,
+                            "status": o.status,
+                            "error": o.error,
+                            "response": (o.response or "")[:RESPONSE_KEEP] or None,
+                            "duration_ms": o.duration_ms,
+                        }
+                        for o in tried
+                    ],
+                )
+            for o in tried:
                 if o.ok:
                     succeeded.add(o.endpoint_id)
                 elif o.disable:
@@ -649,7 +676,7 @@ class EventOutbox(IndexCore):
             # Last, so deliveries of the batch given back above are abandoned too.
             for endpoint_id, reason in disabled.items():
                 _disable(conn, endpoint_id, reason)
-        return held
+        return len(held)
 
     @translate_db_errors
     def disable_endpoint(self, endpoint_id: str, reason: str) -> None:

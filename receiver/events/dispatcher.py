@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds a woken dispatcher waits for more events before it claims: a
 #: little latency buys batches, and far fewer write transactions under load.
-LINGER = 0.2
+LINGER = 0.1
 
 #: Called with the outcome ("delivered", "retry", "failed", "deferred") and, for
 #: a delivery, the seconds from the event's commit to the endpoint's 2xx.

@@ -536,6 +536,9 @@ class EventOutbox(IndexCore):
                         event_deliveries.c.lease_until.is_(None),
                         event_deliveries.c.lease_until < now,
                     ),
+                    event_deliveries.c.endpoint_id.in_(
+                        select(endpoints.c.id).where(endpoints.c.enabled.is_(True))
+                    ),
                 )
                 .limit(1)
             )

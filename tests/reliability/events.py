@@ -53,7 +53,7 @@ class EventFigures:
 def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
     """What one change is, whatever its webhook-id: its type and the object it is about."""
     data = record["body"].get("data", {})
-    key = data.get("id") if record["type"].startswith("media.") else data.get("sid")
+    key = data.get("id") if str(record["type"]).startswith("media.") else data.get("sid")
     return (record["type"], key, data.get("address"), data.get("status"))
 
 

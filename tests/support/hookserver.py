@@ -71,7 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """A control request, or an event to verify and record."""
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        expected = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(expected)
+        if len(body) < expected:
+            # The sender died mid-request (a SIGKILLed worker): nothing was delivered.
+            self.close_connection = True
+            return
         if self.path == "/_control":
             wanted = json.loads(body)
             with STATE.lock:

@@ -13,11 +13,12 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from receiver.commands import conversations as conversations_commands
+from receiver.commands import events as events_commands
 from receiver.commands import lifecycle as lifecycle_commands
 from receiver.commands import outbound as outbound_commands
 from receiver.commands import scan as scan_commands
@@ -25,6 +26,9 @@ from receiver.commands import sessions as sessions_commands
 from receiver.commands.common import load_services, load_settings
 from receiver.errors import ConfigError, ReceiverError
 from receiver.settings import SIMULATE_MEDIA_PORT, Settings
+
+if TYPE_CHECKING:
+    from receiver.index import MediaIndex
 
 log = logging.getLogger("receiver.cli")
 
@@ -320,12 +324,17 @@ def worker(interval: float, once: bool) -> None:
         total = 0
         while (n := services.pipeline.sweep()) > 0:
             total += n
-        click.echo(f"processed {total} item(s)")
+        sent = 0
+        while (n := services.events.dispatcher.run_once()) > 0:
+            sent += n
+        click.echo(f"processed {total} item(s), {sent} event deliveries")
         services.close()
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # Events go out on their own thread, woken by this process's commits.
+    services.events.dispatcher.start()
     click.echo(f"worker {services.pipeline.owner} started")
     services.pipeline.run_forever(stop, interval=interval, extra=services.remote_deletion)
     services.pipeline.shutdown(wait=True)
@@ -366,6 +375,7 @@ def check() -> None:
         index = MediaIndex.open(settings.database_url)
         index.ping()
         click.echo(f"index: ok  backlog {index.backlog() or {}}")
+        problems += _check_events(index)
         index.close()
     except ReceiverError as exc:
         problems += 1
@@ -424,12 +434,35 @@ def _check_ffprobe() -> None:
         click.echo(f"ffprobe: ok  {version}")
 
 
+def _check_events(index: MediaIndex) -> int:
+    """Print the events outbox's state; how many problems (disabled endpoints) it has."""
+    from receiver.index.schema import utcnow
+
+    figures = index.event_figures()
+    for endpoint in figures.disabled:
+        click.echo(
+            f"events: FAIL  endpoint {endpoint.id} ({endpoint.url}) is disabled: "
+            f"{endpoint.disabled_reason}; fix it, then `mms-receiver endpoints replay "
+            f"{endpoint.id} --since 7d` re-enables it"
+        )
+    oldest = figures.oldest_undelivered
+    if oldest is not None:
+        age = (utcnow() - oldest).total_seconds()
+        click.echo(
+            f"events: oldest undelivered event is {age:.0f} s old ({oldest:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    elif not figures.disabled:
+        click.echo("events: ok  nothing undelivered")
+    return len(figures.disabled)
+
+
 # Every command is registered here, explicitly: a missing module is an ImportError.
 outbound_commands.register(main)
 lifecycle_commands.register(main)
 sessions_commands.register(main)
 scan_commands.register(main)
 conversations_commands.register(main)
+events_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
+    from receiver.index.events import Figures
     from receiver.index.outbound import OutboundIndex
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ PREFIX = "mmsr"
 # Seconds from claiming a media item to its result (download, inspect, store):
 # Twilio's CDN answers in tens of milliseconds, large videos take seconds.
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Seconds from an event's commit to its endpoint's 2xx: well under a second
+# normally, hours when an endpoint was down and retries brought it through.
+EVENT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0, 3600.0, 86400.0)
 
 # Answers of the inbound webhook by HTTP status, when the view did not say more.
 WEBHOOK_STATUS_OUTCOMES = {
@@ -143,6 +147,17 @@ class Metrics:
             "Verified outbound status callbacks, by reported status.",
             "status",
         )
+        self.event_deliveries = counter(
+            "event_deliveries",
+            "Event delivery attempts, by outcome (delivered, retry, failed, deferred).",
+            "outcome",
+        )
+        self.event_latency = Histogram(
+            f"{PREFIX}_event_delivery_latency_seconds",
+            "Seconds from an event's commit to its endpoint's 2xx answer.",
+            buckets=EVENT_BUCKETS,
+            registry=registry,
+        )
 
     # -- recording ---------------------------------------------------------
 
@@ -165,6 +180,12 @@ class Metrics:
         self.media.labels(state=state, reason=_label(outcome.reason or "none"), kind=kind).inc()
         if state == "stored" and outcome.size_bytes:
             self.stored_bytes.labels(kind=kind).inc(outcome.size_bytes)
+
+    def observe_delivery(self, outcome: str, latency: float | None) -> None:
+        """The event dispatcher's observer: count one attempt, time a delivery."""
+        self.event_deliveries.labels(outcome=_label(outcome)).inc()
+        if latency is not None:
+            self.event_latency.observe(max(latency, 0.0))
 
     def outbound_status(self, status: str) -> None:
         """Count one verified outbound status callback."""
@@ -212,6 +233,7 @@ class IndexCollector:
         try:
             backlog = self.index.backlog()
             outbound = self.outbound.count_by_status()
+            events = self.index.event_figures()
         except IndexUnavailable as exc:
             log.warning("metrics: index unavailable: %s", exc)
             up.add_metric([], 0)
@@ -241,6 +263,37 @@ class IndexCollector:
         for status, count in sorted(outbound.items()):
             out.add_metric([status], count)
         yield out
+        yield from _event_gauges(events)
+
+
+def _event_gauges(figures: Figures) -> Iterator[Metric]:
+    for name, documentation, label, counts in (
+        (
+            "events",
+            "Events in the log (created and kept), by type.",
+            "type",
+            figures.events_by_type,
+        ),
+        (
+            "event_deliveries_by_state",
+            "Event deliveries by state (pending, delivered, failed, abandoned).",
+            "state",
+            figures.deliveries_by_state,
+        ),
+        (
+            "event_backlog",
+            "Event deliveries still pending, by endpoint.",
+            "endpoint",
+            figures.backlog_by_endpoint,
+        ),
+    ):
+        gauge = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=[label])
+        for value, count in sorted(counts.items()):
+            gauge.add_metric([value], count)
+        yield gauge
+    disabled = GaugeMetricFamily(f"{PREFIX}_event_endpoints_disabled", "Disabled event endpoints.")
+    disabled.add_metric([], len(figures.disabled))
+    yield disabled
 
 
 def _label(value: str) -> str:

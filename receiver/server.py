@@ -46,6 +46,7 @@ class ReceiverServer(BaseApplication):
         # Threads do not survive fork: start this worker's sweeper now.
         services = worker.wsgi.extensions["receiver"]
         start_sweeper(services)
+        services.events.dispatcher.start()
 
     def load(self) -> Any:
         from receiver import create_app

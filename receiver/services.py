@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from receiver.events.service import Events
 from receiver.inbound.conversations import Conversations, service_lookup
 from receiver.inbound.pipeline import Pipeline
 from receiver.inbound.reconcile import Reconciler
@@ -68,11 +69,14 @@ class Services:
     conversations: Conversations
     #: The Event Streams sink: CloudEvents claimed once by id, routed to the same stores.
     streams: EventStream
+    #: Event endpoints, replays and this process's event dispatcher.
+    events: Events
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        self.events.close()
         self.pipeline.shutdown(wait=False)
         self.outbound.close()
         self.twilio.close()
@@ -102,7 +106,9 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         mcs=McsClient(settings.mcs_base, settings.rest_credentials),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
-    outbound_index = OutboundIndex(index.engine, begin=index.begin)
+    outbound_index = OutboundIndex(
+        index.engine, begin=index.begin, notify_events=index.notify_events
+    )
     twilio = TwilioClient(settings)
     links = MediaLinks(settings.secret_key)
     outbound = Outbound.build(
@@ -136,6 +142,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             conversations,
             Reconciler(index, pipeline, twilio),
         ),
+        events=Events(settings, index, store, links.sign_media, observer=metrics.observe_delivery),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

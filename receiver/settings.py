@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from receiver.errors import ConfigError
+from receiver.events.policy import DEFAULT_DISABLE_AFTER, DEFAULT_SCHEDULE, parse_schedule
+from receiver.events.signing import check_secret
 
 DEFAULT_MEDIA_HOSTS = (
     "api.twilio.com",
@@ -88,6 +90,12 @@ class Settings:
     scan_mode: str = "required"
     #: clamd's StreamMaxLength (clamd cannot be asked): larger files are never sent.
     clamd_stream_max: int = 25 * MIB
+    event_url: str = ""
+    event_secret: str = _secret()
+    event_hosts: tuple[str, ...] = ()
+    event_link_ttl: int = 604800
+    event_disable_after: float = DEFAULT_DISABLE_AFTER
+    event_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
 
     def __post_init__(self) -> None:
         if self.public_url:
@@ -173,6 +181,37 @@ class Settings:
                 f"(got {_redact_url(self.database_url)!r})"
             )
 
+        self._check_events()
+
+    def _check_events(self) -> None:
+        if self.event_url:
+            if not self.event_url.startswith(("http://", "https://", "sqs://")):
+                raise ConfigError(
+                    "RECEIVER_EVENT_URL must be an http(s):// URL or sqs://<queue name> "
+                    f"(got {self.event_url!r})"
+                )
+            if not self.event_secret:
+                raise ConfigError(
+                    "RECEIVER_EVENT_URL is set but RECEIVER_EVENT_SECRET is empty; set it to a "
+                    "whsec_ secret (python3 -c 'import base64, secrets; "
+                    'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\')'
+                )
+        if self.event_secret:
+            try:
+                check_secret(self.event_secret)
+            except ValueError as exc:
+                raise ConfigError(f"RECEIVER_EVENT_SECRET: {exc}") from None
+        for host in self.event_hosts:
+            if "/" in host or "@" in host:
+                raise ConfigError(
+                    "RECEIVER_EVENT_HOSTS entries are host or host:port, comma separated "
+                    f"(got {host!r})"
+                )
+        if self.event_link_ttl <= 0:
+            raise ConfigError("RECEIVER_EVENT_LINK_TTL must be a number of seconds > 0")
+        if self.event_disable_after <= 0:
+            raise ConfigError("RECEIVER_EVENT_DISABLE_AFTER must be a number of seconds > 0")
+
     def weak_credentials(self) -> list[str]:
         """What is wrong with the browser and API credentials (`check` and `serve` refuse them).
 
@@ -226,7 +265,11 @@ class Settings:
             elif f.name == "database_url":
                 out[f.name] = _redact_url(value)
             else:
-                out[f.name] = ",".join(value) if isinstance(value, tuple) else str(value)
+                out[f.name] = (
+                    ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+                    if isinstance(value, tuple)
+                    else str(value)
+                )
         return out
 
     # -- construction ---------------------------------------------------
@@ -287,6 +330,16 @@ class Settings:
             clamd_url=(env.get("RECEIVER_CLAMD_URL") or "").strip(),
             scan_mode=(env.get("RECEIVER_SCAN") or "required").strip().lower(),
             clamd_stream_max=_int(env, "RECEIVER_CLAMD_STREAM_MAX", 25 * MIB),
+            event_url=(env.get("RECEIVER_EVENT_URL") or "").strip(),
+            event_secret=(env.get("RECEIVER_EVENT_SECRET") or "").strip(),
+            event_hosts=tuple(
+                h.strip().lower()
+                for h in (env.get("RECEIVER_EVENT_HOSTS") or "").split(",")
+                if h.strip()
+            ),
+            event_link_ttl=_int(env, "RECEIVER_EVENT_LINK_TTL", 604800),
+            event_disable_after=_float(env, "RECEIVER_EVENT_DISABLE_AFTER", DEFAULT_DISABLE_AFTER),
+            event_retry_schedule=_schedule(env.get("RECEIVER_EVENT_RETRY_SCHEDULE")),
         )
 
 
@@ -383,3 +436,15 @@ def _hosts(raw: str | None, *, dev_mode: bool) -> tuple[str, ...]:
                 f"(got {host!r})"
             )
     return hosts
+
+
+def _schedule(raw: str | None) -> tuple[float, ...]:
+    if raw is None or not raw.strip():
+        return DEFAULT_SCHEDULE
+    try:
+        return parse_schedule(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            "RECEIVER_EVENT_RETRY_SCHEDULE must be seconds, comma separated, such as "
+            f"5,300,1800 ({exc})"
+        ) from None

@@ -433,7 +433,9 @@ class Pipeline:
                 fields["next_attempt_at"] = utcnow() + timedelta(seconds=delay)
             else:
                 # Out of automatic retries: `mms-receiver retry` puts it back.
+                # No next attempt marks it final (the index writes `media.failed`).
                 fields["attempts"] = self.max_attempts
+                fields["next_attempt_at"] = None
         self.index.finish_media(
             row.id, self.owner, state=state, reason=reason, detail=detail[:500], **fields
         )

@@ -8,6 +8,7 @@ commit, and a statement of one part can share a transaction with another's.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -38,6 +39,9 @@ class IndexCore:
             )
             self._write_lock = WriterLock(database if on_disk else None)
         self._writes = GroupCommit(self.begin)
+        # Set after a commit that wrote event deliveries: wakes this process's
+        # dispatcher at once instead of at its next poll (receiver/events).
+        self.events_due = threading.Event()
         self._prepare()
 
     def _prepare(self) -> None:
@@ -71,6 +75,11 @@ class IndexCore:
             return
         with self._write_lock.hold(), self.engine.begin() as conn:
             yield conn
+
+    def notify_events(self, deliveries: int) -> None:
+        """Call after the commit of a write that created `deliveries` delivery rows."""
+        if deliveries:
+            self.events_due.set()
 
     @translate_db_errors
     def ping(self) -> None:

@@ -6,11 +6,13 @@ docs/design.md, "Index"); every part shares one `IndexCore`.
 
 from __future__ import annotations
 
+from receiver.index.events import EventOutbox
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
 from receiver.index.similar import Similar
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts, Similar):
-    """Reads and writes of messages, the media work queue, opt-outs and image hashes."""
+class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox):
+    """Reads and writes of messages, the media work queue, opt-outs, image hashes and the
+    events outbox against one database."""

@@ -30,8 +30,10 @@ from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, write_events
 from receiver.index.records import MediaItem
 from receiver.index.schema import media, messages, utcnow
+from receiver.index.serialize import media_event_data, message_event_data
 
 FINAL_MEDIA_STATES = ("stored", "rejected")
 WORK_STATES = ("pending", "failed")
@@ -80,7 +82,15 @@ def _finish_statement(columns: tuple[str, ...]) -> Any:
         update(media)
         .where(media.c.id == bindparam("_media_id"), media.c.lease_owner == bindparam("_owner"))
         .values({name: bindparam(f"v_{name}", type_=media.c[name].type) for name in columns})
-        .returning(media.c.message_sid)
+        .returning(*media.c)
+    )
+
+
+def is_final(item: MediaItem) -> bool:
+    """Whether an item has reached a final state: stored, rejected, or failed with no
+    automatic retry ahead (the pipeline clears `next_attempt_at` when retries are spent)."""
+    return item.state in FINAL_MEDIA_STATES or (
+        item.state == "failed" and item.next_attempt_at is None
     )
 
 
@@ -157,15 +167,38 @@ class MediaQueue(IndexCore):
             **{f"v_{name}": value for name, value in values.items()},
         }
 
+        due = 0
+
         def finish(conn: Connection) -> bool:
-            sid = conn.execute(stmt, params).scalar_one_or_none()
-            if sid is None:
+            nonlocal due
+            row = conn.execute(stmt, params).mappings().first()
+            if row is None:
                 return False
+            item = MediaItem.from_row(row)
+            sid = item.message_sid
             conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
+            if not is_final(item):
+                return True
+            new = [NewEvent(f"media.{item.state}", media_event_data(item), sid)]
+            # Read after the message row was written (and so locked, on PostgreSQL):
+            # of two items finishing at once, the later one sees the other final.
+            siblings = [
+                MediaItem.from_row(m)
+                for m in conn.execute(
+                    select(media).where(media.c.message_sid == sid).order_by(media.c.idx)
+                ).mappings()
+            ]
+            if all(is_final(m) for m in siblings):
+                message = conn.execute(select(messages).where(messages.c.sid == sid)).mappings()
+                data = message_event_data(message.one(), siblings)
+                new.append(NewEvent("message.completed", data, sid))
+            due = write_events(conn, new, now)
             return True
 
         # Items finishing together (the media of one message, say) share a commit.
-        return self._writes.run(finish)
+        done = self._writes.run(finish)
+        self.notify_events(due)
+        return done
 
     @translate_db_errors
     def requeue_failed(self, message_sid: str | None = None) -> int:

@@ -11,8 +11,10 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, delete_events_of, write_events
 from receiver.index.records import MediaItem, MessageRecord
 from receiver.index.schema import media, messages, utcnow
+from receiver.index.serialize import message_event_data
 
 _INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
 
@@ -99,10 +101,23 @@ class Messages(IndexCore):
         if not media_list:
             values["state"] = "complete"
 
+        due = 0
+
         def insert(conn: Connection) -> list[MediaItem] | None:
+            nonlocal due
             if conn.execute(self._insert_message, values).first() is None:
                 return None
             if not media_list:
+                # No media: received and completed at once, in this transaction.
+                data = message_event_data(values, [])
+                due = write_events(
+                    conn,
+                    [
+                        NewEvent("message.received", data, values["sid"]),
+                        NewEvent("message.completed", data, values["sid"]),
+                    ],
+                    now,
+                )
                 return []
             # RETURNING hands back the rows (with their ids) that a read
             # right after would fetch, one query fewer per webhook.
@@ -121,11 +136,16 @@ class Messages(IndexCore):
                     for m in media_list
                 ],
             )
-            return [MediaItem.from_row(r) for r in stored.mappings()]
+            items = [MediaItem.from_row(r) for r in stored.mappings()]
+            data = message_event_data(values, items)
+            due = write_events(conn, [NewEvent("message.received", data, values["sid"])], now)
+            return items
 
         # Webhooks arriving together share a commit with each other and with
         # item outcomes; each still returns only once its own insert is durable.
-        return self._writes.run(insert)
+        inserted = self._writes.run(insert)
+        self.notify_events(due)
+        return inserted
 
     @translate_db_errors
     def account_of(self, sid: str) -> str | None:
@@ -175,8 +195,9 @@ class Messages(IndexCore):
 
     @translate_db_errors
     def delete_message(self, sid: str) -> bool:
-        """Delete a message row and its media rows (objects must be deleted first)."""
+        """Delete a message row, its media rows and its events (objects must be deleted first)."""
         with self.begin() as conn:
+            delete_events_of(conn, sid)
             conn.execute(delete(media).where(media.c.message_sid == sid))
             result = conn.execute(delete(messages).where(messages.c.sid == sid))
             return bool(result.rowcount)

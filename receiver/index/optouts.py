@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, write_events
 from receiver.index.schema import opt_outs, utcnow
 
 #: Twilio's error for a send to a recipient who replied STOP
@@ -55,8 +56,12 @@ class OptOuts(IndexCore):
                 for k in ("opted_out", "keyword", "source", "message_sid", "updated_at")
             },
         )
+        data = {k: v for k, v in values.items() if k != "updated_at"}
+        event = NewEvent("optout.changed", data, message_sid)
         with self.begin() as conn:
             conn.execute(stmt)
+            due = write_events(conn, [event], now)
+        self.notify_events(due)
 
     def record_keyword(self, address: str, sender: str, keyword: str, message_sid: str) -> None:
         """An inbound STOP (opted out) or START (back in) from `address` to `sender`."""

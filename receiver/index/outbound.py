@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, write_events
 from receiver.index.schema import outbound_messages, status_events, utcnow
 from receiver.twilio.webhook import StatusCallback
 
@@ -117,16 +118,19 @@ class OutboundIndex:
         engine: Engine,
         *,
         begin: Callable[[], AbstractContextManager[Connection]] | None = None,
+        notify_events: Callable[[int], None] | None = None,
     ) -> None:
         """Use `engine`; `begin` opens write transactions (default: `engine.begin`).
 
         Pass the index's `MediaIndex.begin` when both share a SQLite file, so
         outbound writers queue on its writer lock like every other writer
-        instead of sleeping in SQLite's busy handler.
+        instead of sleeping in SQLite's busy handler, and its `notify_events`
+        so `message.status` events wake the dispatcher.
         """
         self.engine = engine
         self.dialect = engine.dialect.name
         self._begin = begin or engine.begin
+        self._notify = notify_events
 
     def _insert(self) -> Any:
         if self.dialect == "postgresql":
@@ -296,11 +300,15 @@ class OutboundIndex:
                     updated_at=now,
                 )
             )
-            for event in _events(conn, sid):
+            moves = [
                 self._apply(
                     conn, sid, event["status"], event["error_code"], event["raw_dlr_done_date"], now
                 )
+                for event in _events(conn, sid)
+            ]
+            due = write_events(conn, [m for m in moves if m is not None], now)
             row = self._one(conn, outbound_messages.c.id == row_id)
+        self._notified(due)
         assert row is not None
         return row
 
@@ -341,7 +349,7 @@ class OutboundIndex:
                     received_at=now,
                 )
             )
-            self._apply(
+            moved = self._apply(
                 conn,
                 event.message_sid,
                 event.status,
@@ -349,12 +357,18 @@ class OutboundIndex:
                 event.raw_dlr_done_date,
                 now,
             )
+            due = write_events(conn, [moved] if moved else [], now)
             current = conn.execute(
                 select(outbound_messages.c.status).where(
                     outbound_messages.c.sid == event.message_sid
                 )
             ).scalar()
+        self._notified(due)
         return str(current) if current is not None else None
+
+    def _notified(self, deliveries: int) -> None:
+        if deliveries and self._notify is not None:
+            self._notify(deliveries)
 
     def _apply(
         self,
@@ -364,8 +378,12 @@ class OutboundIndex:
         error_code: int | None,
         raw_dlr: str | None,
         now: datetime,
-    ) -> None:
-        """One conditional UPDATE: atomic under concurrent callbacks on both databases."""
+    ) -> NewEvent | None:
+        """One conditional UPDATE: atomic under concurrent callbacks on both databases.
+
+        Returns the `message.status` event when the status moved forward.
+        """
+        moved: NewEvent | None = None
         sources = sources_for(status)
         if sources:
             values: dict[str, Any] = {"status": status, "updated_at": now}
@@ -373,11 +391,18 @@ class OutboundIndex:
                 values["error_code"] = error_code
             if raw_dlr:
                 values["raw_dlr_done_date"] = raw_dlr
-            conn.execute(
-                update(outbound_messages)
-                .where(outbound_messages.c.sid == sid, outbound_messages.c.status.in_(sources))
-                .values(**values)
+            row = (
+                conn.execute(
+                    update(outbound_messages)
+                    .where(outbound_messages.c.sid == sid, outbound_messages.c.status.in_(sources))
+                    .values(**values)
+                    .returning(*outbound_messages.c)
+                )
+                .mappings()
+                .first()
             )
+            if row is not None:
+                moved = NewEvent("message.status", status_event_data(row), None)
         # A repeated final event may carry what the first lacked (ErrorCode, DLR date).
         conn.execute(
             update(outbound_messages)
@@ -387,6 +412,7 @@ class OutboundIndex:
                 raw_dlr_done_date=func.coalesce(outbound_messages.c.raw_dlr_done_date, raw_dlr),
             )
         )
+        return moved
 
     @translate_db_errors
     def events(self, sid: str) -> list[dict[str, Any]]:
@@ -443,6 +469,23 @@ class OutboundIndex:
     def _one(self, conn: Connection, cond: Any) -> OutboundRecord | None:
         row = conn.execute(select(outbound_messages).where(cond)).mappings().first()
         return _row(row) if row is not None else None
+
+
+def status_event_data(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The `data` of a `message.status` event: the outbound message where it now stands."""
+    return {
+        "sid": row["sid"],
+        "account_sid": row["account_sid"],
+        "from": row["from_addr"],
+        "to": row["to_addr"],
+        "messaging_service_sid": row["messaging_service_sid"],
+        "status": row["status"],
+        "error_code": row["error_code"],
+        "error_message": row["error_message"],
+        "updated_at": row["updated_at"].isoformat().replace("+00:00", "Z")
+        if row["updated_at"]
+        else None,
+    }
 
 
 def _events(conn: Connection, sid: str) -> Sequence[RowMapping]:

@@ -189,6 +189,81 @@ status_events = Table(
 )
 Index("ix_status_events_sid", status_events.c.message_sid)
 
+# Events out (the transactional outbox, see docs/design.md "Events out"). An
+# event row is written in the transaction of the change that causes it, with
+# one delivery row per subscribed endpoint; `event_attempts` logs each try.
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("url", Text, nullable=False),
+    # "*" for every type, else ",type,type," (a LIKE finds one type).
+    Column("events", Text, nullable=False, default="*"),
+    Column("secret", String(128), nullable=False),
+    # After a rotation the old secret also signs until it expires.
+    Column("previous_secret", String(128)),
+    Column("previous_secret_expires_at", UTCDateTime),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", Text),
+    Column("description", Text, nullable=False, default=""),
+    Column("source", String(16), nullable=False, default="api"),  # api, cli, env
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_success_at", UTCDateTime),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),  # evt_<time-ordered>
+    Column("type", String(32), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("data", Text, nullable=False),  # JSON
+    Column("message_sid", String(34)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_events_created", events.c.created_at, events.c.id)
+Index("ix_events_message", events.c.message_sid)
+
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "endpoint_id", String(40), ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False
+    ),
+    # pending (due at next_attempt_at), delivered, failed (retries spent),
+    # abandoned (the endpoint was disabled).
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("last_response", Text),  # the first 1 KB of the answer
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    UniqueConstraint("event_id", "endpoint_id", name="uq_event_deliveries"),
+)
+Index("ix_event_deliveries_due", event_deliveries.c.state, event_deliveries.c.next_attempt_at)
+Index("ix_event_deliveries_endpoint", event_deliveries.c.endpoint_id, event_deliveries.c.state)
+
+event_attempts = Table(
+    "event_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status", Integer),
+    Column("error", Text),
+    Column("response", Text),  # the first 1 KB of the answer
+    Column("duration_ms", Integer),
+)
+Index("ix_event_attempts_event", event_attempts.c.event_id)
+
 # Browser sessions held on the server, so logout, a password change and
 # `sessions revoke --all` end a session everywhere at once. `id` is the
 # SHA-256 of the cookie's session id: a copy of the index opens no browser.

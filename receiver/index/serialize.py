@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -141,3 +142,22 @@ def similar_json(items: list[SimilarMedia]) -> dict[str, Any]:
             for item in items
         ]
     }
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in fields(MessageRecord)) - {"media"}
+
+
+def message_event_data(values: Mapping[Any, Any], items: Sequence[MediaItem]) -> dict[str, Any]:
+    """The `data` of a message event: the API's message object, without the raw params."""
+    row = {
+        "state": "pending",
+        "params": "[]",
+        "num_media": len(items),
+        **{k: v for k, v in values.items() if k in _MESSAGE_FIELDS},
+    }
+    return message_json(MessageRecord.from_row(row, items), include_params=False)
+
+
+def media_event_data(item: MediaItem) -> dict[str, Any]:
+    """The `data` of a media event: the API's media object with its message's SID."""
+    return {**media_json(item), "message_sid": item.message_sid}

@@ -79,6 +79,31 @@ class MediaLinks:
             raise ValueError("expired")
         return key
 
+    def sign_media(self, media_id: int, expires_at: int) -> str:
+        """The token of stored inbound item `media_id` (event links), valid until `expires_at`.
+
+        ``i<id base 36>.<expiry base 36>.<signature>``: the leading ``i`` keeps
+        it apart from prepared-file tokens, which start with a month.
+        """
+        payload = f"i{_base36(media_id)}.{_base36(expires_at)}"
+        return f"{payload}.{self._mac(payload)}"
+
+    def verify_media(self, token: str, *, now: float | None = None) -> int:
+        """The media id a `sign_media` token names; ValueError("invalid"|"expired") otherwise."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].startswith("i"):
+            raise ValueError("invalid")
+        payload = ".".join(parts[:2])
+        if not hmac.compare_digest(self._mac(payload), parts[2]):
+            raise ValueError("invalid")
+        try:
+            media_id, expires_at = int(parts[0][1:], 36), int(parts[1], 36)
+        except ValueError:
+            raise ValueError("invalid") from None
+        if expires_at < (now if now is not None else time.time()):
+            raise ValueError("expired")
+        return media_id
+
     def _mac(self, payload: str) -> str:
         digest = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")

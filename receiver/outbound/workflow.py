@@ -90,7 +90,9 @@ class Outbound:
         mcs: McsClient | None = None,
     ) -> Outbound:
         """Wire the collaborators over one index, store and Twilio client."""
-        outbound_index = outbound_index or OutboundIndex(index.engine, begin=index.begin)
+        outbound_index = outbound_index or OutboundIndex(
+            index.engine, begin=index.begin, notify_events=index.notify_events
+        )
         rest = rest or TwilioClient(settings)
         hosting = Hosting(settings, store, links or MediaLinks(settings.secret_key))
         preparer = Preparer(settings, fetcher or user_media_fetcher(settings), hosting)

@@ -39,6 +39,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         api,
         browse,
         conversations,
+        events_api,
+        events_page,
         hooks,
         inbox,
         media_links,
@@ -58,6 +60,8 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(conversations.bp)
     analytics.register(app)
     inbox.register(app)
+    events_api.register(app)
+    events_page.register(app)
     _register_errors(app)
     return app
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.lifecycle import count_messages
+from tests.reliability import events as events_area
 from tests.reliability import fuzz, security
 from tests.reliability.cluster import (
     ACCOUNT_SID,
@@ -66,12 +67,29 @@ class Mode:
     hostile_bodies: int = 10_000
     #: Group MMS messages (onMessageAdded with one MCS file each) in the load area.
     load_conversations: int = 80
+    event_messages: int = 200
+    event_outage: float = 180.0
 
 
 MODES = {
     # 200 messages + 50 duplicate deliveries; 5 s storage outage; ~10,000 fuzz inputs.
-    "short": Mode(200, 4, 60, 5.0, 300, 2_200, 2_000, 50, 120.0, hostile_bodies=2_000),
-    # 1,600 messages + 400 duplicates = 2,000 webhooks; 30 s outage; >100,000 fuzz inputs.
+    # Events: 60 messages while the receiver is down for 5 s.
+    "short": Mode(
+        200,
+        4,
+        60,
+        5.0,
+        300,
+        2_200,
+        2_000,
+        50,
+        120.0,
+        hostile_bodies=2_000,
+        event_messages=60,
+        event_outage=5.0,
+    ),
+    # 1,600 messages + 400 duplicates = 2,000 webhooks; 30 s outage; >100,000 fuzz inputs;
+    # events: 200 messages while the receiver is down for 3 minutes.
     "full": Mode(1_600, 4, 400, 30.0, 2_500, 25_000, 10_000, 500, 420.0, load_conversations=400),
 }
 
@@ -548,6 +566,54 @@ def run_security(report: Report, mode: Mode, work: Path) -> None:
             print(f"    {check.name}: {detail}", file=sys.stderr)
 
 
+# -- events ----------------------------------------------------------------------------------------
+
+
+def run_events(report: Report, mode: Mode, work: Path, moto: MotoS3Server) -> None:
+    """Events to a receiver that is down while messages arrive (see tests/reliability/events.py)."""
+    print("events:", flush=True)
+    f = events_area.run_events(
+        work,
+        mode.event_messages,
+        mode.event_outage,
+        moto,
+        lambda: database_for_faults(report),
+    )
+    restart = ", PostgreSQL restarted mid-drain" if f.pg_restarted else ""
+    report.add(
+        "events",
+        f"events created ({f.messages} messages with media, receiver down "
+        f"{f.outage_seconds:.0f} s, secret rotated mid-burst, worker SIGKILLed mid-drain"
+        f"{restart})",
+        f"{f.created} created, {f.delivered} delivered, drained {f.drain_seconds:.0f} s "
+        f"after the receiver came back",
+        "all delivered",
+        f.created > 0 and f.delivered == f.created,
+    )
+    report.add("events", "events lost", f"{f.lost} of {f.created}", "0", f.lost == 0)
+    report.add(
+        "events",
+        "duplicates after deduplication by webhook-id",
+        f"{f.duplicates_after_dedup} ({f.redeliveries} redeliveries of a webhook-id)",
+        "0",
+        f.duplicates_after_dedup == 0,
+    )
+    report.add(
+        "events",
+        "bodies failing standardwebhooks verification (either secret)",
+        f.unverified,
+        "0",
+        f.unverified == 0,
+    )
+    report.add(
+        "events",
+        "events delivered to a removed endpoint",
+        f.removed_endpoint_received,
+        "0",
+        f.removed_endpoint_received == 0,
+    )
+
+
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -557,7 +623,7 @@ def run(mode_name: str, work: Path | None = None, *, only: set[str] | None = Non
     report = Report(mode_name)
     own = work is None
     root = Path(tempfile.mkdtemp(prefix="mmsr-reliability-")) if work is None else work
-    wanted = only or {"load", "faults", "fuzz", "security"}
+    wanted = only or {"load", "faults", "fuzz", "security", "events"}
     try:
         if "load" in wanted:
             with MotoS3Server() as moto:
@@ -568,6 +634,9 @@ def run(mode_name: str, work: Path | None = None, *, only: set[str] | None = Non
             run_fuzz(report, mode)
         if "security" in wanted:
             run_security(report, mode, root)
+        if "events" in wanted:
+            with MotoS3Server() as moto:
+                run_events(report, mode, root, moto)
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
@@ -582,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["load", "faults", "fuzz", "security"],
+        choices=["load", "faults", "fuzz", "security", "events"],
         help="run only this area (repeatable)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")

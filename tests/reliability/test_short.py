@@ -58,3 +58,6 @@ def test_short_mode_meets_every_target(tmp_path: Path) -> None:
         "data-directory entries readable by group or others (after serve, worker, purge)",
     ):
         assert rows[("security", check)].ok, rows[("security", check)].figure
+    assert rows[("events", "events lost")].figure.startswith("0 of ")
+    assert rows[("events", "duplicates after deduplication by webhook-id")].figure.startswith("0 ")
+    assert rows[("events", "events delivered to a removed endpoint")].figure == "0"

@@ -1,0 +1,316 @@
+"""Sending one signed event: HTTP POST per Standard Webhooks, or a message on an SQS queue.
+
+HTTP endpoints go through the media fetcher's SSRF rules (`hostrules`,
+`pinning`): the host is resolved once, every address must be public unless
+the host or host:port is in RECEIVER_EVENT_HOSTS, and the request goes to
+the checked address. Redirects are not followed (a redirect is a failure),
+and only a 2xx answer counts as delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import certifi
+from urllib3 import HTTPConnectionPool, Timeout
+from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+from receiver.errors import BlockedHost, ConfigError, FetchError
+from receiver.media.deadline import WatchedHTTPPool, WatchedHTTPSPool, deadline_scope
+from receiver.media.hostrules import HostRules, Target
+from receiver.media.pinning import Resolver, resolve_within, system_resolver
+
+log = logging.getLogger(__name__)
+
+#: Standard Webhooks asks senders to time out; 10 s here.
+TIMEOUT = 10.0
+KEEP = 1024
+#: Seconds a checked address of an endpoint's host is used before looking it up again.
+RESOLVE_TTL = 10.0
+USER_AGENT = "mms-receiver-events/1"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one attempt gave: success, the status, the first 1 KB of the answer, the error."""
+
+    ok: bool
+    status: int | None = None
+    response: str | None = None
+    error: str | None = None
+    #: The endpoint could not be reached at all (connect, timeout, reset, blocked):
+    #: the rest of its batch waits instead of failing the same way one by one.
+    unreachable: bool = False
+    duration_ms: int = 0
+
+
+def _event_hosts_message(text: str) -> str:
+    """A host rule's message in the words of events (the rules are the media fetcher's)."""
+    for media, events in (
+        ("RECEIVER_MEDIA_HOSTS", "RECEIVER_EVENT_HOSTS"),
+        ("FetchConfig.allowed_hosts", "RECEIVER_EVENT_HOSTS"),
+        ("media is only fetched from", "events are only sent to"),
+        ("media URLs", "endpoint URLs"),
+        ("media URL", "endpoint URL"),
+        ("are fetched", "are accepted"),
+    ):
+        text = text.replace(media, events)
+    return text
+
+
+class HttpSender:
+    """POSTs bodies to http(s) endpoints over one keep-alive connection pool per endpoint.
+
+    urllib3 directly, not requests: nothing of requests' per-call work
+    (cookies, environment, hooks) is wanted here, and the pool connects to
+    the checked address while TLS checks the endpoint's own name.
+    """
+
+    def __init__(
+        self,
+        event_hosts: Iterable[str] = (),
+        *,
+        resolver: Resolver = system_resolver,
+        timeout: float = TIMEOUT,
+        ca_bundle: str | None = None,
+    ) -> None:
+        try:
+            self.rules = HostRules(event_hosts, require_allowlisted=False)
+        except ConfigError as exc:
+            raise ConfigError(_event_hosts_message(str(exc))) from None
+        self.resolver = resolver
+        self.timeout = timeout
+        self.ca_bundle = ca_bundle
+        self._pools: dict[str, tuple[tuple[str, str, int, str], HTTPConnectionPool]] = {}
+        self._resolved: dict[tuple[str, int], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, url: str) -> Target:
+        """The URL's target if events may be sent there now; BlockedHost or FetchError if not."""
+        try:
+            target = self.rules.first(url)
+            addresses = resolve_within(self.resolver, target.host, target.port, self.timeout)
+            self.rules.check_addresses(target, addresses)
+        except BlockedHost as exc:
+            raise BlockedHost(_event_hosts_message(str(exc))) from None
+        return target
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """POST once; never raises."""
+        started = time.monotonic()
+        try:
+            target = self.rules.first(url)
+            address = self._address(target)
+        except BlockedHost as exc:
+            return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
+        except FetchError as exc:
+            return Sent(False, error=str(exc), unreachable=True)
+        pool = self._pool(endpoint_id, target, address)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        try:
+            with deadline_scope(self.timeout):
+                resp = pool.urlopen(
+                    "POST",
+                    path,
+                    body=body,
+                    headers={
+                        **headers,
+                        "Host": target.host_header,
+                        "Content-Type": "application/json",
+                        "User-Agent": USER_AGENT,
+                    },
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                    timeout=Timeout(connect=self.timeout, read=self.timeout),
+                )
+                head = resp.read(KEEP) or b""
+                if resp.length_remaining == 0:
+                    resp.release_conn()  # keep-alive: the answer was read whole
+                else:
+                    resp.close()  # unread answer left: this connection is not reused
+                    resp.release_conn()
+        except (HTTPError, OSError) as exc:
+            # The deadline's watchdog shuts the socket when the time is up.
+            timed_out = isinstance(exc, ReadTimeoutError | socket.timeout) or (
+                time.monotonic() - started >= self.timeout * 0.95
+            )
+            if timed_out:
+                return self._failed(f"timed out after {self.timeout:g} s", started)
+            return self._failed(f"connection failed ({_cause(exc)})", started)
+        ms = int((time.monotonic() - started) * 1000)
+        text = head.decode("utf-8", "replace")
+        status = resp.status
+        if 200 <= status < 300:
+            return Sent(True, status=status, response=text, duration_ms=ms)
+        if 300 <= status < 400:
+            where = resp.headers.get("Location", "")
+            error = f"HTTP {status} redirect to {where[:200]!r} (redirects are not followed)"
+        else:
+            error = f"HTTP {status}"
+        return Sent(False, status=status, response=text, error=error, duration_ms=ms)
+
+    def _address(self, target: Target) -> str:
+        """A checked address of the target's host, looked up at most every `RESOLVE_TTL` s.
+
+        A batch of events to one endpoint then costs one lookup, not one each;
+        every request still goes to an address that passed the checks.
+        """
+        key = (target.host, target.port)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._resolved.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        raw = resolve_within(self.resolver, target.host, target.port, self.timeout)
+        address = self.rules.check_addresses(target, raw)[0]
+        with self._lock:
+            self._resolved[key] = (address, now + RESOLVE_TTL)
+        return address
+
+    def _pool(self, endpoint_id: str, target: Target, address: str) -> HTTPConnectionPool:
+        """The endpoint's pool to `address`; a new one (the old closed) when that changed."""
+        key = (target.scheme, address, target.port, target.host)
+        with self._lock:
+            found = self._pools.get(endpoint_id)
+            if found is not None and found[0] == key:
+                return found[1]
+            pool: HTTPConnectionPool
+            if target.scheme == "https":
+                # Connect to the checked address; SNI and the certificate check use the
+                # endpoint's name (an IP endpoint's certificate must name that IP).
+                name = target.host
+                pool = WatchedHTTPSPool(
+                    address,
+                    target.port,
+                    maxsize=1,
+                    cert_reqs="CERT_REQUIRED",
+                    ca_certs=self.ca_bundle or certifi.where(),
+                    server_hostname=None if target.is_ip else name,
+                    assert_hostname=name,
+                )
+            else:
+                pool = WatchedHTTPPool(address, target.port, maxsize=1)
+            self._pools[endpoint_id] = (key, pool)
+        if found is not None:
+            found[1].close()
+        return pool
+
+    def _failed(self, error: str, started: float) -> Sent:
+        ms = int((time.monotonic() - started) * 1000)
+        return Sent(False, error=error, unreachable=True, duration_ms=ms)
+
+    def close(self) -> None:
+        """Close every keep-alive connection."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for _, pool in pools:
+            pool.close()
+
+
+class SqsSender:
+    """Sends bodies to `sqs://<queue name>` with the `webhook-*` values as message attributes.
+
+    boto3 reads the usual AWS configuration, AWS_ENDPOINT_URL included; the
+    endpoint it names is trusted as configured (no SSRF check).
+    """
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _sqs(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=TIMEOUT, read_timeout=TIMEOUT, retries={"max_attempts": 1}
+                )
+                self._client = boto3.client("sqs", config=config)
+            return self._client
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """Send one message; never raises."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        started = time.monotonic()
+        name = url[len("sqs://") :].strip("/")
+        try:
+            client = self._sqs()
+            queue = self._urls.get(name)
+            if queue is None:
+                queue = str(client.get_queue_url(QueueName=name)["QueueUrl"])
+                self._urls[name] = queue
+            answer = client.send_message(
+                QueueUrl=queue,
+                MessageBody=body.decode(),
+                MessageAttributes={
+                    key: {"DataType": "String", "StringValue": value}
+                    for key, value in headers.items()
+                },
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            ms = int((time.monotonic() - started) * 1000)
+            return Sent(False, error=f"SQS {code}: {exc}"[:500], unreachable=True, duration_ms=ms)
+        except BotoCoreError as exc:
+            ms = int((time.monotonic() - started) * 1000)
+            return Sent(False, error=f"SQS: {exc}"[:500], unreachable=True, duration_ms=ms)
+        ms = int((time.monotonic() - started) * 1000)
+        return Sent(True, status=200, response=str(answer.get("MessageId", "")), duration_ms=ms)
+
+    def close(self) -> None:
+        """Nothing to release (boto3 pools close with the process)."""
+
+
+class Senders:
+    """Chooses the sender of an endpoint URL by its scheme."""
+
+    def __init__(self, http: HttpSender, sqs: SqsSender) -> None:
+        self.http = http
+        self.sqs = sqs
+
+    def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
+        """Deliver one signed body to `url`."""
+        if url.startswith("sqs://"):
+            return self.sqs.send(endpoint_id, url, body, headers)
+        return self.http.send(endpoint_id, url, body, headers)
+
+    def check(self, url: str) -> None:
+        """Raise ValueError naming the problem unless events may go to `url`."""
+        if url.startswith("sqs://"):
+            if not url[len("sqs://") :].strip("/"):
+                raise ValueError("sqs:// needs a queue name: sqs://<queue name>")
+            return
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("an endpoint URL is http(s)://… or sqs://<queue name>")
+        try:
+            self.http.check(url)
+        except FetchError as exc:
+            raise ValueError(str(exc)) from None
+
+    def close(self) -> None:
+        """Release connections."""
+        self.http.close()
+        self.sqs.close()
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    if "SSL" in type(exc).__name__ or "certificate" in text.lower():
+        # Which check failed (name, expiry, issuer) is what the operator needs.
+        return f"TLS: {text[:300]}"
+    for marker in ("Connection reset", "Connection refused", "Remote end closed", "timed out"):
+        if marker in text:
+            return marker
+    return type(exc).__name__

@@ -6,10 +6,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from receiver.index.conversations import ConversationRecord, ParticipantRecord
 from receiver.index.records import MediaItem, MessageRecord, SimilarMedia
+
+if TYPE_CHECKING:
+    # Only annotations: index.conversations imports messages, which imports this module.
+    from receiver.index.conversations import ConversationRecord, ParticipantRecord
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -74,6 +74,13 @@ _REFRESH_MESSAGE_STATE = (
 )
 
 
+# Built once (constructing a statement per call costs more than running it).
+_MEDIA_OF_MESSAGE = (
+    select(media).where(media.c.message_sid == bindparam("_sid")).order_by(media.c.idx)
+)
+_MESSAGE_ROW = select(messages).where(messages.c.sid == bindparam("_sid"))
+
+
 @lru_cache(maxsize=32)
 def _finish_statement(columns: tuple[str, ...]) -> Any:
     """The UPDATE recording an item's outcome, built once per set of columns: a
@@ -184,12 +191,10 @@ class MediaQueue(IndexCore):
             # of two items finishing at once, the later one sees the other final.
             siblings = [
                 MediaItem.from_row(m)
-                for m in conn.execute(
-                    select(media).where(media.c.message_sid == sid).order_by(media.c.idx)
-                ).mappings()
+                for m in conn.execute(_MEDIA_OF_MESSAGE, {"_sid": sid}).mappings()
             ]
             if all(is_final(m) for m in siblings):
-                message = conn.execute(select(messages).where(messages.c.sid == sid)).mappings()
+                message = conn.execute(_MESSAGE_ROW, {"_sid": sid}).mappings()
                 data = message_event_data(message.one(), siblings)
                 new.append(NewEvent("message.completed", data, sid))
             due = write_events(conn, new, now)

@@ -214,7 +214,6 @@ def simulate(
     conversation: bool,
 ) -> None:
     """Send a correctly signed inbound webhook to a running service and print the TwiML."""
-    import requests
 
     from receiver import simulate as sim
 
@@ -257,17 +256,7 @@ def simulate(
             body=body,
             media=[*served, *remote],
         )
-        try:
-            resp = sim.post_signed(
-                url,
-                params,
-                settings.auth_token,
-                signed_url=sim.signed_url_for(url, settings.public_url),
-            )
-        except requests.RequestException as exc:
-            raise click.ClickException(
-                f"cannot reach {url} ({exc.__class__.__name__}); is `mms-receiver serve` running?"
-            ) from None
+        resp = _post_signed(url, params, settings)
     click.echo(f"MessageSid: {sid}", err=True)
     click.echo(f"HTTP {resp.status_code} {resp.headers.get('Content-Type', '')}", err=True)
     click.echo(resp.text)
@@ -275,9 +264,27 @@ def simulate(
         sys.exit(1)
 
 
+def _post_signed(url: str, params: Any, settings: Settings) -> Any:
+    """POST signed webhook parameters to a running service; a clear exit when it is not up."""
+    import requests
+
+    from receiver import simulate as sim
+
+    try:
+        return sim.post_signed(
+            url,
+            params,
+            settings.auth_token,
+            signed_url=sim.signed_url_for(url, settings.public_url),
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"cannot reach {url} ({exc.__class__.__name__}); is `mms-receiver serve` running?"
+        ) from None
+
+
 def _simulate_conversation(url: str, from_: str, to: str, body: str, settings: Settings) -> None:
     """Post a signed group-MMS exchange to the Conversations webhook; exit 1 on a refusal."""
-    import requests
 
     from receiver import simulate as sim
 
@@ -293,17 +300,7 @@ def _simulate_conversation(url: str, from_: str, to: str, body: str, settings: S
     )
     failed = False
     for params in events:
-        try:
-            resp = sim.post_signed(
-                url,
-                params,
-                settings.auth_token,
-                signed_url=sim.signed_url_for(url, settings.public_url),
-            )
-        except requests.RequestException as exc:
-            raise click.ClickException(
-                f"cannot reach {url} ({exc.__class__.__name__}); is `mms-receiver serve` running?"
-            ) from None
+        resp = _post_signed(url, params, settings)
         fields = dict(params)
         what = fields.get("MessageSid") or fields.get("ParticipantSid") or fields["ConversationSid"]
         click.echo(f"{fields['EventType']} {what}: HTTP {resp.status_code}")

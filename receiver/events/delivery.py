@@ -239,6 +239,33 @@ class SqsSender:
                 self._client = boto3.client("sqs", config=config)
             return self._client
 
+    def _queue_url(self, name: str) -> str:
+        queue = self._urls.get(name)
+        if queue is None:
+            queue = str(self._sqs().get_queue_url(QueueName=name)["QueueUrl"])
+            self._urls[name] = queue
+        return queue
+
+    def check(self, name: str) -> None:
+        """Raise ValueError naming the fix unless queue `name` exists and can be looked up."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._queue_url(name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                raise ValueError(
+                    f"SQS queue {name!r} does not exist in this account and region: create it "
+                    f"(aws sqs create-queue --queue-name {name}) or check AWS_DEFAULT_REGION"
+                ) from None
+            raise ValueError(f"SQS refused to look up queue {name!r}: {code}") from None
+        except BotoCoreError as exc:
+            raise ValueError(
+                f"SQS could not be asked about queue {name!r} ({exc}): check the AWS "
+                "credentials, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL"
+            ) from None
+
     def send(self, endpoint_id: str, url: str, body: bytes, headers: Mapping[str, str]) -> Sent:
         """Send one message; never raises."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -247,10 +274,7 @@ class SqsSender:
         name = url[len("sqs://") :].strip("/")
         try:
             client = self._sqs()
-            queue = self._urls.get(name)
-            if queue is None:
-                queue = str(client.get_queue_url(QueueName=name)["QueueUrl"])
-                self._urls[name] = queue
+            queue = self._queue_url(name)
             answer = client.send_message(
                 QueueUrl=queue,
                 MessageBody=body.decode(),
@@ -289,8 +313,10 @@ class Senders:
     def check(self, url: str) -> None:
         """Raise ValueError naming the problem unless events may go to `url`."""
         if url.startswith("sqs://"):
-            if not url[len("sqs://") :].strip("/"):
+            name = url[len("sqs://") :].strip("/")
+            if not name:
                 raise ValueError("sqs:// needs a queue name: sqs://<queue name>")
+            self.sqs.check(name)
             return
         if not url.startswith(("http://", "https://")):
             raise ValueError("an endpoint URL is http(s)://… or sqs://<queue name>")

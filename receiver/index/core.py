@@ -9,20 +9,26 @@ commit, and a statement of one part can share a transaction with another's.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index import db
 from receiver.index.errors import translate_db_errors
 from receiver.index.groupcommit import GroupCommit
+from receiver.index.schema import endpoints
 from receiver.index.writelock import WriterLock
 
 Self = TypeVar("Self", bound="IndexCore")
+
+#: How long this process trusts its last look at whether any endpoint is enabled
+#: (seconds). Only the dispatcher's wake-up depends on it: its poll finds the rest.
+ENDPOINTS_HINT_TTL = 2.0
 
 
 class IndexCore:
@@ -32,6 +38,8 @@ class IndexCore:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._write_lock: WriterLock | None = None
+        # PostgreSQL runs write transactions side by side; SQLite one at a time.
+        self._concurrent_writers = self.dialect != "sqlite"
         if self.dialect == "sqlite":
             database = engine.url.database
             on_disk = database not in (None, "", ":memory:") and not str(database).startswith(
@@ -39,9 +47,10 @@ class IndexCore:
             )
             self._write_lock = WriterLock(database if on_disk else None)
         self._writes = GroupCommit(self.begin)
-        # Set after a commit that wrote event deliveries: wakes this process's
-        # dispatcher at once instead of at its next poll (receiver/events).
+        # Set after a commit that wrote events an endpoint may want: wakes this
+        # process's dispatcher at once instead of at its next poll (receiver/events).
         self.events_due = threading.Event()
+        self._endpoints_hint = (0.0, False)
         self._prepare()
 
     def _prepare(self) -> None:
@@ -76,10 +85,37 @@ class IndexCore:
         with self._write_lock.hold(), self.engine.begin() as conn:
             yield conn
 
-    def notify_events(self, deliveries: int) -> None:
-        """Call after the commit of a write that created `deliveries` delivery rows."""
-        if deliveries:
+    def notify_events(self, written: int) -> None:
+        """Call after the commit of a write that wrote `written` events (or deliveries)."""
+        if written and self.may_have_endpoints():
             self.events_due.set()
+
+    def may_have_endpoints(self) -> bool:
+        """Whether an enabled endpoint existed at most `ENDPOINTS_HINT_TTL` seconds ago.
+
+        With none, a commit's events wake nobody: the dispatcher would only read
+        an empty queue. A read, made outside any write transaction.
+        """
+        checked_at, seen = self._endpoints_hint
+        now = time.monotonic()
+        if now - checked_at < ENDPOINTS_HINT_TTL:
+            return seen
+        try:
+            with self.engine.connect() as conn:
+                seen = (
+                    conn.execute(
+                        select(endpoints.c.id).where(endpoints.c.enabled.is_(True)).limit(1)
+                    ).first()
+                    is not None
+                )
+        except Exception:
+            seen = True  # unknown: wake the dispatcher, which reports the fault
+        self._endpoints_hint = (now, seen)
+        return seen
+
+    def forget_endpoints_hint(self) -> None:
+        """Call after this process added or enabled an endpoint."""
+        self._endpoints_hint = (0.0, False)
 
     @translate_db_errors
     def ping(self) -> None:

@@ -14,7 +14,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.errors import ConfigError
 from receiver.index.errors import translate_db_errors
-from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_ddl
+from receiver.index.schema import (
+    SCHEMA_VERSION,
+    fan_out_ddl,
+    meta,
+    metadata,
+    search_index_ddl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,13 @@ def _add_analytics(conn: Connection) -> None:
                 index.create(conn, checkfirst=True)
 
 
+def _add_event_fan_out(conn: Connection) -> None:
+    # Delivery rows are made by a trigger from here on; a process of an older
+    # release would insert them a second time, so this is a schema version.
+    for statement in fan_out_ddl(conn.dialect.name):
+        conn.execute(text(statement))
+
+
 # Upgrades from version N-1 to N, applied in order at start-up. Version 1 is
 # the initial schema created by `metadata.create_all`. The trigram search
 # index (version 2) is applied by `ensure_search_index` on every start-up,
@@ -55,6 +68,7 @@ def _add_analytics(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _add_listing_indexes,
     3: _add_analytics,
+    4: _add_event_fan_out,
 }
 
 
@@ -127,6 +141,7 @@ def upgrade(engine: Engine) -> int:
         current = int(row[0]) if row else 0
         if current == 0:
             conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            _add_event_fan_out(conn)
             current = SCHEMA_VERSION
         if current > SCHEMA_VERSION:
             raise ConfigError(

@@ -249,57 +249,35 @@ _GIVE_BACK = (
 )
 
 
-def _subscribed(type_column: Any) -> Any:
-    return and_(
-        endpoints.c.enabled.is_(True),
-        or_(
-            endpoints.c.events == "*",
-            endpoints.c.events.like(literal("%,") + type_column + literal(",%")),
-        ),
-    )
-
-
-# Built once: constructing these per call (coercing every value, compiling the
-# join) cost several milliseconds per write, more than the writes themselves.
+# Built once: constructing it per call (coercing every value) cost more than the write.
 _INSERT_EVENTS = events.insert()
-_NOW = bindparam("now", type_=event_deliveries.c.next_attempt_at.type)
-_INSERT_DELIVERIES = (
-    event_deliveries.insert()
-    .from_select(
-        ["event_id", "endpoint_id", "state", "attempts", "next_attempt_at", "created_at"],
-        select(events.c.id, endpoints.c.id, literal("pending"), literal(0), _NOW, _NOW)
-        .select_from(events.join(endpoints, _subscribed(events.c.type)))
-        .where(events.c.id.in_(bindparam("ids", expanding=True)), events.c.type != "endpoint.test"),
-    )
-    .returning(event_deliveries.c.id)
-)
 
 
 def write_events(conn: Connection, new: Sequence[NewEvent], now: datetime | None = None) -> int:
-    """Insert `new` and their delivery rows in `conn`'s transaction; how many deliveries.
+    """Insert `new` in `conn`'s transaction; how many events.
 
-    One INSERT for the events and one INSERT ... SELECT for the deliveries,
-    whatever the number of endpoints (none: it inserts nothing).
+    One INSERT; the database's `events_fan_out` trigger (`schema.fan_out_ddl`)
+    adds their delivery rows for the subscribed endpoints in the same statement.
     """
     if not new:
         return 0
     now = now or utcnow()
     stamp = time.time()
-    rows = [
-        {
-            "id": new_event_id(stamp),
-            "type": e.type,
-            "timestamp": now,
-            "data": json.dumps(e.data, separators=(",", ":"), default=str),
-            "message_sid": e.message_sid,
-            "created_at": now,
-        }
-        for e in new
-    ]
-    conn.execute(_INSERT_EVENTS, rows)
-    # RETURNING counts the rows: psycopg reports no rowcount for INSERT ... SELECT.
-    result = conn.execute(_INSERT_DELIVERIES, {"ids": [r["id"] for r in rows], "now": now})
-    return len(result.all())
+    conn.execute(
+        _INSERT_EVENTS,
+        [
+            {
+                "id": new_event_id(stamp),
+                "type": e.type,
+                "timestamp": now,
+                "data": json.dumps(e.data, separators=(",", ":"), default=str),
+                "message_sid": e.message_sid,
+                "created_at": now,
+            }
+            for e in new
+        ],
+    )
+    return len(new)
 
 
 class EventOutbox(IndexCore):
@@ -332,7 +310,9 @@ class EventOutbox(IndexCore):
         with self.begin() as conn:
             conn.execute(endpoints.insert().values(values))
             row = conn.execute(select(endpoints).where(endpoints.c.id == values["id"])).mappings()
-            return Endpoint.from_row(row.one())
+            added = Endpoint.from_row(row.one())
+        self.forget_endpoints_hint()
+        return added
 
     @translate_db_errors
     def put_env_endpoint(self, endpoint_id: str, url: str, secret: str) -> Endpoint:
@@ -362,7 +342,9 @@ class EventOutbox(IndexCore):
                     .values(url=url, secret=secret, enabled=True, disabled_reason=None)
                 )
             row = conn.execute(select(endpoints).where(endpoints.c.id == endpoint_id)).mappings()
-            return Endpoint.from_row(row.one())
+            declared = Endpoint.from_row(row.one())
+        self.forget_endpoints_hint()
+        return declared
 
     @translate_db_errors
     def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
@@ -445,6 +427,7 @@ class EventOutbox(IndexCore):
                     created_at=now,
                 )
             )
+        self.forget_endpoints_hint()
         self.notify_events(1)
         return event_id
 
@@ -474,6 +457,7 @@ class EventOutbox(IndexCore):
             if event_id is not None:
                 cond: Any = events.c.id == event_id
             elif since is not None:
+                # The subscription rule of `schema.fan_out_ddl`, for past events.
                 cond = and_(
                     events.c.created_at >= since,
                     events.c.type != "endpoint.test",
@@ -513,6 +497,7 @@ class EventOutbox(IndexCore):
                     set_={k: stmt.excluded[k] for k in fresh},
                 )
             )
+        self.forget_endpoints_hint()
         self.notify_events(len(ids))
         return len(ids)
 

@@ -71,6 +71,8 @@ _REFRESH_MESSAGE_STATE = (
         ),
         updated_at=bindparam("_now", type_=messages.c.updated_at.type),
     )
+    # The row as written: the completion event's message, with no read after.
+    .returning(*messages.c)
 )
 
 
@@ -78,7 +80,6 @@ _REFRESH_MESSAGE_STATE = (
 _MEDIA_OF_MESSAGE = (
     select(media).where(media.c.message_sid == bindparam("_sid")).order_by(media.c.idx)
 )
-_MESSAGE_ROW = select(messages).where(messages.c.sid == bindparam("_sid"))
 
 
 @lru_cache(maxsize=32)
@@ -183,10 +184,15 @@ class MediaQueue(IndexCore):
                 return False
             item = MediaItem.from_row(row)
             sid = item.message_sid
-            conn.execute(_REFRESH_MESSAGE_STATE, {"_sid": sid, "_now": now})
+            refresh = {"_sid": sid, "_now": now}
+            message = conn.execute(_REFRESH_MESSAGE_STATE, refresh).mappings().one()
             if not is_final(item):
                 return True
             new = [NewEvent(f"media.{item.state}", media_event_data(item), sid)]
+            if message["state"] == "pending" and not self._concurrent_writers:
+                # SQLite has one writer: a pending message has an item still to finish.
+                due = write_events(conn, new, now)
+                return True
             # Read after the message row was written (and so locked, on PostgreSQL):
             # of two items finishing at once, the later one sees the other final.
             siblings = [
@@ -194,8 +200,11 @@ class MediaQueue(IndexCore):
                 for m in conn.execute(_MEDIA_OF_MESSAGE, {"_sid": sid}).mappings()
             ]
             if all(is_final(m) for m in siblings):
-                message = conn.execute(_MESSAGE_ROW, {"_sid": sid}).mappings()
-                data = message_event_data(message.one(), siblings)
+                if self._concurrent_writers:
+                    # The refresh above judged the others from the snapshot taken
+                    # before it waited for their lock; judged again now that it holds it.
+                    message = conn.execute(_REFRESH_MESSAGE_STATE, refresh).mappings().one()
+                data = message_event_data(message, siblings)
                 new.append(NewEvent("message.completed", data, sid))
             due = write_events(conn, new, now)
             return True

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -424,6 +424,45 @@ def search_index_ddl(dialect: str) -> list[str]:
             "VALUES ('delete', old.rowid, old.body); "
             "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
             "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+        ]
+    return []
+
+
+def fan_out_ddl(dialect: str) -> list[str]:
+    """Statements that make every inserted event's delivery rows, in the database.
+
+    A trigger writes one pending `event_deliveries` row per enabled endpoint
+    subscribed to the event's type, in the inserting transaction, so an event
+    and its deliveries still commit together; the writer pays one statement per
+    event batch instead of two (docs/design.md, "Events out"). `endpoint.test`
+    events are delivered to their one endpoint by `EventOutbox.test_endpoint`.
+    """
+    if dialect == "postgresql":
+        # A statement-level trigger with a transition table: one INSERT ... SELECT
+        # per multi-row INSERT, not one per event.
+        return [
+            "CREATE OR REPLACE FUNCTION events_fan_out() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO event_deliveries "
+            "(event_id, endpoint_id, state, attempts, next_attempt_at, created_at) "
+            "SELECT e.id, p.id, 'pending', 0, e.created_at, e.created_at "
+            "FROM new_events e JOIN endpoints p ON p.enabled "
+            "AND (p.events = '*' OR p.events LIKE '%,' || e.type || ',%') "
+            "WHERE e.type <> 'endpoint.test'; "
+            "RETURN NULL; END $$",
+            "CREATE OR REPLACE TRIGGER events_fan_out AFTER INSERT ON events "
+            "REFERENCING NEW TABLE AS new_events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION events_fan_out()",
+        ]
+    if dialect == "sqlite":
+        return [
+            "CREATE TRIGGER IF NOT EXISTS events_fan_out AFTER INSERT ON events "
+            "WHEN new.type <> 'endpoint.test' BEGIN "
+            "INSERT INTO event_deliveries "
+            "(event_id, endpoint_id, state, attempts, next_attempt_at, created_at) "
+            "SELECT new.id, p.id, 'pending', 0, new.created_at, new.created_at "
+            "FROM endpoints p WHERE p.enabled "
+            "AND (p.events = '*' OR p.events LIKE '%,' || new.type || ',%'); END",
         ]
     return []
 

@@ -64,6 +64,26 @@ def test_an_sqs_queue_gets_the_same_signed_body(
         assert "SQS" in failed["last_error"] and failed["state"] == "pending"
         dispatcher.senders.close()
         index.close()
+
+        # `endpoints add` asks SQS first: a missing queue is refused with the fix.
+        env = {**os.environ, **base_env(tmp_path / "cli"), **moto.env()}
+        (tmp_path / "cli" / "data").mkdir(parents=True, mode=0o700)
+
+        def add(url: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "receiver", "endpoints", "add", url],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        refused = add("sqs://missing-queue")
+        assert refused.returncode != 0, refused.stderr
+        assert "missing-queue" in refused.stderr and "create-queue" in refused.stderr
+        added = add("sqs://mms-events")
+        assert added.returncode == 0, added.stderr
+        assert "whsec_" in added.stdout
     finally:
         moto.stop()
 

@@ -256,3 +256,50 @@ def test_an_event_is_never_committed_without_its_change(index: MediaIndex) -> No
     with pytest.raises(IntegrityError):
         index.record_message(message(60, from_addr=None, num_media=0), [])
     assert _types(index) == []
+
+
+def test_items_finishing_at_once_in_two_processes_complete_each_message_once(
+    db_url: str,
+) -> None:
+    # Two indexes, as two processes have, each finishing one item of every message
+    # at the same moment: exactly one writes `message.completed`, and the message's
+    # state ends `complete` (on PostgreSQL the two transactions really overlap).
+    first, second = MediaIndex.open(db_url), MediaIndex.open(db_url)
+    try:
+        pairs = []
+        for n in range(40):
+            items = first.insert_message(
+                message(500 + n), media_rows(2), lease_owner="w", lease_seconds=60
+            )
+            assert items is not None
+            pairs.append(items)
+        together = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def finish(ix: MediaIndex, k: int) -> None:
+            try:
+                for items in pairs:
+                    together.wait(10)
+                    ix.finish_media(
+                        items[k].id, "w", state="stored", storage_key=f"k/{items[k].id}"
+                    )
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+                together.abort()
+
+        threads = [
+            threading.Thread(target=finish, args=(ix, k)) for k, ix in enumerate((first, second))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        for items in pairs:
+            message_sid = items[0].message_sid
+            assert _types(first, message_sid).count("message.completed") == 1
+            record = first.get_message(message_sid)
+            assert record is not None and record.state == "complete"
+    finally:
+        first.close()
+        second.close()

@@ -26,7 +26,7 @@ from receiver.events.payloads import Payloads
 from receiver.events.policy import RetryPolicy
 from receiver.events.signing import headers
 from receiver.index import MediaIndex
-from receiver.index.events import Claimed, Outcome
+from receiver.index.event_queue import Claimed, Outcome
 from receiver.index.schema import utcnow
 
 log = logging.getLogger(__name__)

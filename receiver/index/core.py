@@ -85,6 +85,33 @@ class IndexCore:
         with self._write_lock.hold(), self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def begin_unflushed(self) -> Iterator[Connection]:
+        """A write transaction whose commit is not flushed to disk before it returns.
+
+        For bookkeeping that a power cut may roll back without harm (event
+        delivery claims and outcomes: a lost one means an event sent again,
+        which at-least-once delivery allows). It spares the writer a flush:
+        SQLite commits it with `synchronous=NORMAL` (in WAL mode, no fsync; the
+        next durable commit flushes it too), PostgreSQL with
+        `synchronous_commit = off`.
+        """
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SET LOCAL synchronous_commit = off"))
+                yield conn
+            return
+        with self._write_lock.hold(), self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                raw.execute("PRAGMA synchronous=FULL")
+
     def notify_events(self, written: int) -> None:
         """Call after the commit of a write that wrote `written` events (or deliveries)."""
         if written and self.may_have_endpoints():

@@ -3,13 +3,9 @@
 `write_events` is called inside the transaction of the change that causes
 the events (a message recorded, an item finished, a status moved, an opt-out
 set), so the change and its events commit together or not at all. It
-inserts the events in one statement and their delivery rows, one per enabled
-endpoint subscribed to the type, in a second one.
-
-Deliveries are claimed like media items: one atomic `UPDATE ... RETURNING`
-(PostgreSQL: `FOR UPDATE SKIP LOCKED`) that leases them to one process
-until `lease_until`, so two processes never deliver the same attempt at
-once, and a crashed process's claims are taken over once the lease ends.
+inserts the events in one statement; the database's `events_fan_out`
+trigger adds their delivery rows, one per enabled endpoint subscribed to
+the type. Claiming and recording deliveries is `receiver.index.event_queue`.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, update
+from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
@@ -171,41 +167,6 @@ class EventRecord:
         }
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery leased to this process, with its event and endpoint."""
-
-    delivery_id: int
-    attempt: int  # this attempt's number, from 1
-    event: EventRecord
-    endpoint: Endpoint
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one claimed delivery went.
-
-    `attempted` False means it was not tried (its endpoint failed earlier in
-    the batch): the attempt is given back and the delivery is due at
-    `next_attempt_at`. A failure with `next_attempt_at` None has spent its
-    retries. `disable` names why the endpoint must stop (410, no success
-    for too long).
-    """
-
-    delivery_id: int
-    event_id: str
-    endpoint_id: str
-    attempt: int
-    ok: bool
-    status: int | None = None
-    error: str | None = None
-    response: str | None = None
-    duration_ms: int | None = None
-    next_attempt_at: datetime | None = None
-    attempted: bool = True
-    disable: str | None = None
-
-
 @dataclass
 class Figures:
     """Event counts for /metrics and `check`."""
@@ -219,34 +180,6 @@ class Figures:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-# Outcomes of a batch, as executemany statements built once.
-_FINISH = (
-    update(event_deliveries)
-    .where(event_deliveries.c.id == bindparam("_id"))
-    .values(
-        state=bindparam("_state"),
-        next_attempt_at=bindparam("_due", type_=event_deliveries.c.next_attempt_at.type),
-        lease_owner=None,
-        lease_until=None,
-        last_status=bindparam("_status", type_=event_deliveries.c.last_status.type),
-        last_error=bindparam("_error", type_=event_deliveries.c.last_error.type),
-        last_response=bindparam("_response", type_=event_deliveries.c.last_response.type),
-        delivered_at=bindparam("_delivered", type_=event_deliveries.c.delivered_at.type),
-    )
-)
-# A delivery not tried (its endpoint failed earlier in the batch): the attempt is given back.
-_GIVE_BACK = (
-    update(event_deliveries)
-    .where(event_deliveries.c.id == bindparam("_id"))
-    .values(
-        attempts=event_deliveries.c.attempts - 1,
-        next_attempt_at=bindparam("_due", type_=event_deliveries.c.next_attempt_at.type),
-        lease_owner=None,
-        lease_until=None,
-    )
-)
 
 
 # Built once: constructing it per call (coercing every value) cost more than the write.
@@ -501,173 +434,6 @@ class EventOutbox(IndexCore):
         self.notify_events(len(ids))
         return len(ids)
 
-    # -- delivering -------------------------------------------------------------
-
-    @translate_db_errors
-    def deliveries_due(self, now: datetime | None = None) -> bool:
-        """Whether any delivery is due and unleased (a read, before taking the writer)."""
-        now = now or utcnow()
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(event_deliveries.c.id)
-                .where(
-                    event_deliveries.c.state == "pending",
-                    event_deliveries.c.next_attempt_at <= now,
-                    or_(
-                        event_deliveries.c.lease_until.is_(None),
-                        event_deliveries.c.lease_until < now,
-                    ),
-                    event_deliveries.c.endpoint_id.in_(
-                        select(endpoints.c.id).where(endpoints.c.enabled.is_(True))
-                    ),
-                )
-                .limit(1)
-            )
-            return found.first() is not None
-
-    @translate_db_errors
-    def claim_deliveries(
-        self, owner: str, *, lease_seconds: float, limit: int = 50, now: datetime | None = None
-    ) -> list[Claimed]:
-        """Atomically lease up to `limit` due deliveries of enabled endpoints."""
-        now = now or utcnow()
-        due = and_(
-            event_deliveries.c.state == "pending",
-            event_deliveries.c.next_attempt_at <= now,
-            or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < now),
-            event_deliveries.c.endpoint_id.in_(
-                select(endpoints.c.id).where(endpoints.c.enabled.is_(True))
-            ),
-        )
-        pick = (
-            select(event_deliveries.c.id)
-            .where(due)
-            .order_by(event_deliveries.c.next_attempt_at, event_deliveries.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(event_deliveries)
-            .where(event_deliveries.c.id.in_(pick.scalar_subquery()))
-            .values(
-                lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=event_deliveries.c.attempts + 1,
-            )
-            .returning(
-                event_deliveries.c.id,
-                event_deliveries.c.event_id,
-                event_deliveries.c.endpoint_id,
-                event_deliveries.c.attempts,
-            )
-        )
-        with self.begin() as conn:
-            claimed = conn.execute(stmt).all()
-        if not claimed:
-            return []
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(events).where(events.c.id.in_({c[1] for c in claimed}))
-            ).mappings()
-            by_event = {r["id"]: _event(r) for r in found}
-            points = conn.execute(
-                select(endpoints).where(endpoints.c.id.in_({c[2] for c in claimed}))
-            ).mappings()
-            by_endpoint = {r["id"]: Endpoint.from_row(r) for r in points}
-        out = [
-            Claimed(int(d), int(n), by_event[e], by_endpoint[p])
-            for d, e, p, n in claimed
-            if e in by_event and p in by_endpoint
-        ]
-        return sorted(out, key=lambda c: (c.event.id, c.endpoint.id))
-
-    @translate_db_errors
-    def record_outcomes(self, owner: str, outcomes: Sequence[Outcome]) -> int:
-        """Record a batch's outcomes in one transaction; how many leases were still held.
-
-        Only the current lease holder may write, so a process whose lease
-        ran out cannot overwrite the outcome of the one that took over.
-        """
-        if not outcomes:
-            return 0
-        now = utcnow()
-        disabled: dict[str, str] = {}
-        succeeded: set[str] = set()
-        with self.begin() as conn:
-            # Which leases this owner still holds (locked on PostgreSQL until commit);
-            # then one executemany per kind of outcome, not a statement per delivery.
-            mine_stmt = select(event_deliveries.c.id).where(
-                event_deliveries.c.id.in_([o.delivery_id for o in outcomes]),
-                event_deliveries.c.lease_owner == owner,
-            )
-            if self.dialect == "postgresql":
-                mine_stmt = mine_stmt.with_for_update()
-            mine = set(conn.execute(mine_stmt).scalars())
-            held = [o for o in outcomes if o.delivery_id in mine]
-            untried = [o for o in held if not o.attempted]
-            tried = [o for o in held if o.attempted]
-            if untried:
-                conn.execute(
-                    _GIVE_BACK,
-                    [{"_id": o.delivery_id, "_due": o.next_attempt_at or now} for o in untried],
-                )
-            if tried:
-                conn.execute(
-                    _FINISH,
-                    [
-                        {
-                            "_id": o.delivery_id,
-                            "_state": "delivered"
-                            if o.ok
-                            else ("pending" if o.next_attempt_at is not None else "failed"),
-                            "_due": None if o.ok else o.next_attempt_at,
-                            "_status": o.status,
-                            "_error": o.error,
-                            "_response": (o.response or "")[:RESPONSE_KEEP] or None,
-                            "_delivered": now if o.ok else None,
-                        }
-                        for o in tried
-                    ],
-                )
-                conn.execute(
-                    event_attempts.insert(),
-                    [
-                        {
-                            "event_id": o.event_id,
-                            "endpoint_id": o.endpoint_id,
-                            "attempt": o.attempt,
-                            "at": now,
-                            "status": o.status,
-                            "error": o.error,
-                            "response": (o.response or "")[:RESPONSE_KEEP] or None,
-                            "duration_ms": o.duration_ms,
-                        }
-                        for o in tried
-                    ],
-                )
-            for o in tried:
-                if o.ok:
-                    succeeded.add(o.endpoint_id)
-                elif o.disable:
-                    disabled[o.endpoint_id] = o.disable
-            if succeeded:
-                conn.execute(
-                    update(endpoints)
-                    .where(endpoints.c.id.in_(sorted(succeeded)))
-                    .values(last_success_at=now)
-                )
-            # Last, so deliveries of the batch given back above are abandoned too.
-            for endpoint_id, reason in disabled.items():
-                _disable(conn, endpoint_id, reason)
-        return len(held)
-
-    @translate_db_errors
-    def disable_endpoint(self, endpoint_id: str, reason: str) -> None:
-        """Stop delivering to an endpoint; its pending deliveries are abandoned."""
-        with self.begin() as conn:
-            _disable(conn, endpoint_id, reason)
-
     # -- reading ------------------------------------------------------------------
 
     @translate_db_errors
@@ -706,7 +472,7 @@ class EventOutbox(IndexCore):
                 ).mappings()
                 for d in found:
                     by_event[d["event_id"]].append(_delivery(d))
-        return [_event(r, deliveries=by_event[r["id"]]) for r in rows]
+        return [event_record(r, deliveries=by_event[r["id"]]) for r in rows]
 
     @translate_db_errors
     def get_event(self, event_id: str) -> EventRecord | None:
@@ -738,7 +504,7 @@ class EventOutbox(IndexCore):
                 }
                 for a in tried
             ]
-        return _event(row, deliveries=deliveries, attempts=attempts)
+        return event_record(row, deliveries=deliveries, attempts=attempts)
 
     @translate_db_errors
     def recent_deliveries(
@@ -803,20 +569,7 @@ def delete_events_of(conn: Connection, message_sid: str) -> None:
     conn.execute(delete(events).where(events.c.message_sid == message_sid))
 
 
-def _disable(conn: Connection, endpoint_id: str, reason: str) -> None:
-    conn.execute(
-        update(endpoints)
-        .where(endpoints.c.id == endpoint_id)
-        .values(enabled=False, disabled_reason=reason)
-    )
-    conn.execute(
-        update(event_deliveries)
-        .where(event_deliveries.c.endpoint_id == endpoint_id, event_deliveries.c.state == "pending")
-        .values(state="abandoned", lease_owner=None, lease_until=None)
-    )
-
-
-def _event(
+def event_record(
     row: Mapping[Any, Any],
     *,
     deliveries: Sequence[dict[str, Any]] = (),

@@ -6,6 +6,7 @@ docs/design.md, "Index"); every part shares one `IndexCore`.
 
 from __future__ import annotations
 
+from receiver.index.event_queue import EventQueue
 from receiver.index.events import EventOutbox
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
@@ -13,6 +14,6 @@ from receiver.index.optouts import OptOuts
 from receiver.index.similar import Similar
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox):
-    """Reads and writes of messages, the media work queue, opt-outs, image hashes and the
-    events outbox against one database."""
+class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox, EventQueue):
+    """Reads and writes of messages, the media work queue, opt-outs, image hashes, the
+    events outbox and its delivery queue against one database."""

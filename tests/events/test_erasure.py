@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from receiver.index import MediaIndex
-from receiver.index.events import Outcome
+from receiver.index.event_queue import Outcome
 from receiver.index.schema import event_attempts, event_deliveries, events, utcnow
 from receiver.lifecycle import erase_message, purge
 from receiver.storage import open_store

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from receiver.index import MediaIndex
-from receiver.index.events import Outcome, events_column
+from receiver.index.event_queue import Outcome
+from receiver.index.events import events_column
 from receiver.index.outbound import OutboundIndex
 from receiver.index.schema import event_attempts, event_deliveries, events, utcnow
 from receiver.twilio.webhook import StatusCallback
@@ -303,3 +304,23 @@ def test_items_finishing_at_once_in_two_processes_complete_each_message_once(
     finally:
         first.close()
         second.close()
+
+
+def test_delivery_bookkeeping_skips_the_flush_and_leaves_other_writes_durable(
+    index: MediaIndex,
+) -> None:
+    if index.dialect == "sqlite":
+        setting, unflushed, durable = "PRAGMA synchronous", 1, 2  # NORMAL, FULL
+    else:
+        setting, unflushed, durable = "SHOW synchronous_commit", "off", "on"
+    with index.begin_unflushed() as conn:
+        assert conn.exec_driver_sql(setting).scalar() == unflushed
+    # Every pooled connection is back to flushing its commits.
+    for _ in range(3):
+        with index.begin() as conn:
+            assert conn.exec_driver_sql(setting).scalar() == durable
+    index.add_endpoint("https://hooks.example.com/a", secret="whsec_x")
+    index.record_message(message(700, num_media=0), [])
+    assert len(index.claim_deliveries("w", lease_seconds=30)) == 2
+    with index.engine.connect() as conn:
+        assert conn.exec_driver_sql(setting).scalar() == durable

@@ -223,3 +223,59 @@ def test_the_form_needs_its_csrf_token_and_a_login(service: Running, browser: An
         f"{service.url}/api/threads/{THREAD}/replies", json={"body": "x"}, timeout=5
     )
     assert anonymous.status_code == 401
+
+
+def test_uploads_are_scanned_when_clamd_is_configured(
+    serve: Any, outbound_env: dict[str, str], fake: FakeTwilio, clamd: Any
+) -> None:
+    from tests.support.clamd import EICAR, SIG_EICAR_BODY
+
+    running = serve({**outbound_env, "RECEIVER_CLAMD_URL": clamd.url})
+    poster = WebhookPoster(running.app.test_client(), base=running.url)
+    assert poster.post(inbound_params(body="hi", from_=RECIPIENT, to=SENDER)).status_code == 200
+    url = f"{running.url}/api/threads/{THREAD}/replies"
+    files = [("files", ("ok.jpg", samples.jpeg())), ("files", ("pic.jpg", EICAR))]
+    for route in (url + "/preview", url):
+        resp = requests.post(route, files=files, data={"body": "x"}, headers=AUTH, timeout=60)
+        assert resp.status_code == 422 and resp.json()["error"] == "malware", resp.text
+        assert f"media 2 (pic.jpg): malware: clamd found {SIG_EICAR_BODY}" in resp.json()["message"]
+    assert fake.outbound() == []
+
+
+def test_reply_routes_conform_to_the_document(service: Running, fake: FakeTwilio) -> None:
+    import itertools
+
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{service.url}/api/openapi.json", headers=AUTH)
+    schema = schema.include(path_regex=r"^/api/threads/")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert sorted(op.label for op in operations) == [
+        "POST /api/threads/{thread}/replies",
+        "POST /api/threads/{thread}/replies/preview",
+    ]
+    session = requests.Session()
+    failures: list[str] = []
+    for operation, mode in itertools.product(
+        operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    ):
+
+        @settings(
+            max_examples=10,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            case.call_and_validate(base_url=service.url, session=session, headers=AUTH)
+
+        try:
+            run()
+        except Exception as exc:  # collect every operation's problem, then fail once
+            failures.append(f"{operation.label} ({mode.value}): {exc}")
+    assert not failures, "\n\n".join(failures)
+    assert fake.outbound() == []  # generated threads are not ours or not valid

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from receiver.errors import OutboundError
-from receiver.index.inbox import ThreadKey
+from receiver.index.inbox import ThreadKey, thread_entries
 from receiver.index.replies import Operator, ReplyIndex, StoredFile
 from receiver.outbound.prepare import PreparedMedia
 from receiver.outbound.request import OutboundRequest, validate_request
@@ -133,6 +133,7 @@ class InboxReplies:
     def send(self, reply: Reply) -> SendResult:
         """Send the reply once per key; OutboundError (with its reason) when it cannot go."""
         request = self._request(reply)
+        self._check_thread(reply.thread)
         self._check_opt_out(reply.thread)
         self._check_ours(reply.thread.ours)
         if reply.key and reply.operator is not None:
@@ -144,6 +145,7 @@ class InboxReplies:
     def preview(self, reply: Reply) -> list[FilePlan]:
         """What sending would do to each file (a dry run: nothing is stored or sent)."""
         request = self._request(reply)
+        self._check_thread(reply.thread)
         self._check_opt_out(reply.thread)
         with self._files(reply) as files:
             media = tuple(p for _, p in files)
@@ -179,6 +181,15 @@ class InboxReplies:
         # The core's rules (body length, file count, addresses) on placeholders first.
         validate_request(replace(request, media=tuple(f"file{i}" for i in range(count))))
         return request
+
+    def _check_thread(self, thread: ThreadKey) -> None:
+        """A reply answers a thread: a key without messages is not a way to message anyone."""
+        if not thread_entries(self.index, thread, limit=1):
+            raise OutboundError(
+                f"no thread {thread.encode()}: reply from a thread of /inbox, or send a new "
+                "message with `send` or POST /api/messages",
+                "no_such_thread",
+            )
 
     def _check_opt_out(self, thread: ThreadKey) -> None:
         """Refuse before anything is recorded; the core refuses again at send time."""

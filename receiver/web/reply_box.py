@@ -54,6 +54,7 @@ bp = Blueprint("reply_box", __name__)
 FORM_OVERHEAD = 1 << 20
 #: Reasons answered with a status of their own; the rest as `POST /api/messages` does.
 STATUS_BY_REASON = {
+    "no_such_thread": 404,
     "opted_out": 409,
     "not_our_number": 409,
     "in_flight": 409,

@@ -26,12 +26,15 @@
   }
 
   function preview() {
-    if (!input.files.length) { out.textContent = ""; return; }
+    var stored = form.querySelectorAll('input[name="stored"]:checked');
+    var count = input.files.length + stored.length;
+    if (!count) { out.textContent = ""; return; }
     var data = new FormData();
     for (var i = 0; i < input.files.length; i++) { data.append("files", input.files[i]); }
+    for (var j = 0; j < stored.length; j++) { data.append("stored", stored[j].value); }
     if (pending) { pending.abort(); }
     pending = new AbortController();
-    show(["Checking " + input.files.length + " file(s)…"], false);
+    show(["Checking " + count + " file(s)…"], false);
     fetch(form.getAttribute("data-preview"), {
       method: "POST",
       body: data,
@@ -52,6 +55,9 @@
   }
 
   input.addEventListener("change", preview);
+  form.querySelectorAll('input[name="stored"]').forEach(function (box) {
+    box.addEventListener("change", preview);
+  });
 
   if (zone && !fieldset.disabled) {
     if (hint) { hint.hidden = false; }

@@ -129,6 +129,14 @@ def test_attach_a_stored_file_of_the_thread(
     page = browser.get(f"/inbox/{THREAD}").get_data(as_text=True)
     assert f'name="stored" value="{stored.media_id}"' in page
 
+    preview = browser.post(
+        f"/api/threads/{THREAD}/replies/preview",
+        data={"stored": str(stored.media_id)},
+        headers={"X-CSRF-Token": fields["csrf_token"]},
+    )
+    assert preview.status_code == 200, preview.get_data(as_text=True)
+    (plan,) = preview.get_json()["files"]
+    assert plan["summary"].startswith(f"media{stored.media_id}.png will be sent as PNG, ")
     # A media id of another thread is refused: nothing is sent.
     resp = _post(browser, {**fields, "body": "x", "stored": "999999"})
     assert resp.status_code == 400 and "not stored files of this thread" in resp.get_data(True)
@@ -279,3 +287,16 @@ def test_reply_routes_conform_to_the_document(service: Running, fake: FakeTwilio
             failures.append(f"{operation.label} ({mode.value}): {exc}")
     assert not failures, "\n\n".join(failures)
     assert fake.outbound() == []  # generated threads are not ours or not valid
+
+
+def test_a_thread_without_messages_is_not_a_way_to_message_anyone(
+    service: Running, browser: Any, fake: FakeTwilio
+) -> None:
+    stranger = f"{SENDER}~+15550009999"
+    resp = _post(browser, {**_form(browser), "body": "hello"}, stranger)
+    assert resp.status_code == 404
+    api = requests.post(
+        f"{service.url}/api/threads/{stranger}/replies", json={"body": "x"}, headers=AUTH, timeout=5
+    )
+    assert api.status_code == 404 and api.json()["error"] == "no_such_thread"
+    assert fake.outbound() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,10 @@ pytestmark = pytest.mark.browser
 __all__ = ["chromium"]
 
 OURS = "+15017122661"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots" / "reply.png"
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "artifacts" / "screenshots" / "reply.png"
+#: The README's copy, refreshed only with UPDATE_SCREENSHOTS=1 (a test run leaves the tree clean).
+README_SCREENSHOT = ROOT / "docs" / "screenshot-reply.png"
 
 
 @dataclass
@@ -119,6 +123,10 @@ def test_reply_with_an_uploaded_heic_is_previewed_sent_as_jpeg_and_delivered(
     assert re.search(r"photo\.heic will be sent as JPEG, \d+ KB", preview.inner_text())
     assert _sent_to(site.fake, customer) == []  # the preview sent nothing
     page.get_by_label("Your reply").fill("Here is the label")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    if not README_SCREENSHOT.exists() or os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(SCREENSHOT, README_SCREENSHOT)
     page.get_by_role("button", name="Send reply").click()
     page.wait_for_url(site.thread(customer) + "#reply")
     assert "Reply sent" in page.get_by_role("status").first.inner_text()
@@ -134,8 +142,7 @@ def test_reply_with_an_uploaded_heic_is_previewed_sent_as_jpeg_and_delivered(
     bubble = page.locator("li.message.outbound").last
     assert "Status: delivered" in bubble.inner_text()
     assert "sent by admin" in bubble.inner_text()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(SCREENSHOT.with_name("reply-delivered.png")), full_page=True)
 
 
 def test_an_opted_out_customers_box_is_disabled_with_the_reason(page: Any, site: ReplySite) -> None:
@@ -152,7 +159,15 @@ def test_a_double_submitted_reply_is_sent_once(page: Any, site: ReplySite) -> No
     customer = "+15550007003"
     site.inbound(customer, "Can you call me?")
     _login(page, site, site.thread(customer))
-    page.get_by_label("Your reply").fill("Calling you at 3 pm")
+    # The box fits a 390 px phone, and the keyboard reaches it with a visible outline.
+    page.set_viewport_size({"width": 390, "height": 800})
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, overflow
+    page.get_by_label("Your reply").focus()
+    page.keyboard.type("Calling you at 3 pm")
+    assert page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "reply-files"
     # Two submissions of the same form at once (what a double click does when nothing
     # stops the second one): both answer with the thread, one message goes out.
     statuses = page.evaluate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -35,6 +36,7 @@ class StoredFile:
 
     media_id: int
     message_sid: str
+    received_at: datetime
     index: int
     kind: str | None
     detected_type: str | None
@@ -107,6 +109,7 @@ class ReplyIndex:
             select(
                 media.c.id,
                 media.c.message_sid,
+                messages.c.received_at,
                 media.c.idx,
                 media.c.kind,
                 media.c.detected_type,
@@ -126,18 +129,19 @@ class ReplyIndex:
             StoredFile(
                 media_id=r[0],
                 message_sid=r[1],
-                index=r[2],
-                kind=r[3],
-                detected_type=r[4],
-                size_bytes=r[5],
-                storage_key=r[6],
-                extension=_extension(r[4], r[6]),
+                received_at=r[2],
+                index=r[3],
+                kind=r[4],
+                detected_type=r[5],
+                size_bytes=r[6],
+                storage_key=r[7],
+                extension=_extension(r[7]),
             )
             for r in rows
         ]
 
 
-def _extension(detected_type: str | None, storage_key: str) -> str:
+def _extension(storage_key: str) -> str:
     """The file extension of a stored original: its key's, else a neutral one."""
     tail = storage_key.rsplit("/", 1)[-1]
     ext = tail.rsplit(".", 1)[-1] if "." in tail else ""

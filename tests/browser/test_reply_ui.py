@@ -186,3 +186,27 @@ def test_a_double_submitted_reply_is_sent_once(page: Any, site: ReplySite) -> No
     assert "already" in page.get_by_role("status").first.inner_text()
     assert len(_sent_to(site.fake, customer)) == 1
     assert page.locator("li.message.outbound").count() == 1
+
+
+def test_files_dropped_on_the_box_are_attached_and_previewed(page: Any, site: ReplySite) -> None:
+    customer = "+15550007004"
+    site.inbound(customer, "Send me the form")
+    _login(page, site, site.thread(customer))
+    png = samples.png(300, 200)
+    page.evaluate(
+        """bytes => {
+            const zone = document.querySelector(".dropzone");
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "form.png", {type: "image/png"}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        }""",
+        list(png),
+    )
+    preview = page.locator("#reply-preview")
+    preview.filter(has_text="will be sent as").wait_for()
+    assert re.search(r"form\.png will be sent as PNG, \d+ (KB|B)", preview.inner_text())
+    assert page.evaluate("() => document.getElementById('reply-files').files[0].name") == "form.png"
+    page.get_by_role("button", name="Send reply").click()
+    page.wait_for_url(site.thread(customer) + "#reply")
+    (sent,) = _sent_to(site.fake, customer)
+    assert [m["content_type"] for m in site.fake.media[sent["sid"]].values()] == ["image/png"]

@@ -8,6 +8,7 @@ preview on file selection.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,11 @@ STATUS_BY_REASON = {
     "in_flight": 409,
     "invalid_key": 400,
     "invalid_stored": 400,
+    "invalid_request": 400,
 }
 _UPLOAD_ENDPOINTS = frozenset({"reply_box.reply", "reply_box.api_reply", "reply_box.preview"})
 _MAX_ID = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def services() -> Services:
@@ -209,7 +212,7 @@ def _ids(raw: list[Any]) -> tuple[int, ...]:
     ids = []
     for item in raw:
         text = str(item)
-        if not (text.isdigit() and 0 < int(text) <= _MAX_ID):
+        if not (_DIGITS.fullmatch(text) and 0 < int(text) <= _MAX_ID):
             raise OutboundError(f"stored file {text[:40]!r} is not a media id", "invalid_stored")
         ids.append(int(text))
     return tuple(dict.fromkeys(ids))

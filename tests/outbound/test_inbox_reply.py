@@ -299,4 +299,8 @@ def test_a_thread_without_messages_is_not_a_way_to_message_anyone(
         f"{service.url}/api/threads/{stranger}/replies", json={"body": "x"}, headers=AUTH, timeout=5
     )
     assert api.status_code == 404 and api.json()["error"] == "no_such_thread"
+    url = f"{service.url}/api/threads/{THREAD}/replies"
+    for bad in ({"json": [1]}, {"json": {"body": 5}}, {"data": {"stored": "²"}}):
+        resp = requests.post(url, headers=AUTH, timeout=5, **bad)
+        assert resp.status_code == 400 and resp.json()["message"], (bad, resp.text)
     assert fake.outbound() == []

@@ -79,6 +79,8 @@ def test_reply_with_text_and_heic_goes_out_as_jpeg_once_with_its_author(
     assert sent[0]["from"] == SENDER and sent[0]["to"] == RECIPIENT
     media = fake.media[sent[0]["sid"]]
     assert [m["content_type"] for m in media.values()] == ["image/jpeg"]
+    (item,) = service.outbound.message(sent[0]["sid"])["media"]
+    assert item["source"] == "photo.heic" and item["filename"] == "photo.jpg"
 
     page = browser.get(f"/inbox/{THREAD}").get_data(as_text=True)
     assert "Reply sent" in page and "sent by admin" in page and "Here it is" in page
@@ -102,6 +104,7 @@ def test_api_reply_is_idempotent_and_names_the_operator(
     first = requests.post(url, json={"body": "Out for delivery"}, headers=headers, timeout=30)
     assert first.status_code == 201, first.text
     assert first.json()["operator"] == "API token" and first.json()["duplicate"] is False
+    assert first.json()["media"] == []
     second = requests.post(url, json={"body": "Out for delivery"}, headers=headers, timeout=30)
     assert second.status_code == 200 and second.json()["duplicate"] is True
     assert second.json()["sid"] == first.json()["sid"]

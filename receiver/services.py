@@ -20,6 +20,7 @@ from receiver.inbound.streams import EventStream
 from receiver.index import MediaIndex
 from receiver.index.conversations import ConversationIndex
 from receiver.index.outbound import OutboundIndex
+from receiver.index.replies import ReplyIndex
 from receiver.index.sessions import SessionStore
 from receiver.index.streams import StreamIndex
 from receiver.index.throttle import AuthThrottle
@@ -28,6 +29,7 @@ from receiver.media.policy import inbound_policy
 from receiver.media.scan import scanner_for
 from receiver.metrics import Metrics
 from receiver.outbound import MediaLinks, Outbound
+from receiver.outbound.inbox_reply import InboxReplies
 from receiver.replies import ReplyRenderer
 from receiver.settings import Settings
 from receiver.storage import open_store
@@ -71,6 +73,8 @@ class Services:
     streams: EventStream
     #: Event endpoints, replays and this process's event dispatcher.
     events: Events
+    #: Replies from the inbox's reply box and its API, through `outbound`.
+    inbox_replies: InboxReplies
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
@@ -143,6 +147,14 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             Reconciler(index, pipeline, twilio),
         ),
         events=Events(settings, index, store, links.sign_media, observer=metrics.observe_delivery),
+        inbox_replies=InboxReplies(
+            settings,
+            index,
+            ReplyIndex(index.engine, begin=index.begin),
+            store,
+            outbound,
+            twilio,
+        ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

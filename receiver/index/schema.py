@@ -486,3 +486,16 @@ Index(
 Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)
 # An inbox thread's replies (`receiver.index.inbox`).
 Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)
+
+# Who sent each inbox reply (`receiver.index.replies`): keyed by the outbound row's
+# idempotency key, written before the row exists, so a refused reply keeps its author
+# too. A side table, so named operator accounts need no change to `outbound_messages`.
+reply_authors = Table(
+    "reply_authors",
+    metadata,
+    Column("idempotency_key", String(128), primary_key=True),
+    Column("operator_id", String(64), nullable=False),
+    Column("operator_name", String(255), nullable=False),
+    Column("thread", String(520), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

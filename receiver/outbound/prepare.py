@@ -76,8 +76,13 @@ class PreparedMedia:
     media_sid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (stored in outbound_messages.media and returned by the API)."""
+        """JSON-ready dict (stored in outbound_messages.media and returned by the API).
+
+        The source is named without a query string (presigned URLs carry secrets) and a
+        local file by its name only (the inbox's uploads live in a temporary directory).
+        """
         out = asdict(self)
+        out["source"] = redact(self.source)
         out["changes"] = list(self.changes)
         return out
 

@@ -57,16 +57,25 @@ def thread(thread: str) -> ResponseReturnValue:
     key = ThreadKey.decode(thread)
     if key is None:
         abort(404, description="no such thread")
-    index = services().index
-    entries = thread_entries(index, key)
+    return render_thread(key)
+
+
+def render_thread(key: ThreadKey, status: int = 200, **extra: Any) -> ResponseReturnValue:
+    """The thread page; `extra` goes to the template (the reply box's result or draft)."""
+    svc = services()
+    entries = thread_entries(svc.index, key)
     if not entries:
         abort(404, description="no such thread")
-    return render_template(
+    keys = [e.outbound.get("idempotency_key") for e in entries if e.outbound]
+    page = render_template(
         "thread.html",
         key=key,
         entries=[_entry(e.inbound or e.outbound) for e in entries],
-        opted_out=thread_opted_out(index, key),
+        opted_out=thread_opted_out(svc.index, key),
+        authors=svc.inbox_replies.replies.authors(keys),
+        **extra,
     )
+    return page, status
 
 
 def _entry(item: MessageRecord | dict[str, Any] | None) -> dict[str, Any] | None:

@@ -54,17 +54,21 @@ def send_message() -> tuple[Response, int]:
     dry_run = isinstance(data, dict) and data.get("dry_run") is True
     try:
         result = outbound().send(req, dry_run=dry_run)
-    except OutboundError as exc:
-        return jsonify(error=exc.reason, message=str(exc)), 422
-    except ConfigError as exc:
-        return jsonify(error="not_configured", message=str(exc)), 503
-    except TwilioApiError as exc:
-        client_side = 400 <= exc.status < 500 and exc.status not in (401, 403, 429)
-        body = jsonify(
-            error="twilio_error", code=exc.code, message=str(exc), more_info=exc.more_info
-        )
-        return body, 422 if client_side else 502
+    except (OutboundError, ConfigError, TwilioApiError) as exc:
+        body, status = send_failure(exc)
+        return jsonify(body), status
     return jsonify(result.to_json()), 200 if result.duplicate or dry_run else 201
+
+
+def send_failure(exc: OutboundError | ConfigError | TwilioApiError) -> tuple[dict[str, Any], int]:
+    """The JSON answer and status of a send that failed (the API's and the reply box's)."""
+    if isinstance(exc, OutboundError):
+        return {"error": exc.reason, "message": str(exc)}, 422
+    if isinstance(exc, ConfigError):
+        return {"error": "not_configured", "message": str(exc)}, 503
+    client_side = 400 <= exc.status < 500 and exc.status not in (401, 403, 429)
+    body = {"error": "twilio_error", "code": exc.code, "message": str(exc)}
+    return {**body, "more_info": exc.more_info}, 422 if client_side else 502
 
 
 @bp.get("/stats")

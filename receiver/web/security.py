@@ -94,6 +94,11 @@ def page_policy() -> str:
     return policy
 
 
+def script_policy() -> str:
+    """The page policy plus this site's own scripts and requests (the inbox reply box)."""
+    return page_policy() + "; script-src 'self'; connect-src 'self'"
+
+
 def file_policy() -> str:
     """The page policy plus `sandbox`: a stored file opened on its own can run nothing."""
     return page_policy() + "; sandbox"

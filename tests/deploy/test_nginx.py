@@ -225,3 +225,16 @@ def test_plain_http_redirects_and_metrics_stay_private(proxy: Proxy) -> None:
 def test_oversized_bodies_stop_at_the_proxy(proxy: Proxy) -> None:
     resp = proxy.post([("Body", "x" * 100_000)], "x")
     assert resp.status_code == 413
+
+
+def test_the_reply_routes_take_files_through_the_proxy(proxy: Proxy) -> None:
+    # A 200 KB upload passes nginx (the service answers: no such thread), while the
+    # 64 KiB limit still holds everywhere else.
+    resp = requests.post(
+        proxy.https_url + "/api/threads/+15017122661~+15550009999/replies/preview",
+        files={"files": ("photo.jpg", b"\xff" * 200_000)},
+        verify=proxy.ca_file,
+        timeout=20,
+        headers={"Host": PUBLIC_HOST, "Authorization": f"Bearer {API_TOKEN}"},
+    )
+    assert resp.status_code == 404 and resp.json()["error"] == "no_such_thread", resp.text

@@ -366,9 +366,16 @@ class TwilioRest:
         return [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
 
     def create_conversation_message(
-        self, sid: str, *, author: str | None, body: str | None, media_sid: str | None
+        self,
+        sid: str,
+        *,
+        author: str | None,
+        body: str | None,
+        media_sid: str | None,
+        attributes: str | None = None,
     ) -> dict[str, Any]:
-        """POST a Message into a Conversation; `MediaSid` is a single field (one file each)."""
+        """POST a Message into a Conversation; `MediaSid` is a single field (one file each),
+        `Attributes` a JSON string kept with the message."""
         data: list[tuple[str, str]] = []
         if author:
             data.append(("Author", author))
@@ -376,9 +383,16 @@ class TwilioRest:
             data.append(("Body", body))
         if media_sid:
             data.append(("MediaSid", media_sid))
+        if attributes:
+            data.append(("Attributes", attributes))
         url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
         result: dict[str, Any] = self._call("POST", url, data=data)
         return result
+
+    def list_conversation_messages(self, sid: str) -> Iterator[dict[str, Any]]:
+        """A Conversation's Messages, newest first (`Order=desc`), page by page."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
+        return self._v1_pages(url, "messages", [("Order", "desc")])
 
     # -- Event Streams ---------------------------------------------------------
     # https://www.twilio.com/docs/events/api/sink-resource and

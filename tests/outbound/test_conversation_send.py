@@ -7,6 +7,7 @@ created with `Author`, `Body` and one `MediaSid` per message."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from receiver.cli import main
 from receiver.errors import OutboundError, TwilioApiError
-from receiver.outbound import OutboundRequest
+from receiver.outbound import Outbound, OutboundRequest
 from tests.conftest import AUTH
 from tests.outbound.conftest import API_KEY, API_SECRET, Running, write
 from tests.support import samples
@@ -179,4 +180,96 @@ def test_refused_create_is_recorded_and_the_key_may_try_again(group: Running, mc
     # Nothing was created, so the same key may send once the problem is fixed.
     result = group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
     assert result.sid is not None and not result.duplicate
+    assert len(mcs.created) == 1
+
+
+def created_parts(mcs: FakeMcs, sid: str) -> list[tuple[str | None, str | None, int]]:
+    """(Body, MediaSid, part) of each message created in the conversation, in order."""
+    out = []
+    for conv, form in mcs.created:
+        if conv == sid:
+            mark = json.loads(form["Attributes"])["mms_receiver"]
+            out.append((form.get("Body"), form.get("MediaSid"), mark["part"]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("faults", "in_before"),
+    [
+        (["drop"], 0),  # cut off before Twilio created anything
+        (["drop-after"], 1),  # the first part was created, its answer lost
+        (["ok", 503, 503, 503, 503], 1),  # the second part failed with 5xx after retries
+    ],
+)
+def test_interrupted_send_is_finished_once_by_the_recovery_path(
+    group: Running, mcs: FakeMcs, tmp_path: Path, faults: list[int | str], in_before: int
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photos = [write(tmp_path, f"p{n}.png", samples.png(40 + n, 30)) for n in range(2)]
+    mcs.create_faults.extend(faults)
+    request = conversation_request(sid, *photos, idempotency_key="cut-1")
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    (row,) = group.services.outbound_index.in_states(["submitting"])
+    assert len(created_parts(mcs, sid)) == in_before
+    uploads = mcs.count(f"/v1/Services/{SERVICE}/Media")
+
+    # Moments later the outcome of the cut-off create is unknown: nothing is sent yet.
+    with pytest.raises(OutboundError) as waiting:
+        group.outbound.send(request)
+    assert waiting.value.reason == "in_flight"
+    assert group.outbound.resolve_unknown() == (0, 1)
+    assert len(created_parts(mcs, sid)) == in_before
+
+    # After the grace period the recovery path (`reconcile`) finds the parts that are in
+    # by the mark in their Attributes and creates only the missing ones.
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+    assert later.resolve_unknown() == (1, 0)
+    parts = created_parts(mcs, sid)
+    assert [(body is not None, part) for body, _, part in parts] == [(True, 0), (False, 1)]
+    assert len({media for _, media, _ in parts}) == 2
+    assert mcs.count(f"/v1/Services/{SERVICE}/Media") == uploads  # nothing uploaded again
+    done = svc.outbound_index.get(row.id)
+    assert done is not None and done.status == "sent"
+    assert done.sid == mcs.conversations[sid]["messages"][0]["sid"]
+    # And the same key again sends nothing.
+    again = later.send(request)
+    assert again.duplicate and again.sid == done.sid
+    assert len(created_parts(mcs, sid)) == 2
+
+
+def test_the_same_key_resumes_a_cut_off_send_itself(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append("drop-after")
+    request = conversation_request(sid, idempotency_key="cut-2")
+    with pytest.raises(TwilioApiError) as lost:
+        group.outbound.send(request)
+    assert lost.value.maybe_sent
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+    result = later.send(request)
+    # The message was in: adopted, not sent again.
+    assert result.duplicate and result.status == "sent"
+    assert result.sid == mcs.conversations[sid]["messages"][0]["sid"]
     assert len(mcs.created) == 1

@@ -50,6 +50,7 @@ from receiver.outbound.send import (
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.mcs import McsClient
 from receiver.twilio.rest import TwilioRest, TwilioRestError
+from receiver.twilio.webhook import RECEIPT_STATUSES
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
@@ -316,6 +317,42 @@ class ConversationSender:
             if created is not None and created < since:
                 break
         return found
+
+    def refresh_receipts(self, since: timedelta) -> int:
+        """Record the per-member delivery receipts of the messages sent into conversations in
+        the last `since`, from the Receipts resource (receipt webhooks may have been
+        missed); returns how many receipts changed."""
+        after = datetime.now(UTC) - since
+        changed = 0
+        for row in self.outbound_index.in_states(["sent"]):
+            if not (row.sid and is_conversation_sid(row.to_addr) and row.created_at >= after):
+                continue
+            try:
+                receipts = self.rest().list_message_receipts(row.to_addr, row.sid)
+            except TwilioRestError as exc:
+                log.warning("cannot read the receipts of %s: %s", row.sid, exc)
+                continue
+            known = {
+                r.sid: r.status for r in self.conversations.receipts([row.sid]).get(row.sid, [])
+            }
+            for item in receipts:
+                status = str(item.get("status") or "").lower()
+                sid = str(item.get("sid") or "")
+                if not sid.startswith("DY") or status not in RECEIPT_STATUSES:
+                    continue
+                after_status = self.conversations.save_receipt(
+                    {
+                        "sid": item["sid"],
+                        "message_sid": row.sid,
+                        "conversation_sid": row.to_addr,
+                        "participant_sid": item.get("participant_sid"),
+                        "channel_message_sid": item.get("channel_message_sid"),
+                        "status": status,
+                        "error_code": item.get("error_code") or None,
+                    }
+                )
+                changed += int(known.get(item["sid"]) != after_status)
+        return changed
 
     def resolve_unknown(self) -> tuple[int, int]:
         """Finish conversation rows left `submitting`: (resolved, still in flight)."""

@@ -8,6 +8,7 @@ campaigns); `StatusTracker` applies callbacks and reports figures.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from receiver.errors import OutboundError
@@ -62,7 +63,6 @@ class Outbound:
         self.handle_status = status.handle_status
         self.stats = status.stats
         self.message = status.message
-        self.refresh_statuses = status.refresh_statuses
 
     def resolve_unknown(self) -> tuple[int, int]:
         """Resolve sends left `submitting` by an interruption: (resolved, still in flight)."""
@@ -71,6 +71,14 @@ class Outbound:
             more, later = self.conversation.resolve_unknown()
             resolved, waiting = resolved + more, waiting + later
         return resolved, waiting
+
+    def refresh_statuses(self, since: timedelta) -> int:
+        """Bring statuses (and conversation delivery receipts) of the window up to Twilio's
+        record; returns how many moved."""
+        moved = self.status.refresh_statuses(since)
+        if self.conversation is not None:
+            moved += self.conversation.refresh_receipts(since)
+        return moved
 
     def send(self, request: OutboundRequest, **options: Any) -> SendResult:
         """Send one message: to a number (`Sender`) or into a conversation."""

@@ -394,6 +394,12 @@ class TwilioRest:
         url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
         return self._v1_pages(url, "messages", [("Order", "desc")])
 
+    def list_message_receipts(self, sid: str, message_sid: str) -> list[dict[str, Any]]:
+        """A Conversation Message's per-participant delivery receipts
+        (https://www.twilio.com/docs/conversations/api/receipt-resource)."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages/{message_sid}/Receipts"
+        return list(self._v1_pages(url, "delivery_receipts"))
+
     # -- Event Streams ---------------------------------------------------------
     # https://www.twilio.com/docs/events/api/sink-resource and
     # https://www.twilio.com/docs/events/api/subscription-resource : v1 lists page

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,22 @@ def test_the_same_key_resumes_a_cut_off_send_itself(
     assert result.duplicate and result.status == "sent"
     assert result.sid == mcs.conversations[sid]["messages"][0]["sid"]
     assert len(mcs.created) == 1
+
+
+def test_reconcile_reads_each_members_receipts_from_the_receipts_resource(
+    group: Running, mcs: FakeMcs
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    result = group.outbound.send(conversation_request(sid, idempotency_key="rcpt-1"))
+    assert result.sid is not None
+    first, second = mcs.conversations[sid]["participants"][:2]
+    mcs.add_receipt(result.sid, first["sid"], "delivered")
+    mcs.add_receipt(result.sid, second["sid"], "failed", 30008)
+    assert group.outbound.refresh_statuses(timedelta(hours=1)) == 2
+    receipts = group.services.conversations.index.receipts([result.sid])[result.sid]
+    assert {(r.address, r.status, r.error_code) for r in receipts} == {
+        (MEMBERS[0], "delivered", None),
+        (MEMBERS[1], "failed", 30008),
+    }
+    # Nothing new: nothing changes.
+    assert group.outbound.refresh_statuses(timedelta(hours=1)) == 0

@@ -73,6 +73,8 @@ class FakeMcs:
         self.conversations: dict[str, dict[str, Any]] = {}
         #: Conversation messages created through the API, in order: (CH…, form fields).
         self.created: list[tuple[str, dict[str, str]]] = []
+        #: Delivery receipts by message SID (IM…), as the Receipts resource lists them.
+        self.receipts: dict[str, list[dict[str, Any]]] = {}
         #: Faults for the next message creations: an HTTP status (e.g. 500 after the first
         #: succeeded), "drop" (the connection closes before anything is created) or
         #: "drop-after" (the message is created, then the connection closes: a lost answer).
@@ -138,6 +140,24 @@ class FakeMcs:
             }
         return sid
 
+    def add_receipt(
+        self, message_sid: str, participant_sid: str, status: str, error_code: int | None = None
+    ) -> str:
+        """A delivery receipt of one member for a message; returns its DY… SID."""
+        sid = "DY" + secrets.token_hex(16)
+        with self._lock:
+            self.receipts.setdefault(message_sid, []).append(
+                {
+                    "sid": sid,
+                    "message_sid": message_sid,
+                    "participant_sid": participant_sid,
+                    "channel_message_sid": "SM" + secrets.token_hex(16),
+                    "status": status,
+                    "error_code": error_code,
+                }
+            )
+        return sid
+
     def media_bytes(self, service_sid: str, media_sid: str) -> tuple[bytes, str] | None:
         """A stored file and its Content-Type."""
         with self._lock:
@@ -177,6 +197,8 @@ class FakeMcs:
             self._media_resource(req, parts[3], parts[5], authorized)
         elif len(parts) == 5 and parts[1:3] == ["v1", "Services"] and parts[4] == "Media":
             self._upload(req, parts[3], authorized)
+        elif parts[1:3] == ["v1", "Conversations"] and len(parts) == 7 and parts[6] == "Receipts":
+            self._receipts(req, parts[5], authorized)
         elif parts[1:3] == ["v1", "Conversations"] and len(parts) in (4, 5):
             self._conversation(req, parts[3], parts[4] if len(parts) == 5 else "", authorized)
         else:
@@ -305,6 +327,16 @@ class FakeMcs:
                 req.close_connection = True
                 return
             self._json(req, 201, message)
+
+    def _receipts(self, req: BaseHTTPRequestHandler, message_sid: str, authorized: bool) -> None:
+        """GET …/Messages/{IM}/Receipts (https://www.twilio.com/docs/conversations/api/
+        receipt-resource): `delivery_receipts`, one page."""
+        if not authorized:
+            self._json(req, 401, {"code": 20003, "message": "Authenticate"})
+            return
+        with self._lock:
+            items = list(self.receipts.get(message_sid, []))
+        self._json(req, 200, {"delivery_receipts": items, "meta": {"next_page_url": None}})
 
     def _list_messages(self, req: BaseHTTPRequestHandler, sid: str) -> None:
         """Newest first with Order=desc (https://www.twilio.com/docs/conversations/api/

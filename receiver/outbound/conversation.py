@@ -96,8 +96,11 @@ class ConversationSender:
         self.limiter = limiter
         self.in_flight_grace = in_flight_grace
 
-    def send(self, request: OutboundRequest, *, dry_run: bool = False) -> SendResult:
-        """Send into `request.conversation_sid`; errors as `Sender.send`."""
+    def send(
+        self, request: OutboundRequest, *, dry_run: bool = False, wait_in_flight: bool = False
+    ) -> SendResult:
+        """Send into `request.conversation_sid`; errors as `Sender.send` (`wait_in_flight`:
+        wait out the grace of a cut-off earlier attempt instead of raising "in_flight")."""
         validate_request(request)
         sid = str(request.conversation_sid)
         rest = self.rest()  # fails (ConfigError) before anything is recorded
@@ -121,7 +124,7 @@ class ConversationSender:
         if not created:
             if row.status == "submitting":
                 # Cut off mid-send: finish what is missing, never send a part twice.
-                return self._resume(rest, row, wait=False)
+                return self._resume(rest, row, wait=wait_in_flight)
             if row.sid:
                 return Sender._result(row, duplicate=True)
             self.outbound_index.retry(row.id)

@@ -131,7 +131,7 @@ class Outbound:
             in_flight_grace=in_flight_grace,
         )
         status = StatusTracker(index, outbound_index, rest)
-        return cls(preparer, sender, BulkSender(sender), status, conversation)
+        return cls(preparer, sender, BulkSender(sender, conversation), status, conversation)
 
     def close(self) -> None:
         """Release HTTP sessions (the shared Twilio client is closed by its owner)."""

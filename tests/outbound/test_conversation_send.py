@@ -20,9 +20,10 @@ from receiver.cli import main
 from receiver.errors import OutboundError, TwilioApiError
 from receiver.outbound import Outbound, OutboundRequest
 from tests.conftest import AUTH
-from tests.outbound.conftest import API_KEY, API_SECRET, Running, write
+from tests.outbound.conftest import API_KEY, API_SECRET, RECIPIENT, SENDER, Running, write
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
+from tests.support.fake_twilio import FakeTwilio
 from tests.support.mediaserver import MediaServer
 
 SERVICE = "IS" + "c" * 32
@@ -293,3 +294,39 @@ def test_reconcile_reads_each_members_receipts_from_the_receipts_resource(
     }
     # Nothing new: nothing changes.
     assert group.outbound.refresh_statuses(timedelta(hours=1)) == 0
+
+
+def test_bulk_csv_sends_conversation_rows_through_the_conversation_core(
+    group: Running, mcs: FakeMcs, fake: FakeTwilio, tmp_path: Path
+) -> None:
+    crew = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    other = mcs.add_conversation("IS" + "d" * 32, ["+15551239999"], BUSINESS)
+    photo = write(tmp_path, "eta.png", samples.png(40, 30))
+    csv_path = tmp_path / "campaign.csv"
+    csv_path.write_text(
+        "to,body,media,author\n"
+        f"{crew},Technician on the way,{photo},dispatch\n"
+        f"{other},See you at 3,,\n"
+        f"{RECIPIENT},Your order shipped,,\n",
+        encoding="utf-8",
+    )
+    args = ["send", "--to-file", str(csv_path), "--from", SENDER, "--author", "business"]
+    first = CliRunner().invoke(main, args, env=group.env, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "sent 3, already sent 0" in first.output
+    created = {conv: form for conv, form in mcs.created}
+    assert (
+        created[crew]["Author"] == "dispatch" and created[crew]["Body"] == "Technician on the way"
+    )
+    uploaded = mcs.media_bytes(SERVICE, created[crew]["MediaSid"])
+    assert uploaded is not None and uploaded[1] == "image/png"
+    assert created[other]["Author"] == "business" and "MediaSid" not in created[other]
+    assert [m["to"] for m in fake.outbound()] == [RECIPIENT]
+    rows = {r.to_addr: r for r in group.services.outbound_index.in_states(["sent", "queued"])}
+    assert {crew, other} <= set(rows)
+
+    # The same campaign again sends nothing.
+    again = CliRunner().invoke(main, args, env=group.env, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "sent 0, already sent 3" in again.output
+    assert len(mcs.created) == 2 and len(fake.outbound()) == 1

@@ -255,8 +255,9 @@ class ConversationIndex:
                 self._insert(table)
                 .values(updated_at=now, **values)
                 .on_conflict_do_nothing(index_elements=["sid"])
-            ).rowcount
-            if not inserted:
+                .returning(table.c.sid)
+            ).first()
+            if inserted is None:
                 conn.execute(
                     update(table)
                     .where(table.c.sid == values["sid"], table.c.status.in_(sources_for(status)))

@@ -386,7 +386,8 @@ class TwilioRest:
         if attributes:
             data.append(("Attributes", attributes))
         url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
-        result: dict[str, Any] = self._call("POST", url, data=data)
+        # A 5xx may still have created the message: the caller looks before trying again.
+        result: dict[str, Any] = self._call("POST", url, data=data, repeat_server_errors=False)
         return result
 
     def list_conversation_messages(self, sid: str) -> Iterator[dict[str, Any]]:
@@ -536,8 +537,13 @@ class TwilioRest:
         *,
         data: list[tuple[str, str]] | None = None,
         params: list[tuple[str, str]] | None = None,
+        repeat_server_errors: bool = True,
     ) -> Any:
-        """One API call with retries; the decoded JSON answer (None for 204)."""
+        """One API call with retries; the decoded JSON answer (None for 204).
+
+        With `repeat_server_errors` False a 5xx is not repeated and is reported as
+        `maybe_sent`: the caller checks Twilio's record before trying again.
+        """
         self._check_target(url)
         attempt = 0
         while True:
@@ -555,6 +561,9 @@ class TwilioRest:
             if response.status_code < 400:
                 return _decode(response, method, url)
             error = _api_error(response, attempt)
+            if error.status >= 500 and not repeat_server_errors:
+                error.maybe_sent = True
+                raise error
             if error.retryable and attempt < self.retry.attempts:
                 self._wait(attempt, retry_after(response.headers.get("Retry-After")), error)
                 continue

@@ -189,7 +189,7 @@ def _configure_stream(
     test_id: str | None,
     wait: float,
 ) -> None:
-    """The Events API steps (https://www.twilio.com/docs/events/api/sink-resource): one
+    """The Events API steps (https://www.twilio.com/docs/events/event-streams/sink-resource): one
     webhook sink per destination, validated, then one subscription with our types."""
     found = [
         s for s in rest.list_sinks() if s.get("sink_type") == "webhook" and _destination(s) == url
@@ -255,7 +255,7 @@ def _validate(
     rest: Any, settings: Any, sid: str, url: str, test_id: str | None, wait: float
 ) -> None:
     """Twilio sends a test event to the sink; its `test_id`, posted back, activates it
-    (https://www.twilio.com/docs/events/api/sink-resource). The running service keeps
+    (https://www.twilio.com/docs/events/event-streams/sink-resource). The running service keeps
     every delivered event in the index, so the id is read from there."""
     from receiver.commands.common import load_services
     from receiver.inbound.streams import SINK_TEST_EVENT

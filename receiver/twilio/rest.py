@@ -402,8 +402,8 @@ class TwilioRest:
         return list(self._v1_pages(url, "delivery_receipts"))
 
     # -- Event Streams ---------------------------------------------------------
-    # https://www.twilio.com/docs/events/api/sink-resource and
-    # https://www.twilio.com/docs/events/api/subscription-resource : v1 lists page
+    # https://www.twilio.com/docs/events/event-streams/sink-resource and
+    # https://www.twilio.com/docs/events/event-streams/subscription : v1 lists page
     # through `meta.next_page_url` (absolute), under the key the list names.
 
     def list_sinks(self) -> list[dict[str, Any]]:

@@ -2,12 +2,13 @@
 
 It enforces what the Events API's OpenAPI document (twilio/twilio-oai
 `spec/json/twilio_events_v1.json`) and
-https://www.twilio.com/docs/events/api/sink-resource ,
-https://www.twilio.com/docs/events/api/subscription-resource document:
+https://www.twilio.com/docs/events/event-streams/sink-resource ,
+https://www.twilio.com/docs/events/event-streams/subscription document:
 
 - HTTP Basic auth (Account SID + Auth Token, or an API key + secret) on every call;
 - `POST /v1/Sinks` needs `Description`, `SinkType` (kinesis, webhook, segment) and
-  `SinkConfiguration` (JSON; a webhook's has `destination` and `method`), answers
+  `SinkConfiguration` (JSON; a webhook's has `destination`, `method` and
+  `batch_events`, else error 91000), answers
   201 with a `DG…` sink in status `initialized`; `GET /v1/Sinks` pages through
   `meta.next_page_url` (`page_size` sinks a page);
 - `POST /v1/Sinks/{DG}/Test` answers 201 `{"result": "submitted"}` and then really
@@ -170,8 +171,15 @@ class FakeEvents:
         elif kind == "webhook" and (
             not str(config.get("destination", "")).startswith(("http://", "https://"))
             or config.get("method") not in ("POST", "GET")
+            or not isinstance(config.get("batch_events"), bool)
         ):
-            self._error(req, "a webhook sink needs a destination URL and a method")
+            # https://www.twilio.com/docs/api/errors/91000: destination, method and
+            # batch_events must not be empty.
+            self._json(
+                req,
+                400,
+                {"code": 91000, "message": "Sink could not be created", "status": 400},
+            )
         else:
             sid = "DG" + secrets.token_hex(16)
             sink = self._sink(sid, fields["Description"][0], kind, config, "initialized")

@@ -293,6 +293,11 @@ class ConversationSender:
             time.sleep(self.in_flight_grace - age)
             found = self._parts_in(rest, row)
             missing = [n for n in range(len(parts)) if n not in found]
+        if missing and not self.outbound_index.reclaim(row.id, row.updated_at):
+            # Another sender (a concurrent `send` or `reconcile`) is finishing it.
+            raise OutboundError(
+                "another attempt is finishing this message; run again in a minute", "in_flight"
+            )
         for n in missing:
             body, media_sid = parts[n]
             found[n] = self._create(rest, row, n, body, media_sid)
@@ -372,11 +377,15 @@ class ConversationSender:
 
 
 def _parts(prepared: PreparedMessage) -> list[tuple[str | None, str | None]]:
-    """(Body, MediaSid) of each message to create: the body rides with the first file."""
-    media_sids = [m.media_sid for m in prepared.media if m.media_sid]
+    """(Body, MediaSid) of each message to create for a prepared message."""
+    return _split(prepared.body, [m.media_sid for m in prepared.media if m.media_sid])
+
+
+def _split(body: str | None, media_sids: list[str]) -> list[tuple[str | None, str | None]]:
+    """The body rides with the first file; each further file is one more message."""
     if not media_sids:
-        return [(prepared.body, None)]
-    return [(prepared.body if n == 0 else None, s) for n, s in enumerate(media_sids)]
+        return [(body, None)]
+    return [(body if n == 0 else None, s) for n, s in enumerate(media_sids)]
 
 
 def _resource(message: dict[str, Any]) -> dict[str, Any]:
@@ -385,11 +394,8 @@ def _resource(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row_parts(row: OutboundRecord) -> list[tuple[str | None, str | None]]:
-    """The parts of a claimed row, from what preparation stored on it (as `_parts`)."""
-    media_sids = [str(m["media_sid"]) for m in row.media if m.get("media_sid")]
-    if not media_sids:
-        return [(row.body, None)]
-    return [(row.body if n == 0 else None, s) for n, s in enumerate(media_sids)]
+    """The parts of a claimed row, from what preparation stored on it."""
+    return _split(row.body, [str(m["media_sid"]) for m in row.media if m.get("media_sid")])
 
 
 def _send_mark(row: OutboundRecord) -> str:

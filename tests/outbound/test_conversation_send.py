@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -331,3 +332,36 @@ def test_bulk_csv_sends_conversation_rows_through_the_conversation_core(
     assert again.exit_code == 0, again.output
     assert "sent 0, already sent 3" in again.output
     assert len(mcs.created) == 2 and len(fake.outbound()) == 1
+
+
+def test_concurrent_resumes_create_a_missing_message_once(group: Running, mcs: FakeMcs) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append("drop")  # cut off before anything was created
+    request = conversation_request(sid, idempotency_key="cut-3")
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+
+    def attempt(_: int) -> str:
+        try:
+            return "sent" if later.send(request).sid else "none"
+        except OutboundError as exc:
+            return exc.reason
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+    # One attempt created it; the others adopted it or were told another one is under way.
+    assert set(outcomes) <= {"sent", "in_flight"} and "sent" in outcomes
+    assert len(mcs.created) == 1
+    (row,) = svc.outbound_index.in_states(["sent"])
+    assert row.sid == mcs.conversations[sid]["messages"][0]["sid"]

@@ -109,8 +109,8 @@ class ConversationSender:
         phones = [a for a in members.addresses if a.startswith("+")]
         mms_ok = all(a.startswith("+1") for a in phones)
         if dry_run:
-            prepared = self.preparer.prepare(request, host=False, mms_ok=mms_ok)
-            return SendResult(None, request.idempotency_key, None, "dry-run", False, prepared)
+            plan = self.preparer.prepare(request, host=False, mms_ok=mms_ok)
+            return SendResult(None, request.idempotency_key, None, "dry-run", False, plan)
         row, created = self.outbound_index.reserve(
             {
                 "idempotency_key": request.idempotency_key,
@@ -139,10 +139,29 @@ class ConversationSender:
                 row.id, "refused", error_code=OPTED_OUT_ERROR, error_message=message
             )
             raise OutboundError(message, "opted_out")
+        prepared: PreparedMessage | None = None
+        if not created and row.status == "pending" and _uploaded(row):
+            # Stopped after its files went to MCS (cut off, or Twilio answered 401/429):
+            # those media SIDs are sent, nothing is uploaded again.
+            parts = _row_parts(row)
+        else:
+            prepared = self._prepare(row, request, members.chat_service_sid, mms_ok)
+            parts = _parts(prepared)
+        for address in members.addresses or (sid,):
+            self.limiter.acquire(address, len(parts))
+        if not self.outbound_index.claim(row.id):
+            current = self.outbound_index.get(row.id) or row
+            return Sender._result(current, duplicate=True, prepared=prepared)
+        return self._submit(rest, row.id, request, prepared, parts)
+
+    def _prepare(
+        self, row: OutboundRecord, request: OutboundRequest, service: str, mms_ok: bool
+    ) -> PreparedMessage:
+        """The prepare/fit core with each file uploaded to the Chat Service; kept on the row."""
 
         def upload(item: PreparedMedia, payload: BinaryIO) -> PreparedMedia:
             payload.seek(0)
-            media_sid = self.mcs.upload(members.chat_service_sid, payload.read(), item.content_type)
+            media_sid = self.mcs.upload(service, payload.read(), item.content_type)
             return replace(item, media_sid=media_sid)
 
         try:
@@ -156,13 +175,7 @@ class ConversationSender:
             media=[m.to_json() for m in prepared.media],
             fallback="link" if prepared.mode == "link" else request.fallback,
         )
-        parts = _parts(prepared)
-        for address in members.addresses or (sid,):
-            self.limiter.acquire(address, len(parts))
-        if not self.outbound_index.claim(row.id):
-            current = self.outbound_index.get(row.id) or row
-            return Sender._result(current, duplicate=True, prepared=prepared)
-        return self._submit(rest, row.id, request, prepared, parts)
+        return prepared
 
     def members(self, rest: TwilioRest, sid: str) -> Members:
         """The conversation's service and members: from the index, else learnt from Twilio
@@ -227,7 +240,7 @@ class ConversationSender:
         rest: TwilioRest,
         row_id: int,
         request: OutboundRequest,
-        prepared: PreparedMessage,
+        prepared: PreparedMessage | None,
         parts: list[tuple[str | None, str | None]],
     ) -> SendResult:
         sid = str(request.conversation_sid)
@@ -251,7 +264,7 @@ class ConversationSender:
                 self.outbound_index.release(row_id, error_message=str(exc))
             raise
         row = self.outbound_index.mark_submitted(row_id, _resource(created[0]))
-        log.info("sent %s into %s (%d messages, %s)", row.sid, sid, len(created), prepared.mode)
+        log.info("sent %s into %s (%d messages)", row.sid, sid, len(created))
         return Sender._result(row, duplicate=False, prepared=prepared)
 
     def _create(
@@ -396,6 +409,11 @@ def _resource(message: dict[str, Any]) -> dict[str, Any]:
 def _row_parts(row: OutboundRecord) -> list[tuple[str | None, str | None]]:
     """The parts of a claimed row, from what preparation stored on it."""
     return _split(row.body, [str(m["media_sid"]) for m in row.media if m.get("media_sid")])
+
+
+def _uploaded(row: OutboundRecord) -> bool:
+    """Whether every file of the row was prepared and is in MCS already."""
+    return bool(row.media) and all(m.get("media_sid") for m in row.media)
 
 
 def _send_mark(row: OutboundRecord) -> str:

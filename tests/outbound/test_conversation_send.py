@@ -365,3 +365,25 @@ def test_concurrent_resumes_create_a_missing_message_once(group: Running, mcs: F
     assert len(mcs.created) == 1
     (row,) = svc.outbound_index.in_states(["sent"])
     assert row.sid == mcs.conversations[sid]["messages"][0]["sid"]
+
+
+def test_a_send_stopped_after_its_uploads_sends_them_without_uploading_again(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photos = [write(tmp_path, f"q{n}.png", samples.png(30 + n, 30)) for n in range(2)]
+    request = conversation_request(sid, *photos, idempotency_key="auth-1")
+    # The files are in MCS, then Twilio refuses the create with 401 (a revoked key):
+    # nothing was created, the row is pending again with its media SIDs.
+    mcs.create_faults.append(401)
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    (row,) = group.services.outbound_index.in_states(["pending"])
+    uploaded = [m["media_sid"] for m in row.media]
+    assert len(uploaded) == 2 and mcs.created == []
+    uploads = mcs.count(f"/v1/Services/{SERVICE}/Media")
+
+    result = group.outbound.send(request)
+    assert result.sid is not None and not result.duplicate
+    assert [f.get("MediaSid") for _, f in mcs.created] == uploaded
+    assert mcs.count(f"/v1/Services/{SERVICE}/Media") == uploads

@@ -127,7 +127,7 @@ def test_unreached_test_event_names_the_fix_and_test_id_validates(
     assert "did not reach" in failed.stderr and "--test-id" in failed.stderr
     (sid,) = events.sinks
     assert events.sinks[sid]["status"] == "validating" and events.subscriptions == {}
-    test_id: Any = events._tests[sid]  # what the service would have logged
+    test_id: Any = events.test_ids[sid]  # what the service would have logged
     done = run_cli(env, "configure-event-stream", "--test-id", test_id)
     assert done.returncode == 0, done.stderr
     assert events.sinks[sid]["status"] == "active" and len(events.sinks) == 1

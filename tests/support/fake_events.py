@@ -56,7 +56,8 @@ class FakeEvents:
         self.calls: list[tuple[str, str, list[tuple[str, str]]]] = []
         #: Test deliveries: (sink, HTTP status or the exception's name).
         self.deliveries: list[tuple[str, str]] = []
-        self._tests: dict[str, str] = {}
+        #: The test_id of the last test event sent to each sink.
+        self.test_ids: dict[str, str] = {}
         self._lock = threading.Lock()
         fake = self
 
@@ -196,14 +197,14 @@ class FakeEvents:
         elif action == "Test":
             test_id = "TI" + secrets.token_hex(16)
             with self._lock:
-                self._tests[sid] = test_id
+                self.test_ids[sid] = test_id
                 sink["status"] = "validating"
             self._json(req, 201, {"result": "submitted"})
             threading.Thread(target=self._deliver_test, args=(sid, test_id), daemon=True).start()
         elif action == "Validate":
             if "TestId" not in fields:
                 self._error(req, "Missing required parameter TestId in the post body")
-            elif self._tests.get(sid) != fields["TestId"][0]:
+            elif self.test_ids.get(sid) != fields["TestId"][0]:
                 self._error(req, "TestId does not match the sink's test event")
             else:
                 with self._lock:

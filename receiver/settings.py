@@ -32,6 +32,7 @@ DEFAULT_MEDIA_HOSTS = (
 DEFAULT_API_BASE = "https://api.twilio.com"
 DEFAULT_MCS_BASE = "https://mcs.us1.twilio.com"
 DEFAULT_CONVERSATIONS_BASE = "https://conversations.twilio.com"
+DEFAULT_EVENTS_BASE = "https://events.twilio.com"
 MIB = 1024 * 1024
 SECRETS_FILE = "secrets.json"
 # `mms-receiver simulate` serves local files from this loopback port; dev mode
@@ -64,6 +65,7 @@ class Settings:
     api_base: str = DEFAULT_API_BASE
     mcs_base: str = DEFAULT_MCS_BASE
     conversations_base: str = DEFAULT_CONVERSATIONS_BASE
+    events_base: str = DEFAULT_EVENTS_BASE
     public_url: str = ""
     proxy_hops: int = 0
     storage_url: str = ""
@@ -138,6 +140,7 @@ class Settings:
         for name, value in (
             ("TWILIO_MCS_BASE", self.mcs_base),
             ("TWILIO_CONVERSATIONS_BASE", self.conversations_base),
+            ("TWILIO_EVENTS_BASE", self.events_base),
         ):
             base = urlsplit(value)
             if base.scheme not in ("http", "https") or not base.hostname:
@@ -307,6 +310,7 @@ class Settings:
             conversations_base=(
                 env.get("TWILIO_CONVERSATIONS_BASE") or DEFAULT_CONVERSATIONS_BASE
             ).rstrip("/"),
+            events_base=(env.get("TWILIO_EVENTS_BASE") or DEFAULT_EVENTS_BASE).rstrip("/"),
             public_url=(env.get("RECEIVER_PUBLIC_URL") or "").strip().rstrip("/"),
             proxy_hops=_int(env, "RECEIVER_PROXY_HOPS", 0),
             storage_url=env.get("RECEIVER_STORAGE_URL") or (data_dir / "media").as_uri(),

@@ -180,10 +180,12 @@ def conversation_exchange(
 
     The conversation is created, each phone joins with its messaging binding
     (`MessagingBinding.Address`, the group's `ProxyAddress`), the business
-    joins as a chat identity projected as its number, and each phone then
-    writes one message. Field names:
-    https://www.twilio.com/docs/conversations/conversations-webhooks and
-    https://www.twilio.com/docs/conversations/group-texting
+    joins as a chat identity projected as its number, each phone then
+    writes one message, and each message is reported delivered to the other
+    phones (`onDeliveryUpdated`, one receipt per member). Field names:
+    https://www.twilio.com/docs/conversations/conversations-webhooks ,
+    https://www.twilio.com/docs/conversations/group-texting and
+    https://www.twilio.com/docs/conversations/delivery-receipts
     """
     conversation = fake_sid("CH")
     service = fake_sid("IS")
@@ -200,12 +202,13 @@ def conversation_exchange(
             ("RetryCount", "0"),
         ]
     ]
+    member_sids = {address: fake_sid("MB") for address in members}
     for address in members:
         events.append(
             [
                 ("EventType", "onParticipantAdded"),
                 *base,
-                ("ParticipantSid", fake_sid("MB")),
+                ("ParticipantSid", member_sids[address]),
                 ("MessagingBinding.Address", address),
                 ("MessagingBinding.ProxyAddress", business),
                 ("RetryCount", "0"),
@@ -221,19 +224,36 @@ def conversation_exchange(
             ("RetryCount", "0"),
         ]
     )
+    receipts = []
     for index, body in enumerate(bodies):
+        author = members[index % len(members)]
+        message_sid = fake_sid("IM")
+        receipts += [
+            [
+                ("EventType", "onDeliveryUpdated"),
+                *base,
+                ("MessageSid", message_sid),
+                ("DeliveryReceiptSid", fake_sid("DY")),
+                ("ChannelMessageSid", fake_sid("SM")),
+                ("ParticipantSid", member_sids[other]),
+                ("Status", "delivered"),
+                ("RetryCount", "0"),
+            ]
+            for other in members
+            if other != author
+        ]
         events.append(
             [
                 ("EventType", "onMessageAdded"),
                 *base,
-                ("MessageSid", fake_sid("IM")),
+                ("MessageSid", message_sid),
                 ("Index", str(index)),
-                ("Author", members[index % len(members)]),
-                ("ParticipantSid", fake_sid("MB")),
+                ("Author", author),
+                ("ParticipantSid", member_sids[author]),
                 ("Body", body),
                 ("Attributes", "{}"),
                 ("Source", "SMS"),
                 ("RetryCount", "0"),
             ]
         )
-    return events
+    return events + receipts

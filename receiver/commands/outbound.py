@@ -254,11 +254,12 @@ def _send_bulk(
     with _outbound(limits, grace) as (_, outbound):
         if dry_run:
             for request in requests:
+                target = request.conversation_sid or request.to
                 try:
                     plan = outbound.prepare(request, host=False)
-                    click.echo(f"{request.to}: {plan.mode}, {len(plan.media)} media")
+                    click.echo(f"{target}: {plan.mode}, {len(plan.media)} media")
                 except OutboundError as exc:
-                    click.echo(f"{request.to}: cannot send: {exc}")
+                    click.echo(f"{target}: cannot send: {exc}")
             click.echo("dry run: nothing was stored or sent")
             return
         click.echo(f"batch {name}: {len(requests)} row(s) from {path.name}", err=True)

@@ -32,7 +32,7 @@ class ConversationOutcome:
     """What handling one event did (for the webhook's log and tests)."""
 
     event_type: str
-    #: recorded, duplicate, updated
+    #: recorded, duplicate, updated, "receipt <status>"
     result: str
 
 
@@ -56,6 +56,21 @@ class Conversations:
     def handle(self, event: ConversationEvent) -> ConversationOutcome:
         """Apply one post-event; idempotent, so retries and a second path change nothing."""
         kind = event.event_type
+        if event.receipt is not None:
+            # One member's delivery of a message (sent, delivered, read, …), kept per member.
+            self._placeholder(event)
+            status = self.index.save_receipt(
+                {
+                    "sid": event.receipt.sid,
+                    "message_sid": event.receipt.message_sid,
+                    "conversation_sid": event.conversation_sid,
+                    "participant_sid": event.receipt.participant_sid,
+                    "channel_message_sid": event.receipt.channel_message_sid,
+                    "status": event.receipt.status,
+                    "error_code": event.receipt.error_code,
+                }
+            )
+            return ConversationOutcome(kind, f"receipt {status}")
         if kind.startswith("onMessage"):
             return self._message(event)
         if kind.startswith("onParticipant"):

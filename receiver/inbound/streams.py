@@ -33,7 +33,7 @@ from receiver.twilio.webhook import (
 log = logging.getLogger(__name__)
 
 #: Sent by `POST /v1/Sinks/{DG}/Test`; its `data.test_id` validates the sink
-#: (https://www.twilio.com/docs/events/api/sink-resource).
+#: (https://www.twilio.com/docs/events/event-streams/sink-resource).
 SINK_TEST_EVENT = "com.twilio.eventstreams.test-event"
 
 

@@ -8,7 +8,7 @@ delivers at least once, in any order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +20,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.errors import translate_db_errors
 from receiver.index.messages import with_media
+from receiver.index.outbound import sources_for
 from receiver.index.records import MessageRecord
 from receiver.index.schema import (
     conversation_messages,
     conversation_participants,
+    conversation_receipts,
     conversations,
     messages,
     utcnow,
@@ -44,6 +46,20 @@ class ConversationRecord:
     attributes: str | None
     removed: bool
     created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ReceiptRecord:
+    """One participant's delivery receipt of a message, with the participant's address."""
+
+    sid: str
+    message_sid: str
+    participant_sid: str | None
+    address: str | None
+    channel_message_sid: str | None
+    status: str
+    error_code: int | None
     updated_at: datetime
 
 
@@ -226,3 +242,60 @@ class ConversationIndex:
                 .all()
             )
             return with_media(conn, rows)
+
+    @translate_db_errors
+    def save_receipt(self, values: Mapping[str, Any]) -> str | None:
+        """Record a delivery receipt; its status only moves forward (a late `sent` after
+        `delivered` changes nothing). The receipt's status afterwards."""
+        table = conversation_receipts
+        now = utcnow()
+        status = str(values["status"])
+        with self._begin() as conn:
+            inserted = conn.execute(
+                self._insert(table)
+                .values(updated_at=now, **values)
+                .on_conflict_do_nothing(index_elements=["sid"])
+                .returning(table.c.sid)
+            ).first()
+            if inserted is None:
+                conn.execute(
+                    update(table)
+                    .where(table.c.sid == values["sid"], table.c.status.in_(sources_for(status)))
+                    .values(
+                        status=status,
+                        error_code=values.get("error_code"),
+                        channel_message_sid=func.coalesce(
+                            values.get("channel_message_sid"), table.c.channel_message_sid
+                        ),
+                        updated_at=now,
+                    )
+                )
+            found = conn.execute(select(table.c.status).where(table.c.sid == values["sid"]))
+            return found.scalar()
+
+    @translate_db_errors
+    def receipts(self, message_sids: Sequence[str]) -> dict[str, list[ReceiptRecord]]:
+        """Each message's receipts, one per participant (address when known), by SID."""
+        table, people = conversation_receipts, conversation_participants
+        out: dict[str, list[ReceiptRecord]] = {sid: [] for sid in message_sids}
+        if not message_sids:
+            return out
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    table.c.sid,
+                    table.c.message_sid,
+                    table.c.participant_sid,
+                    people.c.address,
+                    table.c.channel_message_sid,
+                    table.c.status,
+                    table.c.error_code,
+                    table.c.updated_at,
+                )
+                .outerjoin(people, people.c.sid == table.c.participant_sid)
+                .where(table.c.message_sid.in_(list(message_sids)))
+                .order_by(table.c.message_sid, people.c.address, table.c.sid)
+            ).mappings()
+            for row in rows:
+                out[row["message_sid"]].append(ReceiptRecord(**row))
+        return out

@@ -255,6 +255,22 @@ class OutboundIndex:
         return self._move(row_id, ("refused", "rejected"), status="pending")
 
     @translate_db_errors
+    def reclaim(self, row_id: int, seen: datetime) -> bool:
+        """Take over a ``submitting`` row as last seen at `seen` (its `updated_at`); False
+        when another sender touched it since. Restarts its in-flight time."""
+        with self._begin() as conn:
+            result = conn.execute(
+                update(outbound_messages)
+                .where(
+                    outbound_messages.c.id == row_id,
+                    outbound_messages.c.status == "submitting",
+                    outbound_messages.c.updated_at == seen,
+                )
+                .values(updated_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    @translate_db_errors
     def release(self, row_id: int, *, error_message: str | None = None) -> bool:
         """Put a ``submitting`` row back to ``pending``: the request certainly never arrived."""
         return self._move(row_id, ("submitting",), status="pending", error_message=error_message)

@@ -355,6 +355,25 @@ Index(
     conversation_messages.c.idx,
 )
 
+# Per-participant delivery receipts (DY…) of Conversations messages, from the
+# `onDeliveryUpdated` webhook or the Receipts resource
+# (https://www.twilio.com/docs/conversations/delivery-receipts). Keyed by the
+# receipt SID; the status only moves forward (sent < delivered < read). No
+# foreign key: a receipt may come before (or without) its message's own event.
+conversation_receipts = Table(
+    "conversation_receipts",
+    metadata,
+    Column("sid", String(34), primary_key=True),
+    Column("message_sid", String(34), nullable=False),
+    Column("conversation_sid", String(34), nullable=False),
+    Column("participant_sid", String(34)),
+    Column("channel_message_sid", String(34)),
+    Column("status", String(16), nullable=False),
+    Column("error_code", Integer),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_receipts_message", conversation_receipts.c.message_sid)
+
 
 # Event Streams deliveries, one row per CloudEvent `id` (the deduplication
 # key: delivery is at least once). Unknown types are kept here for inspection.

@@ -12,7 +12,11 @@ from receiver.index.records import MediaItem, MessageRecord, SimilarMedia
 
 if TYPE_CHECKING:
     # Only annotations: index.conversations imports messages, which imports this module.
-    from receiver.index.conversations import ConversationRecord, ParticipantRecord
+    from receiver.index.conversations import (
+        ConversationRecord,
+        ParticipantRecord,
+        ReceiptRecord,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -103,8 +107,10 @@ def conversation_json(
     conversation: ConversationRecord,
     participants: Sequence[ParticipantRecord] | None = None,
     thread: Sequence[MessageRecord] | None = None,
+    receipts: Mapping[str, Sequence[ReceiptRecord]] | None = None,
 ) -> dict[str, Any]:
-    """A conversation as the API shows it; with participants and messages when given."""
+    """A conversation as the API shows it; with participants and messages when given, each
+    message with its per-participant delivery `receipts`."""
     out: dict[str, Any] = {
         "sid": conversation.sid,
         "account_sid": conversation.account_sid,
@@ -127,8 +133,27 @@ def conversation_json(
             for p in participants
         ]
     if thread is not None:
-        out["messages"] = [message_json(m, include_params=False) for m in thread]
+        out["messages"] = [
+            {
+                **message_json(m, include_params=False),
+                "receipts": [receipt_json(r) for r in (receipts or {}).get(m.sid, ())],
+            }
+            for m in thread
+        ]
     return out
+
+
+def receipt_json(receipt: ReceiptRecord) -> dict[str, Any]:
+    """One participant's delivery receipt of a conversation message."""
+    return {
+        "sid": receipt.sid,
+        "participant_sid": receipt.participant_sid,
+        "address": receipt.address,
+        "status": receipt.status,
+        "error_code": receipt.error_code,
+        "channel_message_sid": receipt.channel_message_sid,
+        "updated_at": _iso(receipt.updated_at),
+    }
 
 
 def similar_json(items: list[SimilarMedia]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -74,3 +75,15 @@ class StreamIndex:
         """How many distinct events were delivered."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(stream_events)).scalar() or 0)
+
+    @translate_db_errors
+    def test_ids(self, event_type: str, since: datetime) -> list[str]:
+        """The `data.test_id` of sink test events received since `since`, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(stream_events.c.data)
+                .where(stream_events.c.type == event_type, stream_events.c.received_at >= since)
+                .order_by(stream_events.c.received_at.desc())
+            )
+            found = [json.loads(r[0]) for r in rows]
+        return [str(d["test_id"]) for d in found if isinstance(d, dict) and d.get("test_id")]

@@ -1,6 +1,8 @@
 """Bulk sends (CSV campaigns): many messages, each under its own idempotency key.
 
-`read_campaign` turns a CSV into requests; `BulkSender` sends them.
+`read_campaign` turns a CSV into requests; `BulkSender` sends them. A row whose
+`to` is a Conversation SID (CH…) is sent into that conversation (group MMS) through
+the conversation send core, with the row's `author`.
 
 A row's key is derived from the batch and its content (`row_key`), so running
 the same campaign again sends only what did not go the first time.
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from receiver.errors import ConfigError, OutboundError, TwilioApiError
+from receiver.outbound.conversation import ConversationSender
 from receiver.outbound.prepare import PreparedMessage
-from receiver.outbound.request import OutboundRequest, mask_number
+from receiver.outbound.request import OutboundRequest, is_conversation_sid, mask_number
 from receiver.outbound.send import REJECTING_STATUSES, Sender, SendResult
 from receiver.twilio.rest import TwilioRestError
 
@@ -58,8 +61,9 @@ def campaign_name(path: Path) -> str:
 def read_campaign(path: Path, template: OutboundRequest, batch: str) -> list[OutboundRequest]:
     """One request per CSV row with a 'to'; `template` gives defaults for missing columns.
 
-    Columns: to (required), body, media (``|``-separated), from,
-    messaging_service_sid, key. ValueError names the file and what is wrong.
+    Columns: to (required: a number, or a Conversation SID CH…), body, media
+    (``|``-separated), from, messaging_service_sid, author (conversation rows), key.
+    ValueError names the file and what is wrong.
     """
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -68,7 +72,7 @@ def read_campaign(path: Path, template: OutboundRequest, batch: str) -> list[Out
             if "to" not in fields:
                 raise ValueError(
                     f"{path}: the first line must name the columns and include 'to' "
-                    "(optional: body, media, from, messaging_service_sid, key)"
+                    "(optional: body, media, from, messaging_service_sid, author, key)"
                 )
             rows = [
                 {(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader
@@ -90,6 +94,21 @@ def _row_request(row: dict[str, str], template: OutboundRequest, batch: str) -> 
     from_ = row.get("from") or template.from_
     service = row.get("messaging_service_sid") or template.messaging_service_sid
     body = row.get("body") or template.body
+    if is_conversation_sid(row["to"]):
+        author = row.get("author") or template.author
+        return replace(
+            template,
+            to="",
+            conversation_sid=row["to"],
+            author=author,
+            from_=None,
+            messaging_service_sid=None,
+            body=body,
+            media=media,
+            idempotency_key=f"{batch}:{row['key']}"
+            if row.get("key")
+            else row_key(batch, row["to"], author or "", body, media),
+        )
     key = (
         f"{batch}:{row['key']}"
         if row.get("key")
@@ -107,10 +126,21 @@ def _row_request(row: dict[str, str], template: OutboundRequest, batch: str) -> 
 
 
 class BulkSender:
-    """Sends a campaign row by row through one `Sender`, counting what happened."""
+    """Sends a campaign row by row through one `Sender` (conversation rows through the
+    `ConversationSender`), counting what happened."""
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, conversation: ConversationSender | None = None) -> None:
         self.sender = sender
+        self.conversation = conversation
+
+    def _send(
+        self, request: OutboundRequest, cache: dict[Any, PreparedMessage], wait: bool
+    ) -> SendResult:
+        if request.conversation_sid is None:
+            return self.sender.send(request, cache=cache, wait_in_flight=wait)
+        if self.conversation is None:
+            raise OutboundError("this workflow cannot send into conversations", "not_configured")
+        return self.conversation.send(request, wait_in_flight=wait)
 
     def send_bulk(
         self,
@@ -149,7 +179,7 @@ class BulkSender:
         result: SendResult | None = None
         error: Exception | None = None
         try:
-            result = self.sender.send(request, cache=cache, wait_in_flight=deferred is None)
+            result = self._send(request, cache, deferred is None)
         except (OutboundError, TwilioApiError, ConfigError) as exc:
             if (
                 deferred is not None
@@ -168,11 +198,16 @@ class BulkSender:
             isinstance(error, TwilioRestError) and error.status in REJECTING_STATUSES
         ):
             summary.refused += 1
-            summary.problems.append(f"{mask_number(request.to)}: {error}")
+            summary.problems.append(f"{_target(request)}: {error}")
         else:
             summary.failed += 1
             summary.aborted = str(error)
-            summary.problems.append(f"{mask_number(request.to)}: {error}")
+            summary.problems.append(f"{_target(request)}: {error}")
         if on_row is not None:
             on_row(request, result, error)
         return summary.aborted is None
+
+
+def _target(request: OutboundRequest) -> str:
+    """Who a row goes to, as a problem line names it (numbers masked)."""
+    return request.conversation_sid or mask_number(request.to)

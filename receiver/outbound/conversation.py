@@ -7,7 +7,11 @@ prepare       the `Preparer` with the MMS rules (every SMS member must be +1), e
               uploaded to the conversation's own Chat Service instead of being hosted
 rate limit    per participant address
 submit        POST …/Conversations/{CH}/Messages: the body with the first file, then one
-              message per further file (`MediaSid` is a single field)
+              message per further file (`MediaSid` is a single field), each marked in
+              its `Attributes` with the send and its part number
+resume        a row left `submitting` (killed, a lost answer, a 5xx half way) is finished
+              by `send` with the same key or by `reconcile`: the parts already in the
+              conversation are found by their marks, only the missing ones are created
 
 Group texting rules: https://www.twilio.com/docs/conversations/group-texting ;
 message creation: https://www.twilio.com/docs/conversations/api/conversation-message-resource ;
@@ -16,25 +20,45 @@ upload: https://www.twilio.com/docs/conversations/api/media-resource .
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from receiver.errors import OutboundError
 from receiver.index.conversations import ConversationIndex
-from receiver.index.outbound import OutboundIndex
+from receiver.index.outbound import OutboundIndex, OutboundRecord
 from receiver.outbound.prepare import PreparedMedia, PreparedMessage, Preparer
-from receiver.outbound.request import OutboundRequest, mask_number, redact, validate_request
-from receiver.outbound.send import OPTED_OUT_ERROR, REJECTING_STATUSES, Sender, SendResult
+from receiver.outbound.request import (
+    OutboundRequest,
+    is_conversation_sid,
+    mask_number,
+    redact,
+    validate_request,
+)
+from receiver.outbound.send import (
+    IN_FLIGHT_GRACE,
+    OPTED_OUT_ERROR,
+    REJECTING_STATUSES,
+    Sender,
+    SendResult,
+)
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.mcs import McsClient
 from receiver.twilio.rest import TwilioRest, TwilioRestError
+from receiver.twilio.webhook import RECEIPT_STATUSES
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
 
 log = logging.getLogger(__name__)
+
+#: The key under which a sent message's `Attributes` carry its mark.
+MARK = "mms_receiver"
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,8 @@ class ConversationSender:
         rest: Callable[[], TwilioRest],
         mcs: McsClient,
         limiter: RateLimiter,
+        *,
+        in_flight_grace: float = IN_FLIGHT_GRACE,
     ) -> None:
         self.index = index
         self.outbound_index = outbound_index
@@ -68,9 +94,13 @@ class ConversationSender:
         self.rest = rest
         self.mcs = mcs
         self.limiter = limiter
+        self.in_flight_grace = in_flight_grace
 
-    def send(self, request: OutboundRequest, *, dry_run: bool = False) -> SendResult:
-        """Send into `request.conversation_sid`; errors as `Sender.send`."""
+    def send(
+        self, request: OutboundRequest, *, dry_run: bool = False, wait_in_flight: bool = False
+    ) -> SendResult:
+        """Send into `request.conversation_sid`; errors as `Sender.send` (`wait_in_flight`:
+        wait out the grace of a cut-off earlier attempt instead of raising "in_flight")."""
         validate_request(request)
         sid = str(request.conversation_sid)
         rest = self.rest()  # fails (ConfigError) before anything is recorded
@@ -79,8 +109,8 @@ class ConversationSender:
         phones = [a for a in members.addresses if a.startswith("+")]
         mms_ok = all(a.startswith("+1") for a in phones)
         if dry_run:
-            prepared = self.preparer.prepare(request, host=False, mms_ok=mms_ok)
-            return SendResult(None, request.idempotency_key, None, "dry-run", False, prepared)
+            plan = self.preparer.prepare(request, host=False, mms_ok=mms_ok)
+            return SendResult(None, request.idempotency_key, None, "dry-run", False, plan)
         row, created = self.outbound_index.reserve(
             {
                 "idempotency_key": request.idempotency_key,
@@ -92,8 +122,10 @@ class ConversationSender:
             }
         )
         if not created:
-            if row.sid or row.status == "submitting":
-                # Sent, or cut off mid-send: never sent twice under one key.
+            if row.status == "submitting":
+                # Cut off mid-send: finish what is missing, never send a part twice.
+                return self._resume(rest, row, wait=wait_in_flight)
+            if row.sid:
                 return Sender._result(row, duplicate=True)
             self.outbound_index.retry(row.id)
         opted = [a for a in members.addresses if self.index.is_opted_out(a, members.senders)]
@@ -107,10 +139,29 @@ class ConversationSender:
                 row.id, "refused", error_code=OPTED_OUT_ERROR, error_message=message
             )
             raise OutboundError(message, "opted_out")
+        prepared: PreparedMessage | None = None
+        if not created and row.status == "pending" and _uploaded(row):
+            # Stopped after its files went to MCS (cut off, or Twilio answered 401/429):
+            # those media SIDs are sent, nothing is uploaded again.
+            parts = _row_parts(row)
+        else:
+            prepared = self._prepare(row, request, members.chat_service_sid, mms_ok)
+            parts = _parts(prepared)
+        for address in members.addresses or (sid,):
+            self.limiter.acquire(address, len(parts))
+        if not self.outbound_index.claim(row.id):
+            current = self.outbound_index.get(row.id) or row
+            return Sender._result(current, duplicate=True, prepared=prepared)
+        return self._submit(rest, row.id, request, prepared, parts)
+
+    def _prepare(
+        self, row: OutboundRecord, request: OutboundRequest, service: str, mms_ok: bool
+    ) -> PreparedMessage:
+        """The prepare/fit core with each file uploaded to the Chat Service; kept on the row."""
 
         def upload(item: PreparedMedia, payload: BinaryIO) -> PreparedMedia:
             payload.seek(0)
-            media_sid = self.mcs.upload(members.chat_service_sid, payload.read(), item.content_type)
+            media_sid = self.mcs.upload(service, payload.read(), item.content_type)
             return replace(item, media_sid=media_sid)
 
         try:
@@ -124,13 +175,7 @@ class ConversationSender:
             media=[m.to_json() for m in prepared.media],
             fallback="link" if prepared.mode == "link" else request.fallback,
         )
-        parts = _parts(prepared)
-        for address in members.addresses or (sid,):
-            self.limiter.acquire(address, len(parts))
-        if not self.outbound_index.claim(row.id):
-            current = self.outbound_index.get(row.id) or row
-            return Sender._result(current, duplicate=True, prepared=prepared)
-        return self._submit(rest, row.id, request, prepared, parts)
+        return prepared
 
     def members(self, rest: TwilioRest, sid: str) -> Members:
         """The conversation's service and members: from the index, else learnt from Twilio
@@ -195,42 +240,201 @@ class ConversationSender:
         rest: TwilioRest,
         row_id: int,
         request: OutboundRequest,
-        prepared: PreparedMessage,
+        prepared: PreparedMessage | None,
         parts: list[tuple[str | None, str | None]],
     ) -> SendResult:
         sid = str(request.conversation_sid)
+        row = self.outbound_index.get(row_id)
+        assert row is not None
         created: list[dict[str, Any]] = []
         try:
-            for body, media_sid in parts:
-                created.append(
-                    rest.create_conversation_message(
-                        sid, author=request.author, body=body, media_sid=media_sid
-                    )
-                )
+            for n, (body, media_sid) in enumerate(parts):
+                created.append(self._create(rest, row, n, body, media_sid))
         except TwilioRestError as exc:
-            if created:
-                # Part of it is in the conversation: keep that, never resend it.
+            if created and exc.status in REJECTING_STATUSES and not exc.maybe_sent:
+                # Twilio refuses a later part as it stands: keep what is in, resend nothing.
                 self.outbound_index.mark_submitted(row_id, _resource(created[0]))
-            elif not exc.maybe_sent and exc.status in REJECTING_STATUSES:
+            elif created or exc.maybe_sent:
+                pass  # stays `submitting`: `_resume` finds the parts in and adds the rest
+            elif exc.status in REJECTING_STATUSES:
                 self.outbound_index.finish(
                     row_id, "rejected", error_code=exc.code, error_message=str(exc)
                 )
-            elif not exc.maybe_sent:
+            else:
                 self.outbound_index.release(row_id, error_message=str(exc))
             raise
         row = self.outbound_index.mark_submitted(row_id, _resource(created[0]))
-        log.info("sent %s into %s (%d messages, %s)", row.sid, sid, len(created), prepared.mode)
+        log.info("sent %s into %s (%d messages)", row.sid, sid, len(created))
         return Sender._result(row, duplicate=False, prepared=prepared)
+
+    def _create(
+        self,
+        rest: TwilioRest,
+        row: OutboundRecord,
+        part: int,
+        body: str | None,
+        media_sid: str | None,
+    ) -> dict[str, Any]:
+        return rest.create_conversation_message(
+            row.to_addr,
+            author=row.from_addr,
+            body=body,
+            media_sid=media_sid,
+            attributes=json.dumps({MARK: {"send": _send_mark(row), "part": part}}),
+        )
+
+    def _resume(self, rest: TwilioRest, row: OutboundRecord, *, wait: bool) -> SendResult:
+        """Finish a row left `submitting`: adopt the parts already in the conversation (found
+        by the mark in their `Attributes`), create only the missing ones.
+
+        A create cut off a moment ago may still land, so missing parts of a row
+        claimed less than `in_flight_grace` seconds ago are only created once that
+        time has passed: with `wait` this waits, otherwise OutboundError
+        ("in_flight") says when to try again.
+        """
+        parts = _row_parts(row)
+        found = self._parts_in(rest, row)
+        missing = [n for n in range(len(parts)) if n not in found]
+        age = (datetime.now(UTC) - row.updated_at).total_seconds()
+        if missing and age < self.in_flight_grace:
+            if not wait:
+                raise OutboundError(
+                    f"an earlier attempt to send this message started {age:.0f}s ago and may "
+                    f"still reach Twilio; run again in {self.in_flight_grace - age:.0f}s",
+                    "in_flight",
+                )
+            time.sleep(self.in_flight_grace - age)
+            found = self._parts_in(rest, row)
+            missing = [n for n in range(len(parts)) if n not in found]
+        if missing and not self.outbound_index.reclaim(row.id, row.updated_at):
+            # Another sender (a concurrent `send` or `reconcile`) is finishing it.
+            raise OutboundError(
+                "another attempt is finishing this message; run again in a minute", "in_flight"
+            )
+        for n in missing:
+            body, media_sid = parts[n]
+            found[n] = self._create(rest, row, n, body, media_sid)
+        done = self.outbound_index.mark_submitted(row.id, _resource(found[0]))
+        log.info(
+            "outbound row %s into %s resumed: %d part(s) were in, %d created",
+            row.id,
+            row.to_addr,
+            len(parts) - len(missing),
+            len(missing),
+        )
+        return Sender._result(done, duplicate=not missing)
+
+    def _parts_in(self, rest: TwilioRest, row: OutboundRecord) -> dict[int, dict[str, Any]]:
+        """The row's parts already in its conversation, by part number (newest messages
+        first, back to a little before the row was made)."""
+        mark = _send_mark(row)
+        since = row.created_at - timedelta(minutes=5)
+        found: dict[int, dict[str, Any]] = {}
+        for message in rest.list_conversation_messages(row.to_addr):
+            own = _mark_of(message)
+            if own is not None and own[0] == mark:
+                found.setdefault(own[1], message)
+            created = _when(message.get("date_created"))
+            if created is not None and created < since:
+                break
+        return found
+
+    def refresh_receipts(self, since: timedelta) -> int:
+        """Record the per-member delivery receipts of the messages sent into conversations in
+        the last `since`, from the Receipts resource (receipt webhooks may have been
+        missed); returns how many receipts changed."""
+        after = datetime.now(UTC) - since
+        changed = 0
+        for row in self.outbound_index.in_states(["sent"]):
+            if not (row.sid and is_conversation_sid(row.to_addr) and row.created_at >= after):
+                continue
+            try:
+                receipts = self.rest().list_message_receipts(row.to_addr, row.sid)
+            except TwilioRestError as exc:
+                log.warning("cannot read the receipts of %s: %s", row.sid, exc)
+                continue
+            known = {
+                r.sid: r.status for r in self.conversations.receipts([row.sid]).get(row.sid, [])
+            }
+            for item in receipts:
+                status = str(item.get("status") or "").lower()
+                sid = str(item.get("sid") or "")
+                if not sid.startswith("DY") or status not in RECEIPT_STATUSES:
+                    continue
+                after_status = self.conversations.save_receipt(
+                    {
+                        "sid": item["sid"],
+                        "message_sid": row.sid,
+                        "conversation_sid": row.to_addr,
+                        "participant_sid": item.get("participant_sid"),
+                        "channel_message_sid": item.get("channel_message_sid"),
+                        "status": status,
+                        "error_code": item.get("error_code") or None,
+                    }
+                )
+                changed += int(known.get(item["sid"]) != after_status)
+        return changed
+
+    def resolve_unknown(self) -> tuple[int, int]:
+        """Finish conversation rows left `submitting`: (resolved, still in flight)."""
+        resolved = waiting = 0
+        for row in self.outbound_index.in_states(["submitting"]):
+            if not is_conversation_sid(row.to_addr):
+                continue
+            try:
+                self._resume(self.rest(), row, wait=False)
+                resolved += 1
+            except OutboundError:
+                waiting += 1
+        return resolved, waiting
 
 
 def _parts(prepared: PreparedMessage) -> list[tuple[str | None, str | None]]:
-    """(Body, MediaSid) of each message to create: the body rides with the first file."""
-    media_sids = [m.media_sid for m in prepared.media if m.media_sid]
+    """(Body, MediaSid) of each message to create for a prepared message."""
+    return _split(prepared.body, [m.media_sid for m in prepared.media if m.media_sid])
+
+
+def _split(body: str | None, media_sids: list[str]) -> list[tuple[str | None, str | None]]:
+    """The body rides with the first file; each further file is one more message."""
     if not media_sids:
-        return [(prepared.body, None)]
-    return [(prepared.body if n == 0 else None, s) for n, s in enumerate(media_sids)]
+        return [(body, None)]
+    return [(body if n == 0 else None, s) for n, s in enumerate(media_sids)]
 
 
 def _resource(message: dict[str, Any]) -> dict[str, Any]:
     """A Conversations Message as the outbound row records it: handed over means `sent`."""
     return {"sid": message.get("sid"), "account_sid": message.get("account_sid"), "status": "sent"}
+
+
+def _row_parts(row: OutboundRecord) -> list[tuple[str | None, str | None]]:
+    """The parts of a claimed row, from what preparation stored on it."""
+    return _split(row.body, [str(m["media_sid"]) for m in row.media if m.get("media_sid")])
+
+
+def _uploaded(row: OutboundRecord) -> bool:
+    """Whether every file of the row was prepared and is in MCS already."""
+    return bool(row.media) and all(m.get("media_sid") for m in row.media)
+
+
+def _send_mark(row: OutboundRecord) -> str:
+    """What marks one row's messages (its id and key, hashed: no key in the attributes)."""
+    return hashlib.sha256(f"{row.id}:{row.idempotency_key}".encode()).hexdigest()[:24]
+
+
+def _mark_of(message: dict[str, Any]) -> tuple[str, int] | None:
+    """(send mark, part) from a message's `Attributes` (a JSON string), or None."""
+    try:
+        attributes = json.loads(message.get("attributes") or "{}")
+        mark = attributes[MARK]
+        return str(mark["send"]), int(mark["part"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _when(value: Any) -> datetime | None:
+    """An ISO 8601 `date_created` (e.g. 2026-12-03T12:00:00Z) as an aware datetime."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

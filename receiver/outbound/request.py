@@ -199,9 +199,14 @@ def validate_request(request: OutboundRequest) -> None:
     _validate_content(request)
 
 
+def is_conversation_sid(value: str | None) -> bool:
+    """Whether `value` names a Conversation (an outbound row's `to_addr` when sent into one)."""
+    return bool(_CONVERSATION_SID.fullmatch(value or ""))
+
+
 def _validate_conversation(request: OutboundRequest) -> None:
     """A message into a Conversation goes to its participants: no --to, --from or MG."""
-    if not _CONVERSATION_SID.fullmatch(request.conversation_sid or ""):
+    if not is_conversation_sid(request.conversation_sid):
         raise OutboundError(
             f"--conversation {request.conversation_sid!r} is not a Conversation SID "
             "(CH and 32 hex digits)",

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 from receiver.errors import ConfigError, OutboundError
 from receiver.index.outbound import OutboundIndex, OutboundRecord
 from receiver.outbound.prepare import PreparedMessage, Preparer
-from receiver.outbound.request import OutboundRequest, mask_number, redact, validate_request
+from receiver.outbound.request import (
+    OutboundRequest,
+    is_conversation_sid,
+    mask_number,
+    redact,
+    validate_request,
+)
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.rest import TwilioRest, TwilioRestError
 
@@ -280,6 +286,8 @@ class Sender:
         """Resolve rows left `submitting` by an interruption: (resolved, still in flight)."""
         resolved = waiting = 0
         for row in self.outbound_index.in_states(["submitting"]):
+            if is_conversation_sid(row.to_addr):
+                continue  # resolved by ConversationSender, in its conversation
             try:
                 self._resolve(row, wait=False)
                 resolved += 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from receiver.errors import TwilioApiError
 from receiver.index.outbound import OutboundIndex
+from receiver.outbound.request import is_conversation_sid
 from receiver.outbound.send import OPTED_OUT_ERROR
 from receiver.twilio.rest import TwilioRest
 from receiver.twilio.webhook import StatusCallback, parse_status
@@ -79,7 +80,8 @@ class StatusTracker:
             for r in self.outbound_index.in_states(
                 ["accepted", "scheduled", "queued", "sending", "sent"]
             )
-            if r.sid and r.created_at >= after
+            # Conversation messages (IM…) are not Messaging resources: receipts track them.
+            if r.sid and r.created_at >= after and not is_conversation_sid(r.to_addr)
         ]
         for sid, before in rows:
             try:
@@ -100,7 +102,7 @@ class StatusTracker:
                 moved += int(after_status != before)
             self._record_price(sid, message)
         for row in self.outbound_index.unpriced_final(after):
-            if row.sid is None:
+            if row.sid is None or is_conversation_sid(row.to_addr):
                 continue
             try:
                 self._record_price(row.sid, self.rest().fetch_message(row.sid))

@@ -8,6 +8,7 @@ campaigns); `StatusTracker` applies callbacks and reports figures.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from receiver.errors import OutboundError
@@ -58,12 +59,26 @@ class Outbound:
         self.conversation = conversation
         # The steps the CLI and the API call, each done by the collaborator that owns it.
         self.prepare = preparer.prepare
-        self.resolve_unknown = sender.resolve_unknown
         self.send_bulk = bulk.send_bulk
         self.handle_status = status.handle_status
         self.stats = status.stats
         self.message = status.message
-        self.refresh_statuses = status.refresh_statuses
+
+    def resolve_unknown(self) -> tuple[int, int]:
+        """Resolve sends left `submitting` by an interruption: (resolved, still in flight)."""
+        resolved, waiting = self.sender.resolve_unknown()
+        if self.conversation is not None:
+            more, later = self.conversation.resolve_unknown()
+            resolved, waiting = resolved + more, waiting + later
+        return resolved, waiting
+
+    def refresh_statuses(self, since: timedelta) -> int:
+        """Bring statuses (and conversation delivery receipts) of the window up to Twilio's
+        record; returns how many moved."""
+        moved = self.status.refresh_statuses(since)
+        if self.conversation is not None:
+            moved += self.conversation.refresh_receipts(since)
+        return moved
 
     def send(self, request: OutboundRequest, **options: Any) -> SendResult:
         """Send one message: to a number (`Sender`) or into a conversation."""
@@ -113,9 +128,10 @@ class Outbound:
             rest,
             mcs or McsClient(settings.mcs_base, settings.rest_credentials),
             sender.limiter,
+            in_flight_grace=in_flight_grace,
         )
         status = StatusTracker(index, outbound_index, rest)
-        return cls(preparer, sender, BulkSender(sender), status, conversation)
+        return cls(preparer, sender, BulkSender(sender, conversation), status, conversation)
 
     def close(self) -> None:
         """Release HTTP sessions (the shared Twilio client is closed by its owner)."""

@@ -14,6 +14,7 @@ read timeout on a POST) is never retried blindly: the caller decides.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -146,6 +147,7 @@ class TwilioRest:
         api_base: str = DEFAULT_API_BASE,
         messaging_base: str | None = None,
         conversations_base: str = "https://conversations.twilio.com",
+        events_base: str = "https://events.twilio.com",
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -165,6 +167,7 @@ class TwilioRest:
         self.api_base = api_base.rstrip("/")
         self.messaging_base = (messaging_base or messaging_base_for(self.api_base)).rstrip("/")
         self.conversations_base = conversations_base.rstrip("/")
+        self.events_base = events_base.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -193,6 +196,7 @@ class TwilioRest:
             credentials,
             api_base=settings.api_base,
             conversations_base=settings.conversations_base,
+            events_base=settings.events_base,
             **kwargs,
         )
 
@@ -362,9 +366,16 @@ class TwilioRest:
         return [p for p in items if isinstance(p, dict)] if isinstance(items, list) else []
 
     def create_conversation_message(
-        self, sid: str, *, author: str | None, body: str | None, media_sid: str | None
+        self,
+        sid: str,
+        *,
+        author: str | None,
+        body: str | None,
+        media_sid: str | None,
+        attributes: str | None = None,
     ) -> dict[str, Any]:
-        """POST a Message into a Conversation; `MediaSid` is a single field (one file each)."""
+        """POST a Message into a Conversation; `MediaSid` is a single field (one file each),
+        `Attributes` a JSON string kept with the message."""
         data: list[tuple[str, str]] = []
         if author:
             data.append(("Author", author))
@@ -372,9 +383,109 @@ class TwilioRest:
             data.append(("Body", body))
         if media_sid:
             data.append(("MediaSid", media_sid))
+        if attributes:
+            data.append(("Attributes", attributes))
         url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
-        result: dict[str, Any] = self._call("POST", url, data=data)
+        # A 5xx may still have created the message: the caller looks before trying again.
+        result: dict[str, Any] = self._call("POST", url, data=data, repeat_server_errors=False)
         return result
+
+    def list_conversation_messages(self, sid: str) -> Iterator[dict[str, Any]]:
+        """A Conversation's Messages, newest first (`Order=desc`), page by page."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages"
+        return self._v1_pages(url, "messages", [("Order", "desc")])
+
+    def list_message_receipts(self, sid: str, message_sid: str) -> list[dict[str, Any]]:
+        """A Conversation Message's per-participant delivery receipts
+        (https://www.twilio.com/docs/conversations/api/receipt-resource)."""
+        url = f"{self.conversations_base}/v1/Conversations/{sid}/Messages/{message_sid}/Receipts"
+        return list(self._v1_pages(url, "delivery_receipts"))
+
+    # -- Event Streams ---------------------------------------------------------
+    # https://www.twilio.com/docs/events/event-streams/sink-resource and
+    # https://www.twilio.com/docs/events/event-streams/subscription : v1 lists page
+    # through `meta.next_page_url` (absolute), under the key the list names.
+
+    def list_sinks(self) -> list[dict[str, Any]]:
+        """Every Sink of the account (`sid`, `sink_type`, `sink_configuration`, `status`)."""
+        return list(self._v1_pages(f"{self.events_base}/v1/Sinks", "sinks"))
+
+    def create_sink(self, description: str, destination: str, *, batch: bool) -> dict[str, Any]:
+        """POST /v1/Sinks: a webhook sink (Description, SinkType and SinkConfiguration are
+        required; the configuration is JSON `{destination, method, batch_events}`)."""
+        configuration = {"destination": destination, "method": "POST", "batch_events": batch}
+        data = [
+            ("Description", description),
+            ("SinkType", "webhook"),
+            ("SinkConfiguration", json.dumps(configuration)),
+        ]
+        result: dict[str, Any] = self._call("POST", f"{self.events_base}/v1/Sinks", data=data)
+        return result
+
+    def fetch_sink(self, sid: str) -> dict[str, Any]:
+        """GET one Sink (its `status`: initialized, validating, active or failed)."""
+        result: dict[str, Any] = self._call("GET", f"{self.events_base}/v1/Sinks/{sid}")
+        return result
+
+    def test_sink(self, sid: str) -> dict[str, Any]:
+        """POST /v1/Sinks/{DG}/Test: Twilio sends the sink a test event carrying `test_id`."""
+        result: dict[str, Any] = self._call("POST", f"{self.events_base}/v1/Sinks/{sid}/Test")
+        return result
+
+    def validate_sink(self, sid: str, test_id: str) -> dict[str, Any]:
+        """POST /v1/Sinks/{DG}/Validate with the test event's `TestId`; `{"result": "valid"}`."""
+        url = f"{self.events_base}/v1/Sinks/{sid}/Validate"
+        result: dict[str, Any] = self._call("POST", url, data=[("TestId", test_id)])
+        return result
+
+    def list_subscriptions(self, sink_sid: str) -> list[dict[str, Any]]:
+        """The Subscriptions that deliver to one sink."""
+        url = f"{self.events_base}/v1/Subscriptions"
+        return list(self._v1_pages(url, "subscriptions", [("SinkSid", sink_sid)]))
+
+    def list_subscribed_events(self, subscription_sid: str) -> list[dict[str, Any]]:
+        """The event types (`type`, `schema_version`) one Subscription delivers."""
+        url = f"{self.events_base}/v1/Subscriptions/{subscription_sid}/SubscribedEvents"
+        return list(self._v1_pages(url, "types"))
+
+    def create_subscription(
+        self, description: str, sink_sid: str, types: Sequence[str]
+    ) -> dict[str, Any]:
+        """POST /v1/Subscriptions: `Types` is repeated, each a JSON object naming one `type`
+        (no `schema_version`: the latest). Twilio needs the sink to be active."""
+        data = [("Description", description), ("SinkSid", sink_sid)]
+        data += [("Types", json.dumps({"type": t})) for t in types]
+        result: dict[str, Any] = self._call(
+            "POST", f"{self.events_base}/v1/Subscriptions", data=data
+        )
+        return result
+
+    def add_subscribed_event(self, subscription_sid: str, event_type: str) -> dict[str, Any]:
+        """POST …/Subscriptions/{DF}/SubscribedEvents (`Type`): one more type."""
+        url = f"{self.events_base}/v1/Subscriptions/{subscription_sid}/SubscribedEvents"
+        result: dict[str, Any] = self._call("POST", url, data=[("Type", event_type)])
+        return result
+
+    def _v1_pages(
+        self, url: str, key: str, params: list[tuple[str, str]] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        next_url: str | None = url
+        query: list[tuple[str, str]] | None = [*(params or []), ("PageSize", "100")]
+        while next_url:
+            page = self._call("GET", next_url, params=query)
+            items = page.get(key) if isinstance(page, dict) else None
+            if not isinstance(items, list):
+                raise TwilioRestError(
+                    None,
+                    f"Twilio's list answer has no {key!r} list",
+                    None,
+                    200,
+                    hint="check TWILIO_EVENTS_BASE points at Twilio's Events API",
+                )
+            yield from (i for i in items if isinstance(i, dict))
+            meta = page.get("meta") or {}
+            next_url = meta.get("next_page_url") if isinstance(meta, dict) else None
+            query = None  # next_page_url carries the whole query
 
     # -- transport ------------------------------------------------------------
 
@@ -408,6 +519,7 @@ class TwilioRest:
             _origin(self.api_base),
             _origin(self.messaging_base),
             _origin(self.conversations_base),
+            _origin(self.events_base),
         }
         if _origin(url) not in origins:
             raise TwilioRestError(
@@ -425,8 +537,13 @@ class TwilioRest:
         *,
         data: list[tuple[str, str]] | None = None,
         params: list[tuple[str, str]] | None = None,
+        repeat_server_errors: bool = True,
     ) -> Any:
-        """One API call with retries; the decoded JSON answer (None for 204)."""
+        """One API call with retries; the decoded JSON answer (None for 204).
+
+        With `repeat_server_errors` False a 5xx is not repeated and is reported as
+        `maybe_sent`: the caller checks Twilio's record before trying again.
+        """
         self._check_target(url)
         attempt = 0
         while True:
@@ -444,6 +561,9 @@ class TwilioRest:
             if response.status_code < 400:
                 return _decode(response, method, url)
             error = _api_error(response, attempt)
+            if error.status >= 500 and not repeat_server_errors:
+                error.maybe_sent = True
+                raise error
             if error.retryable and attempt < self.retry.attempts:
                 self._wait(attempt, retry_after(response.headers.get("Retry-After")), error)
                 continue

@@ -434,8 +434,12 @@ CONVERSATION_EVENTS = frozenset(
         "onParticipantAdded",
         "onParticipantUpdated",
         "onParticipantRemoved",
+        "onDeliveryUpdated",
     }
 )
+#: Delivery receipt statuses (https://www.twilio.com/docs/conversations/delivery-receipts).
+RECEIPT_STATUSES = frozenset({"sent", "delivered", "read", "failed", "undelivered"})
+_RECEIPT_SID = re.compile(r"DY[A-Za-z0-9]{32}")
 
 
 @dataclass(frozen=True)
@@ -446,6 +450,20 @@ class ConversationMedia:
     content_type: str | None
     filename: str | None
     size: int | None
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """One participant's delivery receipt (`onDeliveryUpdated`) of a Conversations message."""
+
+    sid: str
+    message_sid: str
+    conversation_sid: str
+    participant_sid: str | None
+    channel_message_sid: str | None
+    #: sent, delivered, read, failed or undelivered (lower case).
+    status: str
+    error_code: int | None
 
 
 @dataclass(frozen=True)
@@ -474,6 +492,7 @@ class ConversationEvent:
     retry_count: int | None
     media: tuple[ConversationMedia, ...]
     params: tuple[tuple[str, str], ...]
+    receipt: DeliveryReceipt | None = None
 
     def to_params_dict(self) -> dict[str, list[str]]:
         """Every raw parameter as name -> values in the order received (JSON-friendly)."""
@@ -502,6 +521,9 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
     participant_sid = fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
     if event_type.startswith("onParticipant") and participant_sid is None:
         raise WebhookError(f"ParticipantSid (MB…) is missing; {event_type} always carries it")
+    receipt = None
+    if event_type == "onDeliveryUpdated":
+        receipt = _receipt(fields, conversation_sid, message_sid, participant_sid)
     return ConversationEvent(
         event_type=event_type,
         account_sid=account_sid,
@@ -525,6 +547,34 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
         retry_count=fields.count("RetryCount"),
         media=parse_conversation_media(fields.text("Media")),
         params=fields.pairs,
+        receipt=receipt,
+    )
+
+
+def _receipt(
+    fields: _Fields, conversation_sid: str, message_sid: str | None, participant_sid: str | None
+) -> DeliveryReceipt:
+    """The receipt fields of `onDeliveryUpdated`
+    (https://www.twilio.com/docs/conversations/delivery-receipts)."""
+    sid = fields.sid("DeliveryReceiptSid", _RECEIPT_SID, "DY")
+    if sid is None or message_sid is None:
+        missing = "DeliveryReceiptSid (DY…)" if sid is None else "MessageSid (IM…)"
+        raise WebhookError(f"{missing} is missing; onDeliveryUpdated always carries it")
+    status = (fields.text("Status") or "").lower()
+    if status not in RECEIPT_STATUSES:
+        raise WebhookError(
+            f"Status {status[:20]!r} is not a delivery receipt status "
+            f"({', '.join(sorted(RECEIPT_STATUSES))})"
+        )
+    code = fields.count("ErrorCode")
+    return DeliveryReceipt(
+        sid=sid,
+        message_sid=message_sid,
+        conversation_sid=conversation_sid,
+        participant_sid=participant_sid,
+        channel_message_sid=_clamp(fields.text("ChannelMessageSid"), 34),
+        status=status,
+        error_code=code or None,
     )
 
 
@@ -689,6 +739,11 @@ STREAM_CONVERSATION_EVENTS = {
     f"com.twilio.conversations.{thing}.{verb}": f"on{thing.capitalize()}{verb.capitalize()}"
     for thing in ("message", "conversation", "participant")
     for verb in ("added", "updated", "removed")
+} | {
+    # Its data has the webhook's fields; Twilio lists the type as discontinued
+    # (https://www.twilio.com/docs/events/event-types/conversations/delivery), but a
+    # subscription that still delivers it is applied.
+    "com.twilio.conversations.delivery.updated": "onDeliveryUpdated",
 }
 
 

@@ -35,7 +35,9 @@ def get_conversation(sid: str) -> Response:
     conversation = index.get(sid) if CONVERSATION_SID.match(sid) else None
     if conversation is None:
         abort(404, description="no conversation with that SID")
-    return jsonify(conversation_json(conversation, index.participants(sid), index.thread(sid)))
+    thread = index.thread(sid)
+    receipts = index.receipts([m.sid for m in thread])
+    return jsonify(conversation_json(conversation, index.participants(sid), thread, receipts))
 
 
 @bp.get("/conversations/<sid>")
@@ -45,9 +47,11 @@ def conversation_page(sid: str) -> ResponseReturnValue:
     conversation = index.get(sid) if CONVERSATION_SID.match(sid) else None
     if conversation is None:
         return render_template("not_found.html", what="conversation", ident=sid), 404
+    thread = index.thread(sid)
     return render_template(
         "conversation.html",
         conversation=conversation,
         participants=index.participants(sid),
-        items=[message_view(m) for m in index.thread(sid)],
+        items=[message_view(m) for m in thread],
+        receipts=index.receipts([m.sid for m in thread]),
     )

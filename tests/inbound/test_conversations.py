@@ -367,10 +367,14 @@ def test_api_and_page_show_the_thread_in_index_order(post: WebhookPoster, mcs: F
     assert [m["sid"] for m in one["messages"]] == [earlier, later]
     assert one["messages"][1]["author"] == "+15551230002"
     assert all(m["conversation_sid"] == conversation for m in one["messages"])
-    # The same JSON as /api/messages (less the raw parameters, as in its list).
+    # The same JSON as /api/messages (less the raw parameters, as in its list), plus each
+    # member's delivery receipts.
     alone = message(post.client, later)
     assert alone is not None
-    assert {k: v for k, v in alone.items() if k != "params"} == one["messages"][1]
+    assert {k: v for k, v in alone.items() if k != "params"} == {
+        k: v for k, v in one["messages"][1].items() if k != "receipts"
+    }
+    assert one["messages"][1]["receipts"] == []
     # Existing filters reach conversation messages too.
     found = post.client.get("/api/messages?from=%2B15551230002", headers=AUTH).get_json()
     assert later in [m["sid"] for m in found["messages"]]

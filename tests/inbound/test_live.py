@@ -243,7 +243,8 @@ def test_simulate_conversation_against_a_live_server(tmp_path: Path, live_server
     )
     assert result.returncode == 0, result.stderr + server.log()
     lines = result.stdout.splitlines()
-    assert len(lines) == 8 and all(line.endswith("HTTP 200") for line in lines)
+    # 1 conversation, 4 participants, 3 messages, 2 receipts each (the other phones).
+    assert len(lines) == 14 and all(line.endswith("HTTP 200") for line in lines)
     sid = next(
         line.split()[-1] for line in result.stderr.splitlines() if line.startswith("Conversation")
     )
@@ -261,3 +262,9 @@ def test_simulate_conversation_against_a_live_server(tmp_path: Path, live_server
         "+15005550007",
         "+15005550008",
     ]
+    assert [sorted(r["address"] for r in m["receipts"]) for m in got["messages"]] == [
+        ["+15005550007", "+15005550008"],
+        ["+15005550006", "+15005550008"],
+        ["+15005550006", "+15005550007"],
+    ]
+    assert {r["status"] for m in got["messages"] for r in m["receipts"]} == {"delivered"}

@@ -70,3 +70,48 @@ def test_long_values_fit_the_columns(make_app: Any, db_url: str) -> None:
     index = app.extensions["receiver"].conversations.index
     assert index.participants(conversation)[0].identity == long
     assert index.thread(conversation)[0].from_addr == long[:255]
+
+
+def test_receipts_move_forward_on_both_databases(make_app: Any, db_url: str) -> None:
+    from datetime import timedelta
+
+    from receiver.index.schema import utcnow
+    from tests.inbound.test_conversation_receipts import receipt_params
+    from tests.inbound.test_event_streams import cloud_event
+
+    app = make_app(RECEIVER_DATABASE_URL=db_url)
+    client = app.test_client()
+    post = WebhookPoster(client)
+    index = app.extensions["receiver"].conversations.index
+    conversation, message, member = new_sid("CH"), new_sid("IM"), new_sid("MB")
+    assert post.post(participant_params(conversation, member, "+15550001"), path=PATH).status_code
+    receipt = new_sid("DY")
+    # Concurrent deliveries of the same receipt, in every order: one row, the furthest status.
+    jobs = [
+        receipt_params(conversation, message, member, status, receipt=receipt)
+        for status in ("sent", "read", "delivered", "sent", "delivered", "read")
+    ]
+    with ThreadPoolExecutor(6) as pool:
+        codes = set(pool.map(lambda p: post.post(p, path=PATH).status_code, jobs))
+    assert codes == {200}
+    (row,) = index.receipts([message])[message]
+    assert (row.sid, row.address, row.status) == (receipt, "+15550001", "read")
+    assert (
+        index.save_receipt(
+            {
+                "sid": receipt,
+                "message_sid": message,
+                "conversation_sid": conversation,
+                "status": "failed",
+            }
+        )
+        == "read"
+    )
+    assert index.receipts([]) == {} and index.receipts([new_sid("IM")]) != {}
+    # The sink test event's test_id is found by configure-event-stream in the same index.
+    since = utcnow() - timedelta(seconds=5)
+    test = cloud_event("com.twilio.eventstreams.test-event", {"test_id": "TI123"})
+    assert post_events(client, test).status_code == 200
+    streams = app.extensions["receiver"].streams.index
+    assert streams.test_ids("com.twilio.eventstreams.test-event", since) == ["TI123"]
+    assert streams.test_ids("com.twilio.eventstreams.test-event", utcnow()) == []

@@ -55,6 +55,20 @@ def test_reserve_is_idempotent_on_the_key(box: OutboundIndex) -> None:
     assert box.claim(first.id) is False  # a second sender loses the claim
 
 
+def test_reclaim_takes_a_submitting_row_once(box: OutboundIndex) -> None:
+    row, _ = box.reserve({"idempotency_key": "k2", "to_addr": "CH" + "0" * 32, "body": "a"})
+    assert box.reclaim(row.id, row.updated_at) is False  # pending, not submitting
+    assert box.claim(row.id)
+    seen = box.get(row.id)
+    assert seen is not None
+    assert box.reclaim(row.id, seen.updated_at) is True
+    # A second taker that saw the same state loses; one that looks again may take it.
+    assert box.reclaim(row.id, seen.updated_at) is False
+    fresh = box.get(row.id)
+    assert fresh is not None and fresh.updated_at > seen.updated_at
+    assert box.reclaim(row.id, fresh.updated_at) is True
+
+
 def test_callbacks_out_of_order_end_at_the_final_status(box: OutboundIndex) -> None:
     submitted(box)
     for status in ("sending", "delivered", "queued", "sent"):

@@ -62,7 +62,8 @@ def test_bad_input_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_configure_event_stream_prints_the_console_steps(tmp_path: Path) -> None:
-    env = base_env(tmp_path, RECEIVER_PUBLIC_URL="https://rx.example.com")
+    # Without REST credentials the Events API cannot be used: the Console steps instead.
+    env = base_env(tmp_path, RECEIVER_PUBLIC_URL="https://rx.example.com", TWILIO_ACCOUNT_SID="")
     result = run_cli(env, "configure-event-stream")
     assert result.returncode == 0, result.stderr
     assert "Destination: https://rx.example.com/twilio/events" in result.stdout

@@ -7,7 +7,10 @@ created with `Author`, `Body` and one `MediaSid` per message."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,12 @@ from click.testing import CliRunner
 
 from receiver.cli import main
 from receiver.errors import OutboundError, TwilioApiError
-from receiver.outbound import OutboundRequest
+from receiver.outbound import Outbound, OutboundRequest
 from tests.conftest import AUTH
-from tests.outbound.conftest import API_KEY, API_SECRET, Running, write
+from tests.outbound.conftest import API_KEY, API_SECRET, RECIPIENT, SENDER, Running, write
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
+from tests.support.fake_twilio import FakeTwilio
 from tests.support.mediaserver import MediaServer
 
 SERVICE = "IS" + "c" * 32
@@ -180,3 +184,206 @@ def test_refused_create_is_recorded_and_the_key_may_try_again(group: Running, mc
     result = group.outbound.send(conversation_request(sid, idempotency_key="eta-3"))
     assert result.sid is not None and not result.duplicate
     assert len(mcs.created) == 1
+
+
+def created_parts(mcs: FakeMcs, sid: str) -> list[tuple[str | None, str | None, int]]:
+    """(Body, MediaSid, part) of each message created in the conversation, in order."""
+    out = []
+    for conv, form in mcs.created:
+        if conv == sid:
+            mark = json.loads(form["Attributes"])["mms_receiver"]
+            out.append((form.get("Body"), form.get("MediaSid"), mark["part"]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("faults", "in_before"),
+    [
+        (["drop"], 0),  # cut off before Twilio created anything
+        (["drop-after"], 1),  # the first part was created, its answer lost
+        (["ok", 503], 1),  # the second part failed with 5xx (not repeated blindly)
+        ([500], 0),  # a 5xx on the first part: Twilio may or may not have created it
+    ],
+)
+def test_interrupted_send_is_finished_once_by_the_recovery_path(
+    group: Running, mcs: FakeMcs, tmp_path: Path, faults: list[int | str], in_before: int
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photos = [write(tmp_path, f"p{n}.png", samples.png(40 + n, 30)) for n in range(2)]
+    mcs.create_faults.extend(faults)
+    request = conversation_request(sid, *photos, idempotency_key="cut-1")
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    (row,) = group.services.outbound_index.in_states(["submitting"])
+    assert len(created_parts(mcs, sid)) == in_before
+    uploads = mcs.count(f"/v1/Services/{SERVICE}/Media")
+
+    # Moments later the outcome of the cut-off create is unknown: nothing is sent yet.
+    with pytest.raises(OutboundError) as waiting:
+        group.outbound.send(request)
+    assert waiting.value.reason == "in_flight"
+    assert group.outbound.resolve_unknown() == (0, 1)
+    assert len(created_parts(mcs, sid)) == in_before
+
+    # After the grace period the recovery path (`reconcile`) finds the parts that are in
+    # by the mark in their Attributes and creates only the missing ones.
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+    assert later.resolve_unknown() == (1, 0)
+    parts = created_parts(mcs, sid)
+    assert [(body is not None, part) for body, _, part in parts] == [(True, 0), (False, 1)]
+    assert len({media for _, media, _ in parts}) == 2
+    assert mcs.count(f"/v1/Services/{SERVICE}/Media") == uploads  # nothing uploaded again
+    done = svc.outbound_index.get(row.id)
+    assert done is not None and done.status == "sent"
+    assert done.sid == mcs.conversations[sid]["messages"][0]["sid"]
+    # And the same key again sends nothing.
+    again = later.send(request)
+    assert again.duplicate and again.sid == done.sid
+    assert len(created_parts(mcs, sid)) == 2
+
+
+def test_the_same_key_resumes_a_cut_off_send_itself(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append("drop-after")
+    request = conversation_request(sid, idempotency_key="cut-2")
+    with pytest.raises(TwilioApiError) as lost:
+        group.outbound.send(request)
+    assert lost.value.maybe_sent
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+    result = later.send(request)
+    # The message was in: adopted, not sent again.
+    assert result.duplicate and result.status == "sent"
+    assert result.sid == mcs.conversations[sid]["messages"][0]["sid"]
+    assert len(mcs.created) == 1
+
+
+def test_reconcile_reads_each_members_receipts_from_the_receipts_resource(
+    group: Running, mcs: FakeMcs
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    result = group.outbound.send(conversation_request(sid, idempotency_key="rcpt-1"))
+    assert result.sid is not None
+    first, second = mcs.conversations[sid]["participants"][:2]
+    mcs.add_receipt(result.sid, first["sid"], "delivered")
+    mcs.add_receipt(result.sid, second["sid"], "failed", 30008)
+    assert group.outbound.refresh_statuses(timedelta(hours=1)) == 2
+    receipts = group.services.conversations.index.receipts([result.sid])[result.sid]
+    assert {(r.address, r.status, r.error_code) for r in receipts} == {
+        (MEMBERS[0], "delivered", None),
+        (MEMBERS[1], "failed", 30008),
+    }
+    # Nothing new: nothing changes.
+    assert group.outbound.refresh_statuses(timedelta(hours=1)) == 0
+
+
+def test_bulk_csv_sends_conversation_rows_through_the_conversation_core(
+    group: Running, mcs: FakeMcs, fake: FakeTwilio, tmp_path: Path
+) -> None:
+    crew = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    other = mcs.add_conversation("IS" + "d" * 32, ["+15551239999"], BUSINESS)
+    photo = write(tmp_path, "eta.png", samples.png(40, 30))
+    csv_path = tmp_path / "campaign.csv"
+    csv_path.write_text(
+        "to,body,media,author\n"
+        f"{crew},Technician on the way,{photo},dispatch\n"
+        f"{other},See you at 3,,\n"
+        f"{RECIPIENT},Your order shipped,,\n",
+        encoding="utf-8",
+    )
+    args = ["send", "--to-file", str(csv_path), "--from", SENDER, "--author", "business"]
+    first = CliRunner().invoke(main, args, env=group.env, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "sent 3, already sent 0" in first.output
+    created = {conv: form for conv, form in mcs.created}
+    assert (
+        created[crew]["Author"] == "dispatch" and created[crew]["Body"] == "Technician on the way"
+    )
+    uploaded = mcs.media_bytes(SERVICE, created[crew]["MediaSid"])
+    assert uploaded is not None and uploaded[1] == "image/png"
+    assert created[other]["Author"] == "business" and "MediaSid" not in created[other]
+    assert [m["to"] for m in fake.outbound()] == [RECIPIENT]
+    rows = {r.to_addr: r for r in group.services.outbound_index.in_states(["sent", "queued"])}
+    assert {crew, other} <= set(rows)
+
+    # The same campaign again sends nothing.
+    again = CliRunner().invoke(main, args, env=group.env, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert "sent 0, already sent 3" in again.output
+    assert len(mcs.created) == 2 and len(fake.outbound()) == 1
+
+
+def test_concurrent_resumes_create_a_missing_message_once(group: Running, mcs: FakeMcs) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    mcs.create_faults.append("drop")  # cut off before anything was created
+    request = conversation_request(sid, idempotency_key="cut-3")
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+
+    def attempt(_: int) -> str:
+        try:
+            return "sent" if later.send(request).sid else "none"
+        except OutboundError as exc:
+            return exc.reason
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+    # One attempt created it; the others adopted it or were told another one is under way.
+    assert set(outcomes) <= {"sent", "in_flight"} and "sent" in outcomes
+    assert len(mcs.created) == 1
+    (row,) = svc.outbound_index.in_states(["sent"])
+    assert row.sid == mcs.conversations[sid]["messages"][0]["sid"]
+
+
+def test_a_send_stopped_after_its_uploads_sends_them_without_uploading_again(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photos = [write(tmp_path, f"q{n}.png", samples.png(30 + n, 30)) for n in range(2)]
+    request = conversation_request(sid, *photos, idempotency_key="auth-1")
+    # The files are in MCS, then Twilio refuses the create with 401 (a revoked key):
+    # nothing was created, the row is pending again with its media SIDs.
+    mcs.create_faults.append(401)
+    with pytest.raises(TwilioApiError):
+        group.outbound.send(request)
+    (row,) = group.services.outbound_index.in_states(["pending"])
+    uploaded = [m["media_sid"] for m in row.media]
+    assert len(uploaded) == 2 and mcs.created == []
+    uploads = mcs.count(f"/v1/Services/{SERVICE}/Media")
+
+    result = group.outbound.send(request)
+    assert result.sid is not None and not result.duplicate
+    assert [f.get("MediaSid") for _, f in mcs.created] == uploaded
+    assert mcs.count(f"/v1/Services/{SERVICE}/Media") == uploads

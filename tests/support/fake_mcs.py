@@ -73,8 +73,12 @@ class FakeMcs:
         self.conversations: dict[str, dict[str, Any]] = {}
         #: Conversation messages created through the API, in order: (CH…, form fields).
         self.created: list[tuple[str, dict[str, str]]] = []
-        #: Statuses for the next message creations (e.g. 500 after the first succeeded).
-        self.create_faults: list[int] = []
+        #: Delivery receipts by message SID (IM…), as the Receipts resource lists them.
+        self.receipts: dict[str, list[dict[str, Any]]] = {}
+        #: Faults for the next message creations: an HTTP status (e.g. 500 after the first
+        #: succeeded), "drop" (the connection closes before anything is created) or
+        #: "drop-after" (the message is created, then the connection closes: a lost answer).
+        self.create_faults: list[int | str] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,6 +140,24 @@ class FakeMcs:
             }
         return sid
 
+    def add_receipt(
+        self, message_sid: str, participant_sid: str, status: str, error_code: int | None = None
+    ) -> str:
+        """A delivery receipt of one member for a message; returns its DY… SID."""
+        sid = "DY" + secrets.token_hex(16)
+        with self._lock:
+            self.receipts.setdefault(message_sid, []).append(
+                {
+                    "sid": sid,
+                    "message_sid": message_sid,
+                    "participant_sid": participant_sid,
+                    "channel_message_sid": "SM" + secrets.token_hex(16),
+                    "status": status,
+                    "error_code": error_code,
+                }
+            )
+        return sid
+
     def media_bytes(self, service_sid: str, media_sid: str) -> tuple[bytes, str] | None:
         """A stored file and its Content-Type."""
         with self._lock:
@@ -175,6 +197,8 @@ class FakeMcs:
             self._media_resource(req, parts[3], parts[5], authorized)
         elif len(parts) == 5 and parts[1:3] == ["v1", "Services"] and parts[4] == "Media":
             self._upload(req, parts[3], authorized)
+        elif parts[1:3] == ["v1", "Conversations"] and len(parts) == 7 and parts[6] == "Receipts":
+            self._receipts(req, parts[5], authorized)
         elif parts[1:3] == ["v1", "Conversations"] and len(parts) in (4, 5):
             self._conversation(req, parts[3], parts[4] if len(parts) == 5 else "", authorized)
         else:
@@ -263,6 +287,8 @@ class FakeMcs:
             self._json(req, 200, {"participants": found["participants"], "meta": {}})
         elif sub == "Messages" and req.command == "POST":
             self._create_message(req, sid, found["chat_service_sid"], form)
+        elif sub == "Messages" and req.command == "GET":
+            self._list_messages(req, sid)
         else:
             self._json(req, 405, {"code": 20004, "message": "Method not allowed"})
 
@@ -273,26 +299,53 @@ class FakeMcs:
         with self._lock:
             fault = self.create_faults.pop(0) if self.create_faults else None
             known = media_sid is None or (service, media_sid) in self._media
-        if fault is not None:
+        if fault == "drop":
+            req.close_connection = True
+            return
+        if isinstance(fault, int):
             self._json(req, fault, {"code": fault, "message": "fault"})
         elif len(form.get("Body", "")) > 1600 or not (form.get("Body") or media_sid) or not known:
             self._json(req, 400, {"code": 50511, "message": "invalid message"})
+        elif "Attributes" in form and not _json_object(form["Attributes"]):
+            self._json(req, 400, {"code": 50505, "message": "Attributes must be a JSON object"})
         else:
             with self._lock:
                 self.created.append((sid, form))
-                index = len(self.created) - 1
-            self._json(
-                req,
-                201,
-                {
+                messages = self.conversations[sid].setdefault("messages", [])
+                message = {
                     "sid": "IM" + secrets.token_hex(16),
                     "conversation_sid": sid,
-                    "index": index,
+                    "index": len(messages),
                     "author": form.get("Author", "system"),
                     "body": form.get("Body"),
+                    "attributes": form.get("Attributes", "{}"),
                     "media": [{"sid": media_sid}] if media_sid else None,
-                },
-            )
+                    "date_created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                messages.append(message)
+            if fault == "drop-after":
+                req.close_connection = True
+                return
+            self._json(req, 201, message)
+
+    def _receipts(self, req: BaseHTTPRequestHandler, message_sid: str, authorized: bool) -> None:
+        """GET …/Messages/{IM}/Receipts (https://www.twilio.com/docs/conversations/api/
+        receipt-resource): `delivery_receipts`, one page."""
+        if not authorized:
+            self._json(req, 401, {"code": 20003, "message": "Authenticate"})
+            return
+        with self._lock:
+            items = list(self.receipts.get(message_sid, []))
+        self._json(req, 200, {"delivery_receipts": items, "meta": {"next_page_url": None}})
+
+    def _list_messages(self, req: BaseHTTPRequestHandler, sid: str) -> None:
+        """Newest first with Order=desc (https://www.twilio.com/docs/conversations/api/
+        conversation-message-resource), one page: `meta.next_page_url` is null."""
+        with self._lock:
+            messages = list(self.conversations[sid].get("messages", []))
+        if "Order=desc" in req.path:
+            messages.reverse()
+        self._json(req, 200, {"messages": messages, "meta": {"next_page_url": None}})
 
     def _webhooks(self, req: BaseHTTPRequestHandler, scope: str, authorized: bool) -> None:
         if not authorized:
@@ -343,3 +396,10 @@ class FakeMcs:
         req.send_header("Content-Length", str(len(data)))
         req.end_headers()
         req.wfile.write(data)
+
+
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

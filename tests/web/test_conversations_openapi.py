@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from tests.conftest import AUTH
+from tests.inbound.test_conversation_receipts import receipt_params
 from tests.inbound.test_conversations import PATH, message_params, participant_params
 from tests.support.loopback import serving
 from tests.support.webhooks import WebhookPoster, new_sid
@@ -22,11 +23,16 @@ from tests.support.webhooks import WebhookPoster, new_sid
 def live_api(app: Any) -> Iterator[str]:
     post = WebhookPoster(app.test_client())
     conversation = new_sid("CH")
-    member = participant_params(conversation, new_sid("MB"), "+15550001")
+    participant = new_sid("MB")
+    member = participant_params(conversation, participant, "+15550001")
     assert post.post(member, path=PATH).status_code == 200
-    for n in range(3):
-        params = message_params(new_sid("IM"), conversation, index=n, body=f"m{n}")
+    sids = [new_sid("IM") for _ in range(3)]
+    for n, sid in enumerate(sids):
+        params = message_params(sid, conversation, index=n, body=f"m{n}")
         assert post.post(params, path=PATH).status_code == 200
+    # A delivery receipt, so the document's `receipts` items are checked too.
+    receipt = receipt_params(conversation, sids[0], participant, "undelivered", error="30003")
+    assert post.post(receipt, path=PATH).status_code == 200
     with serving(app) as url:
         yield url
 

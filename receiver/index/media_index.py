@@ -10,9 +10,10 @@ from receiver.index.events import EventOutbox
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
+from receiver.index.playable import PlayableIndex
 from receiver.index.similar import Similar
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox):
-    """Reads and writes of messages, the media work queue, opt-outs, image hashes and the
-    events outbox against one database."""
+class MediaIndex(Messages, MediaQueue, OptOuts, Similar, PlayableIndex, EventOutbox):
+    """Reads and writes of messages, the media work queue, opt-outs, image hashes,
+    playable copies and the events outbox against one database."""

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,11 @@ class PlayableCopies:
         self.stale_after = max(STALE_AFTER, self.limits.timeout * 3)
         self.available = ffmpeg_path() is not None
         self._pool = ForkSafePool(THREADS, name="playable", initializer=_lower_thread_priority)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The copy thread's executor in this process."""
+        return self._pool.executor
 
     def queue(self, media_id: int) -> Future[None] | None:
         """Make the poster and copy of a stored audio or video item on the copy thread.

@@ -283,7 +283,8 @@ def _run(args: list[str], limits: Limits) -> Failed | None:
 
 
 def _limit_child(limits: Limits) -> None:  # pragma: no cover - runs in the child
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+    # Soft = hard: the kernel sends SIGKILL at once (ffmpeg catches SIGXCPU and tidies up).
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -84,7 +84,10 @@ class PlayableCopies:
         """Queue items that were stored before copies existed or whose copy was abandoned."""
         if not self.available:
             return
-        for row in self.index.missing_playable(limit, older_than=max(older_than, 1.0)):
+        found = self.index.missing_playable(
+            limit, older_than=max(older_than, 1.0), stale_after=self.stale_after
+        )
+        for row in found:
             if self.index.queue_playable(row.id) or self.index.claim_stale_playable(
                 row.id, older_than=self.stale_after, max_attempts=MAX_ATTEMPTS
             ):
@@ -125,8 +128,17 @@ class PlayableCopies:
         with workdir() as tmp:
             work = Path(tmp)
             source = work / "original"
-            with self.store.open(row.storage_key) as src, source.open("wb") as dst:
-                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            try:
+                with self.store.open(row.storage_key) as src, source.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            except FileNotFoundError:
+                self.index.finish_playable(
+                    media_id,
+                    state="failed",
+                    reason="file_missing",
+                    detail="the original is missing from storage",
+                )
+                return
             if row.kind == "video" and not row.thumbnail_key:
                 self._poster(row, row.storage_key, source, work, duration)
             if chosen.target is None:

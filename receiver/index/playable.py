@@ -60,9 +60,11 @@ class PlayableIndex(IndexCore):
             self._insert(playable_media)
             .values(media_id=media_id, state="pending", attempts=1, updated_at=utcnow())
             .on_conflict_do_nothing(index_elements=[playable_media.c.media_id])
+            # RETURNING, since a driver may report rowcount -1 for ON CONFLICT.
+            .returning(playable_media.c.media_id)
         )
         with self.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
+            return conn.execute(stmt).first() is not None
 
     @translate_db_errors
     def claim_stale_playable(self, media_id: int, *, older_than: float, max_attempts: int) -> bool:
@@ -128,10 +130,14 @@ class PlayableIndex(IndexCore):
             )
 
     @translate_db_errors
-    def missing_playable(self, limit: int, *, older_than: float) -> Sequence[MediaItem]:
-        """Stored audio and video with no copy row, or with a `pending` one claimed over
-        `older_than` seconds ago (its process died or was stopped)."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
+    def missing_playable(
+        self, limit: int, *, older_than: float, stale_after: float
+    ) -> Sequence[MediaItem]:
+        """Audio and video stored over `older_than` seconds ago with no copy row, or with
+        a `pending` one claimed over `stale_after` seconds ago (its process died)."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        stale = now - timedelta(seconds=stale_after)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(media)
@@ -143,7 +149,7 @@ class PlayableIndex(IndexCore):
                     (playable_media.c.media_id.is_(None))
                     | (
                         (playable_media.c.state == "pending")
-                        & (playable_media.c.updated_at < cutoff)
+                        & (playable_media.c.updated_at < stale)
                     ),
                 )
                 .limit(limit)

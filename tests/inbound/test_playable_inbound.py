@@ -172,14 +172,16 @@ def test_the_sweep_makes_copies_of_items_stored_before_copies_existed(
     pipeline = app.extensions["receiver"].pipeline
     # The queued copy never ran (as after a crash): no row yet, the item is found again.
     assert index.playable(item["id"]) is None
-    assert [m.id for m in index.missing_playable(10, older_than=60)] == []  # too fresh
+    assert [m.id for m in index.missing_playable(10, older_than=60, stale_after=600)] == []
     with index.begin() as conn:  # stored long ago
         conn.execute(
             update(media)
             .where(media.c.id == item["id"])
             .values(updated_at=utcnow() - timedelta(hours=1))
         )
-    assert [m.id for m in index.missing_playable(10, older_than=60)] == [item["id"]]
+    assert [m.id for m in index.missing_playable(10, older_than=60, stale_after=600)] == [
+        item["id"]
+    ]
     pipeline.playable.remake_missing(10, older_than=60)
     held.set()
     assert wait_for(lambda: (c := index.playable(item["id"])) and c.state == "ready", seconds=60)

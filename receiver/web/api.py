@@ -17,7 +17,7 @@ from receiver.index.queries import (
     parse_limit,
     parse_max_distance,
 )
-from receiver.index.records import PlayableCopy
+from receiver.index.records import MediaItem, PlayableCopy
 from receiver.index.serialize import message_json, similar_json
 from receiver.lifecycle import erase_message
 from receiver.web import openapi, serve_media
@@ -226,6 +226,8 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
     try:
         if which == "thumbnail" and row.kind == "image":
             row = svc.pipeline.derivatives.make_now(row)
+        elif which == "thumbnail" and _poster_coming(row):
+            return serve_media.pending_thumbnail(row.id)
         chosen = serve_media.choose(row, which, svc.store)
         if isinstance(chosen, Response):
             return chosen
@@ -235,3 +237,13 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
         return serve_media.problem(
             503, "storage_unavailable", "the object store is unavailable; retry later"
         )
+
+
+def _poster_coming(row: MediaItem) -> bool:
+    """A stored video whose poster frame the copy thread has yet to make."""
+    if row.kind != "video" or row.state != "stored" or row.thumbnail_key:
+        return False
+    if not services().pipeline.playable.available:
+        return False
+    copy = services().index.playable(row.id)
+    return copy is None or copy.state == "pending"

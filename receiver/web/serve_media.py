@@ -78,14 +78,7 @@ def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
             # Busy or not decodable here: the stored original is a picture a browser shows.
             which = "content"
         else:
-            resp = problem(
-                503,
-                "thumbnail_pending",
-                f"the thumbnail of media {media_id} is not made yet; retry shortly",
-                reason="thumbnail_pending",
-            )
-            resp.headers["Retry-After"] = "5"
-            return resp
+            return pending_thumbnail(media_id)
     if which == "thumbnail":
         key = row.thumbnail_key or ""
         ext = key.rsplit(".", 1)[-1]
@@ -112,6 +105,18 @@ def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
     suffix = "-thumbnail" if which == "thumbnail" else ""
     filename = f"{row.message_sid}-{row.idx}{suffix}.{ext}"
     return Served(key, content_type, filename, inline_allowed(content_type))
+
+
+def pending_thumbnail(media_id: int) -> Response:
+    """503 with Retry-After: the thumbnail (or a video's poster frame) is still queued."""
+    resp = problem(
+        503,
+        "thumbnail_pending",
+        f"the thumbnail of media {media_id} is not made yet; retry shortly",
+        reason="thumbnail_pending",
+    )
+    resp.headers["Retry-After"] = "5"
+    return resp
 
 
 def choose_playable(

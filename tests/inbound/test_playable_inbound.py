@@ -217,3 +217,17 @@ def test_copies_go_to_s3(
     assert fetched.status_code == 200 and facts is not None and facts.codecs == ("aac",)
     copy = app.extensions["receiver"].index.playable(item["id"])
     assert copy.state == "ready" and copy.storage_key.endswith(".playable.m4a")
+
+
+def test_video_thumbnail_is_503_until_the_poster_is_made(
+    app: Any, media_server: MediaServer, held: threading.Event
+) -> None:
+    (item,) = post(app, media_server, [(avfiles.video_3gp(2), "video/3gpp")])["media"]
+    url = f"/api/media/{item['id']}/thumbnail"
+    early = app.test_client().get(url, headers=AUTH)
+    assert early.status_code == 503 and early.headers["Retry-After"] == "5"
+    assert early.get_json()["error"] == "thumbnail_pending"
+    held.set()
+    assert ready(app, item["id"]).status_code == 200
+    late = app.test_client().get(url, headers=AUTH)
+    assert late.status_code == 200 and late.headers["Content-Type"] == "image/jpeg"

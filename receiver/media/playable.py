@@ -36,11 +36,13 @@ __all__ = [
     "Failed",
     "Limits",
     "Plan",
+    "Target",
     "ffmpeg_path",
     "ffmpeg_version",
     "make_copy",
     "make_poster",
     "plan",
+    "workdir",
 ]
 
 #: Containers every current browser (Chromium, Firefox, Safari) plays, with the codecs it
@@ -89,7 +91,8 @@ class Limits:
     timeout: float = 120.0
     #: CPU seconds (all threads together) before the kernel stops it (SIGXCPU/SIGKILL).
     cpu_seconds: int = 120
-    #: Address space in bytes (x264 with two threads needs about 300 MB for 720p).
+    #: Address space in bytes: Debian's ffmpeg maps about 300 MB of libraries before it
+    #: starts, and x264 at 720p needs a few hundred MB more.
     memory_bytes: int = 1536 * 1024 * 1024
     #: The largest file ffmpeg may write (RLIMIT_FSIZE): a runaway output stops here.
     output_bytes: int = 256 * 1024 * 1024
@@ -298,6 +301,7 @@ def _failure(code: int, stderr: bytes, limits: Limits) -> Failed:
     said = last[-1].strip()[:300] if last else ""
     signals = {
         -signal.SIGXCPU: ("cpu_limit", f"ffmpeg used its {limits.cpu_seconds} s of CPU"),
+        # RLIMIT_CPU's SIGKILL (the wall-clock kill is TimeoutExpired, handled before).
         -signal.SIGKILL: ("cpu_limit", f"ffmpeg used its {limits.cpu_seconds} s of CPU"),
         -signal.SIGXFSZ: (
             "output_too_large",
@@ -306,7 +310,11 @@ def _failure(code: int, stderr: bytes, limits: Limits) -> Failed:
     }
     if code in signals:
         return Failed(*signals[code])
-    if "Cannot allocate memory" in said or "out of memory" in said.lower():
+    # Under RLIMIT_AS the loader fails first ("failed to map segment": Debian's ffmpeg
+    # maps about 300 MB of libraries), or an allocation does later.
+    if any(m in said for m in ("Cannot allocate memory", "failed to map segment")) or (
+        "out of memory" in said.lower()
+    ):
         return Failed("memory_limit", f"ffmpeg ran out of its {limits.memory_bytes:,} bytes")
     if "File too large" in said:
         return Failed("output_too_large", f"the copy grew over {limits.output_bytes:,} bytes")

@@ -231,3 +231,32 @@ def test_video_thumbnail_is_503_until_the_poster_is_made(
     assert ready(app, item["id"]).status_code == 200
     late = app.test_client().get(url, headers=AUTH)
     assert late.status_code == 200 and late.headers["Content-Type"] == "image/jpeg"
+
+
+def test_a_rescan_match_removes_the_playable_copy_too(
+    app: Any, media_server: MediaServer, tmp_path: Any
+) -> None:
+    from receiver.cli import main
+    from tests.support.clamd import Clamd
+
+    marker = "MMS-RECEIVER-LATER-VIDEO-SIGNATURE-7c2a"
+    clip = avfiles.ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc=size=176x144:rate=10:duration=2"),
+        *("-c:v", "h263", "-metadata", f"title={marker}"),
+        fmt="3gp",
+    )
+    (item,) = post(app, media_server, [(clip, "video/3gpp")])["media"]
+    assert ready(app, item["id"]).status_code == 200
+    store = app.extensions["receiver"].store
+    copy = app.extensions["receiver"].index.playable(item["id"])
+    assert store.exists(copy.storage_key)
+    updated = Clamd(extra={"Test.Later.Video": marker.encode()})
+    try:
+        updated.start()
+        env = base_env(tmp_path, RECEIVER_CLAMD_URL=updated.url)
+        result = CliRunner().invoke(main, ["scan", "--since", "30d"], env=env)
+        assert result.exit_code == 0 and "1 malware" in result.output, result.output
+    finally:
+        updated.cleanup()
+    assert list(store.iter_keys("media/")) == [] and list(store.iter_keys("derived/")) == []
+    assert playable(app, item["id"]).status_code == 404

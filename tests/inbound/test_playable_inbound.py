@@ -116,6 +116,11 @@ def test_3gp_video_gets_an_h264_copy_and_a_poster_thumbnail(
     assert f'poster="/api/media/{item["id"]}/thumbnail"' in html
     listing = app.test_client().get("/messages", headers=AUTH).get_data(as_text=True)
     assert f'src="/api/media/{item["id"]}/thumbnail"' in listing  # the tile shows the poster
+    # Erasing the message takes the poster and the copy with it.
+    store = app.extensions["receiver"].store
+    assert len(list(store.iter_keys("derived/"))) == 2
+    assert app.test_client().delete(f"/api/messages/{msg['sid']}", headers=AUTH).status_code == 200
+    assert list(store.iter_keys("derived/")) == [] and index.playable(item["id"]) is None
 
 
 def test_mp4_that_plays_as_it_is_is_served_as_the_original(

@@ -29,6 +29,16 @@ def tiny_frames() -> bytes:
     return avfiles.many_tiny_frames(10_000)
 
 
+@pytest.fixture(scope="module")
+def clips() -> list[tuple[str, bytes]]:
+    """A 3GP (H.263/AMR), a fast-start MP4 and an MP4 with its index at the end."""
+    return [
+        ("3gp", avfiles.video_3gp_amr(2)),
+        ("mp4", avfiles.mp4_h264(2, faststart=True)),
+        ("mp4", avfiles.mp4_h264(2)),
+    ]
+
+
 #: The reasons a copy may end with; anything else is a bug.
 REASONS = {"too_long", "timeout", "cpu_limit", "memory_limit", "output_too_large", "unreadable"}
 
@@ -130,15 +140,9 @@ def bounded(made: object, started: float, limits: Limits) -> object:
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.05])
-def test_truncated_3gp_and_mp4(tmp_path: Path, cut: float) -> None:
+def test_truncated_3gp_and_mp4(tmp_path: Path, cut: float, clips: list[tuple[str, bytes]]) -> None:
     limits = Limits(timeout=30)
-    for n, (name, data) in enumerate(
-        (
-            ("3gp", avfiles.video_3gp_amr(2)),
-            ("mp4", avfiles.mp4_h264(2, faststart=True)),
-            ("mp4", avfiles.mp4_h264(2)),
-        )
-    ):
+    for n, (name, data) in enumerate(clips):
         started = time.monotonic()
         work = tmp_path / f"{n}-{name}"
         work.mkdir()
@@ -149,8 +153,10 @@ def test_truncated_3gp_and_mp4(tmp_path: Path, cut: float) -> None:
             assert isinstance(made, Failed) and made.reason == "unreadable"
 
 
-def test_mp4_with_its_index_at_the_end_is_copied(tmp_path: Path) -> None:
-    data = avfiles.mp4_h264(2)
+def test_mp4_with_its_index_at_the_end_is_copied(
+    tmp_path: Path, clips: list[tuple[str, bytes]]
+) -> None:
+    data = clips[2][1]
     assert data.find(b"moov") > data.find(b"mdat")
     source = tmp_path / "late.mp4"
     source.write_bytes(data)

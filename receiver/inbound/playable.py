@@ -2,10 +2,12 @@
 
 Made after the webhook is answered, on a thread of their own (a transcode
 takes seconds; thumbnails of photos must not wait behind it), each ffmpeg run
-bounded by receiver.media.playable's limits. The index row is written
-`pending` before the work is queued, so `GET /api/media/<id>/playable`
-answers 202 until it is done; a process that dies leaves the row to the
-sweep (`remake_missing`). Design: docs/design.md ("Playable copies").
+bounded by receiver.media.playable's limits. The thread first records the
+item `pending` (the insert is the claim: one process makes each copy), so
+`GET /api/media/<id>/playable` answers 202 until it is done; before that
+row exists, the route queues the item itself. A process that dies leaves
+the row to the sweep (`remake_missing`). Design: docs/design.md ("Playable
+copies").
 """
 
 from __future__ import annotations

@@ -235,7 +235,8 @@ def message(sid: str) -> ResponseReturnValue:
     if row is None:
         return render_template("not_found.html", what="message", ident=sid), 404
     view = message_view(row, check_files=True)
-    copies = services().index.playable_of(row.sid)
+    has_av = any(item["show"] in ("video", "audio") for item in view["media"])
+    copies = services().index.playable_of(row.sid) if has_av else {}
     for item in view["media"]:
         item["seen_before"] = seen_before(row, item["row"])
         if item["show"] in ("video", "audio"):

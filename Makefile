@@ -35,6 +35,7 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_fit.py
 	$(BIN)/python tests/benchmarks/bench_list.py
 	$(BIN)/python tests/benchmarks/bench_scan.py
+	$(BIN)/python tests/benchmarks/bench_playable.py
 	$(BIN)/python tests/benchmarks/bench_similar.py
 	$(BIN)/python tests/benchmarks/bench_analytics.py
 

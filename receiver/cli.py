@@ -385,6 +385,7 @@ def check() -> None:
         click.echo(f"storage: FAIL  {exc}")
     problems += _check_clamd(settings)
     _check_ffprobe()
+    _check_ffmpeg()
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -429,6 +430,20 @@ def _check_ffprobe() -> None:
         )
     else:
         click.echo(f"ffprobe: ok  {version}")
+
+
+def _check_ffmpeg() -> None:
+    """Print whether ffmpeg is there for playable copies and poster frames (optional)."""
+    from receiver.media.playable import ffmpeg_version
+
+    version = ffmpeg_version()
+    if version is None:
+        click.echo(
+            "ffmpeg: missing (apt-get install ffmpeg): no playable copies of AMR, 3GPP or "
+            "QuickTime files and no video poster frames; players get the original"
+        )
+    else:
+        click.echo(f"ffmpeg: ok  {version}")
 
 
 def _check_events(index: MediaIndex) -> int:

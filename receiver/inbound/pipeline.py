@@ -27,6 +27,7 @@ from typing import Any
 
 from receiver.errors import FetchError, IndexUnavailable, StorageError
 from receiver.inbound.derivatives import Derivatives
+from receiver.inbound.playable import PlayableCopies
 from receiver.inbound.pools import ForkSafePool
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
@@ -138,6 +139,7 @@ class Pipeline:
         self._owner = (os.getpid(), new_owner())
         self._pool = ForkSafePool(threads, name="media")
         self.derivatives = Derivatives(index, store)
+        self.playable = PlayableCopies(index, store)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -156,6 +158,7 @@ class Pipeline:
         # The thumbnail thread last, since items that finish queue thumbnails on it.
         self._pool.shutdown(wait=wait)
         self.derivatives.shutdown(wait=wait)
+        self.playable.shutdown(wait=wait)
 
     # -- ingest -----------------------------------------------------------
 
@@ -353,6 +356,9 @@ class Pipeline:
             elif info.kind == "image":
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
                 self.derivatives.queue(row.id, key)
+            elif info.kind in ("audio", "video"):
+                # Poster frame and playable copy: seconds of ffmpeg, on their own thread.
+                self.playable.queue(row.id)
         return ItemOutcome(row.id, "stored", None, result.size, info.kind)
 
     @staticmethod
@@ -458,6 +464,7 @@ class Pipeline:
         )
         futures = self.submit(rows)
         self.derivatives.remake_missing(limit, older_than=self.lease_seconds)
+        self.playable.remake_missing(limit, older_than=self.lease_seconds)
         if wait and futures:
             wait_futures(futures)
         return len(rows)

@@ -71,7 +71,9 @@ def rescan(
             facts = _facts(row.facts)
             if result.verdict == "malware":
                 signature = result.signature or "unknown"
-                for key in (row.storage_key, row.thumbnail_key):
+                # Derivatives too: a playable copy carries the same content.
+                copy = index.playable(row.id)
+                for key in (row.storage_key, row.thumbnail_key, copy and copy.storage_key):
                     if key:
                         store.delete(key)
                 facts["scan"] = "malware"

@@ -11,9 +11,12 @@ from receiver.index.events import EventOutbox
 from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
+from receiver.index.playable import PlayableIndex
 from receiver.index.similar import Similar
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox, EventQueue):
-    """Reads and writes of messages, the media work queue, opt-outs, image hashes, the
-    events outbox and its delivery queue against one database."""
+class MediaIndex(
+    Messages, MediaQueue, OptOuts, Similar, PlayableIndex, EventOutbox, EventQueue
+):
+    """Reads and writes of messages, the media work queue, opt-outs, image hashes,
+    playable copies, the events outbox and its delivery queue against one database."""

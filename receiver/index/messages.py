@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.events import NewEvent, delete_events_of, write_events
+from receiver.index.playable import delete_playable_of
 from receiver.index.records import MediaItem, MessageRecord
 from receiver.index.schema import media, messages, utcnow
 from receiver.index.serialize import message_event_data
@@ -198,6 +199,7 @@ class Messages(IndexCore):
         """Delete a message row, its media rows and its events (objects must be deleted first)."""
         with self.begin() as conn:
             delete_events_of(conn, sid)
+            delete_playable_of(conn, sid)
             conn.execute(delete(media).where(media.c.message_sid == sid))
             result = conn.execute(delete(messages).where(messages.c.sid == sid))
             return bool(result.rowcount)

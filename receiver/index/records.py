@@ -101,3 +101,24 @@ class SimilarMedia:
     from_addr: str
     received_at: datetime
     distance: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayableCopy:
+    """The browser-playable copy of an audio or video item, or why there is none (yet)."""
+
+    media_id: int
+    #: pending, ready (the copy is at `storage_key`), original (plays as it is), failed
+    state: str
+    attempts: int
+    updated_at: datetime
+    storage_key: str | None = None
+    content_type: str | None = None
+    size_bytes: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> PlayableCopy:
+        """The record of one `playable_media` row."""
+        return cls(**row)

@@ -414,6 +414,30 @@ media_hashes = Table(
 for _band in range(HASH_BANDS):
     Index(f"ix_media_hashes_band{_band}", media_hashes.c[f"band{_band}"])
 
+# Browser-playable copies of audio and video (receiver.index.playable). A new
+# table: `create_all` adds it to an existing index. `state` is pending, ready
+# (the copy is at `storage_key`), original (the file plays as it is) or failed
+# (`reason`, `detail`).
+playable_media = Table(
+    "playable_media",
+    metadata,
+    Column(
+        "media_id",
+        Integer,
+        ForeignKey("media.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("state", String(16), nullable=False),
+    Column("storage_key", Text),
+    Column("content_type", String(64)),
+    Column("size_bytes", BigInteger),
+    Column("reason", String(32)),
+    Column("detail", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_playable_media_state", playable_media.c.state, playable_media.c.updated_at)
+
 
 def search_index_ddl(dialect: str) -> list[str]:
     """Statements that create the trigram search index of `dialect` (idempotent).

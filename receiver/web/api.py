@@ -17,6 +17,7 @@ from receiver.index.queries import (
     parse_limit,
     parse_max_distance,
 )
+from receiver.index.records import MediaItem, PlayableCopy
 from receiver.index.serialize import message_json, similar_json
 from receiver.lifecycle import erase_message
 from receiver.web import openapi, serve_media
@@ -40,9 +41,11 @@ OWN_ENDPOINTS = frozenset(
         "api.media_thumbnail",
         "api.openapi_document",
         "api.media_similar",
+        "api.media_playable",
     }
 )
 SIMILAR_QUERY = ("max_distance",)
+AV = ("audio", "video")
 
 
 def valid_sid(sid: str) -> str:
@@ -150,6 +153,32 @@ def media_thumbnail(media_id: str) -> BaseResponse:
     return _serve(media_id, "thumbnail")
 
 
+@bp.get("/media/<media_id>/playable")
+@api_auth
+def media_playable(media_id: str) -> BaseResponse:
+    """A copy of audio or video that browsers play; the original when it plays as it is."""
+    svc = services()
+    row = svc.index.get_media(valid_media_id(media_id))
+    if row is None:
+        abort(404, description="no media item with that id")
+    try:
+        copy = svc.index.playable(row.id)
+        copies = svc.pipeline.playable
+        if copy is None and copies.available and row.state == "stored" and row.kind in AV:
+            # Stored before copies existed, or its queue died with a process: start it now.
+            copies.queue(row.id)
+            copy = PlayableCopy(row.id, "pending", 0, row.updated_at)
+        chosen = serve_media.choose_playable(row, copy, svc.store)
+        if isinstance(chosen, Response):
+            return chosen
+        return serve_media.send(svc.store, row, chosen)
+    except StorageError as exc:
+        log.error("serving the playable copy of media %s failed in storage: %s", row.id, exc)
+        return serve_media.problem(
+            503, "storage_unavailable", "the object store is unavailable; retry later"
+        )
+
+
 @bp.get("/media/<media_id>/similar")
 @api_auth
 def media_similar(media_id: str) -> Response | tuple[Response, int]:
@@ -197,6 +226,8 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
     try:
         if which == "thumbnail" and row.kind == "image":
             row = svc.pipeline.derivatives.make_now(row)
+        elif which == "thumbnail" and _poster_coming(row):
+            return serve_media.pending_thumbnail(row.id)
         chosen = serve_media.choose(row, which, svc.store)
         if isinstance(chosen, Response):
             return chosen
@@ -206,3 +237,13 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
         return serve_media.problem(
             503, "storage_unavailable", "the object store is unavailable; retry later"
         )
+
+
+def _poster_coming(row: MediaItem) -> bool:
+    """A stored video whose poster frame the copy thread has yet to make."""
+    if row.kind != "video" or row.state != "stored" or row.thumbnail_key:
+        return False
+    if not services().pipeline.playable.available:
+        return False
+    copy = services().index.playable(row.id)
+    return copy is None or copy.state == "pending"

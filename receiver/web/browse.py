@@ -36,6 +36,7 @@ from receiver.index.queries import (
     parse_cursor,
     parse_filter,
 )
+from receiver.index.records import PlayableCopy
 from receiver.lifecycle import erase_message
 from receiver.media.types import KINDS, RASTER_TYPES
 from receiver.replies import human_size, templates_dir
@@ -105,6 +106,11 @@ def media_view(row: MediaItem, sender: str, *, present: bool | None = None) -> d
         view["show"] = "image" if view["thumb_url"] else "download"
     elif kind in ("video", "audio"):
         view["show"] = kind
+        # The player's source until the message page knows the playable copy's state.
+        view["src"] = view["content_url"]
+        view["play_note"] = None
+        if kind == "video" and row.thumbnail_key:
+            view["thumb_url"] = url_for("api.media_thumbnail", media_id=str(row.id))
     elif kind == "contact" and view["contact"]:
         view["show"] = "contact"
         if not view["contacts"]:  # stored before every card was listed
@@ -229,9 +235,36 @@ def message(sid: str) -> ResponseReturnValue:
     if row is None:
         return render_template("not_found.html", what="message", ident=sid), 404
     view = message_view(row, check_files=True)
+    has_av = any(item["show"] in ("video", "audio") for item in view["media"])
+    copies = services().index.playable_of(row.sid) if has_av else {}
     for item in view["media"]:
         item["seen_before"] = seen_before(row, item["row"])
+        if item["show"] in ("video", "audio"):
+            item.update(player_source(item["row"], copies.get(item["row"].id)))
     return render_template("message.html", m=view)
+
+
+def player_source(item: MediaItem, copy: PlayableCopy | None) -> dict[str, Any]:
+    """The player's source (the playable copy where there is one) and a note on its state."""
+    copies = services().pipeline.playable
+    playable_url = url_for("api.media_playable", media_id=str(item.id))
+    if copy is None and copies.available:
+        copies.queue(item.id)  # stored before copies existed
+        copy = PlayableCopy(item.id, "pending", 0, item.updated_at)
+    if copy is None:
+        return {}  # no ffmpeg: the original, as the browser may or may not play it
+    if copy.state in ("ready", "original"):
+        return {"src": playable_url}
+    if copy.state == "pending":
+        return {
+            "play_note": "A copy that every browser plays is being made; "
+            "reload the page in a few seconds."
+        }
+    return {
+        "play_note": f"No playable copy could be made ({copy.reason}): {copy.detail or ''}".rstrip(
+            ": "
+        )
+    }
 
 
 def seen_before(message: MessageRecord, item: MediaItem) -> dict[str, Any] | None:

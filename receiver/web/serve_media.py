@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from flask import Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from receiver.index.records import MediaItem
+from receiver.index.records import MediaItem, PlayableCopy
 from receiver.storage.base import ObjectStore, check_content_type, content_disposition
 from receiver.web.security import file_policy
 
@@ -29,6 +29,8 @@ SAFE_INLINE_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/w
 PRESIGN_SECONDS = 60
 CHUNK = 256 * 1024
 CACHE = "private, max-age=300"
+#: How long a client waits before asking again for a copy still being made.
+PLAYABLE_RETRY_SECONDS = 3
 
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 
@@ -76,14 +78,7 @@ def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
             # Busy or not decodable here: the stored original is a picture a browser shows.
             which = "content"
         else:
-            resp = problem(
-                503,
-                "thumbnail_pending",
-                f"the thumbnail of media {media_id} is not made yet; retry shortly",
-                reason="thumbnail_pending",
-            )
-            resp.headers["Retry-After"] = "5"
-            return resp
+            return pending_thumbnail(media_id)
     if which == "thumbnail":
         key = row.thumbnail_key or ""
         ext = key.rsplit(".", 1)[-1]
@@ -110,6 +105,60 @@ def choose(row: MediaItem, which: str, store: ObjectStore) -> Served | Response:
     suffix = "-thumbnail" if which == "thumbnail" else ""
     filename = f"{row.message_sid}-{row.idx}{suffix}.{ext}"
     return Served(key, content_type, filename, inline_allowed(content_type))
+
+
+def pending_thumbnail(media_id: int) -> Response:
+    """503 with Retry-After: the thumbnail (or a video's poster frame) is still queued."""
+    resp = problem(
+        503,
+        "thumbnail_pending",
+        f"the thumbnail of media {media_id} is not made yet; retry shortly",
+        reason="thumbnail_pending",
+    )
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
+def choose_playable(
+    row: MediaItem, copy: PlayableCopy | None, store: ObjectStore
+) -> Served | Response:
+    """What `/playable` sends: the copy when ready, the original when it plays as it is
+    (or there is no ffmpeg to copy it), 202 while the copy is made, 422 when it failed."""
+    if row.state == "stored" and row.kind not in ("audio", "video"):
+        return problem(
+            404,
+            "not_audio_video",
+            f"media {row.id} is {row.kind or 'other'}, not audio or video; it has no playable copy",
+            reason="not_audio_video",
+        )
+    if row.state != "stored" or copy is None or copy.state == "original":
+        return choose(row, "content", store)
+    if copy.state == "pending":
+        resp = problem(
+            202,
+            "playable_pending",
+            f"a playable copy of media {row.id} is being made; retry shortly",
+            reason="playable_pending",
+        )
+        resp.headers["Retry-After"] = str(PLAYABLE_RETRY_SECONDS)
+        return resp
+    if copy.state != "ready" or not copy.storage_key:
+        reason = copy.reason or "failed"
+        return problem(
+            422,
+            "playable_failed",
+            f"no playable copy of media {row.id} could be made ({reason}): {copy.detail or ''}"
+            "; the original is still at its content URL",
+            reason=reason,
+            detail=copy.detail,
+        )
+    ext = copy.storage_key.rsplit(".", 1)[-1]
+    return Served(
+        copy.storage_key,
+        check_content_type(copy.content_type or "video/mp4"),
+        f"{row.message_sid}-{row.idx}-playable.{ext}",
+        inline=True,
+    )
 
 
 def send(store: ObjectStore, row: MediaItem, served: Served) -> BaseResponse:

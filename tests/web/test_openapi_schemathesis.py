@@ -90,6 +90,7 @@ def test_live_api_conforms_to_its_document(live_api: str) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert sorted(op.label for op in operations) == [
         "GET /api/media/{media_id}/content",
+        "GET /api/media/{media_id}/playable",
         "GET /api/media/{media_id}/similar",
         "GET /api/media/{media_id}/thumbnail",
         "GET /api/messages",

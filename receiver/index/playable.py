@@ -1,0 +1,157 @@
+"""Browser-playable copies of audio and video: their state, claims and results.
+
+A row is written `pending` before the copy is queued, so the playable route
+answers 202 from the first moment; the derivative thread claims it (a lease
+on `updated_at`, so a crashed process's work is taken over by the sweep) and
+finishes it as `ready`, `original` or `failed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from receiver.index.core import IndexCore
+from receiver.index.errors import translate_db_errors
+from receiver.index.records import MediaItem, PlayableCopy
+from receiver.index.schema import media, playable_media, utcnow
+
+__all__ = ["PlayableIndex", "delete_playable_of"]
+
+
+def delete_playable_of(conn: Connection, message_sid: str) -> None:
+    """Delete the playable rows of one message's media (SQLite does not cascade)."""
+    ids = select(media.c.id).where(media.c.message_sid == message_sid)
+    conn.execute(delete(playable_media).where(playable_media.c.media_id.in_(ids)))
+
+
+class PlayableIndex(IndexCore):
+    """Reads and writes of `playable_media`."""
+
+    @translate_db_errors
+    def playable(self, media_id: int) -> PlayableCopy | None:
+        """The playable copy record of an item, or None when none was ever queued."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(playable_media).where(playable_media.c.media_id == media_id))
+                .mappings()
+                .first()
+            )
+        return PlayableCopy.from_row(row) if row else None
+
+    @translate_db_errors
+    def playable_of(self, message_sid: str) -> dict[int, PlayableCopy]:
+        """The playable copy records of one message's media, by media id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(playable_media)
+                .join(media, media.c.id == playable_media.c.media_id)
+                .where(media.c.message_sid == message_sid)
+            ).mappings()
+            return {r["media_id"]: PlayableCopy.from_row(r) for r in rows}
+
+    @translate_db_errors
+    def queue_playable(self, media_id: int) -> bool:
+        """Record a copy as `pending` (and claimed by the caller); False when a row exists."""
+        stmt = (
+            self._insert(playable_media)
+            .values(media_id=media_id, state="pending", attempts=1, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[playable_media.c.media_id])
+            # RETURNING, since a driver may report rowcount -1 for ON CONFLICT.
+            .returning(playable_media.c.media_id)
+        )
+        with self.begin() as conn:
+            return conn.execute(stmt).first() is not None
+
+    @translate_db_errors
+    def claim_stale_playable(self, media_id: int, *, older_than: float, max_attempts: int) -> bool:
+        """Take over a `pending` copy whose claim is over `older_than` seconds old.
+
+        Out of attempts, it becomes `failed` (reason `gave_up`) instead.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        stale = (
+            playable_media.c.media_id == media_id,
+            playable_media.c.state == "pending",
+            playable_media.c.updated_at < cutoff,
+        )
+        with self.begin() as conn:
+            gave_up = conn.execute(
+                update(playable_media)
+                .where(*stale, playable_media.c.attempts >= max_attempts)
+                .values(
+                    state="failed",
+                    reason="gave_up",
+                    detail=f"no copy after {max_attempts} attempts (each ended without a result)",
+                    updated_at=now,
+                )
+            ).rowcount
+            if gave_up:
+                return False
+            claimed = conn.execute(
+                update(playable_media)
+                .where(*stale)
+                .values(attempts=playable_media.c.attempts + 1, updated_at=now)
+            ).rowcount
+        return bool(claimed)
+
+    @translate_db_errors
+    def finish_playable(
+        self,
+        media_id: int,
+        *,
+        state: str,
+        storage_key: str | None = None,
+        content_type: str | None = None,
+        size_bytes: int | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record the outcome of a copy: ready, original or failed."""
+        if state not in ("ready", "original", "failed"):
+            raise ValueError(f"state: ready, original or failed, got {state!r}")
+        with self.begin() as conn:
+            conn.execute(
+                update(playable_media)
+                .where(playable_media.c.media_id == media_id)
+                .values(
+                    state=state,
+                    storage_key=storage_key,
+                    content_type=content_type,
+                    size_bytes=size_bytes,
+                    reason=reason,
+                    detail=detail[:500] if detail else None,
+                    updated_at=utcnow(),
+                )
+            )
+
+    @translate_db_errors
+    def missing_playable(
+        self, limit: int, *, older_than: float, stale_after: float
+    ) -> Sequence[MediaItem]:
+        """Audio and video stored over `older_than` seconds ago with no copy row, or with
+        a `pending` one claimed over `stale_after` seconds ago (its process died)."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        stale = now - timedelta(seconds=stale_after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(media)
+                .outerjoin(playable_media, playable_media.c.media_id == media.c.id)
+                .where(
+                    media.c.state == "stored",
+                    media.c.kind.in_(("audio", "video")),
+                    media.c.updated_at < cutoff,
+                    (playable_media.c.media_id.is_(None))
+                    | (
+                        (playable_media.c.state == "pending")
+                        & (playable_media.c.updated_at < stale)
+                    ),
+                )
+                .limit(limit)
+            ).mappings()
+            return [MediaItem.from_row(r) for r in rows]

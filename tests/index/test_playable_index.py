@@ -1,0 +1,104 @@
+"""receiver.index.playable: copy rows, claims, the sweep's query and erasure, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from receiver.index import MediaIndex
+from receiver.index.schema import media, playable_media, utcnow
+from tests.index.rows import media_rows, message, sid
+
+
+def stored_av(index: MediaIndex, n: int = 1, *, kinds: tuple[str, ...] = ("audio",)) -> list[int]:
+    """Items of message `n`, stored an hour ago with the given kinds; their ids."""
+    items = index.insert_message(message(n), media_rows(len(kinds)))
+    assert items is not None
+    with index.begin() as conn:
+        for item, kind in zip(items, kinds, strict=True):
+            conn.execute(
+                update(media)
+                .where(media.c.id == item.id)
+                .values(
+                    state="stored",
+                    kind=kind,
+                    storage_key=f"media/x/{item.id}",
+                    updated_at=utcnow() - timedelta(hours=1),
+                )
+            )
+    return [item.id for item in items]
+
+
+def age(index: MediaIndex, media_id: int, seconds: float) -> None:
+    with index.begin() as conn:
+        conn.execute(
+            update(playable_media)
+            .where(playable_media.c.media_id == media_id)
+            .values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_queue_once_then_finish(index: MediaIndex) -> None:
+    (item,) = stored_av(index)
+    assert index.playable(item) is None
+    assert index.queue_playable(item) is True
+    assert index.queue_playable(item) is False  # another process, another delivery
+    copy = index.playable(item)
+    assert copy is not None and (copy.state, copy.attempts) == ("pending", 1)
+    index.finish_playable(
+        item, state="ready", storage_key="derived/x.m4a", content_type="audio/mp4", size_bytes=9
+    )
+    copy = index.playable(item)
+    assert copy is not None
+    assert (copy.state, copy.storage_key, copy.content_type, copy.size_bytes) == (
+        "ready",
+        "derived/x.m4a",
+        "audio/mp4",
+        9,
+    )
+    assert index.playable_of(sid(1)) == {item: copy}
+    with pytest.raises(ValueError, match="ready, original or failed"):
+        index.finish_playable(item, state="pending")
+
+
+def test_sweep_finds_items_without_a_row_and_abandoned_claims(index: MediaIndex) -> None:
+    audio, video, image = stored_av(index, kinds=("audio", "video", "image"))
+    found = index.missing_playable(10, older_than=60, stale_after=600)
+    assert sorted(m.id for m in found) == [audio, video]  # never an image
+    index.queue_playable(audio)
+    index.queue_playable(video)
+    assert index.missing_playable(10, older_than=60, stale_after=600) == []
+    age(index, audio, 700)  # its process died mid-copy
+    assert [m.id for m in index.missing_playable(10, older_than=60, stale_after=600)] == [audio]
+    assert index.claim_stale_playable(video, older_than=600, max_attempts=3) is False  # fresh
+    assert index.claim_stale_playable(audio, older_than=600, max_attempts=3) is True
+    assert index.claim_stale_playable(audio, older_than=600, max_attempts=3) is False  # taken
+    copy = index.playable(audio)
+    assert copy is not None and copy.attempts == 2
+
+
+def test_out_of_attempts_is_failed_gave_up(index: MediaIndex) -> None:
+    (item,) = stored_av(index)
+    index.queue_playable(item)
+    for _ in range(2):
+        age(index, item, 700)
+        assert index.claim_stale_playable(item, older_than=600, max_attempts=3)
+    age(index, item, 700)
+    assert index.claim_stale_playable(item, older_than=600, max_attempts=3) is False
+    copy = index.playable(item)
+    assert copy is not None and (copy.state, copy.reason) == ("failed", "gave_up")
+    assert index.missing_playable(10, older_than=60, stale_after=600) == []
+
+
+def test_deleting_a_message_deletes_its_copy_rows(index: MediaIndex) -> None:
+    (item,) = stored_av(index)
+    (other,) = stored_av(index, 2)
+    index.queue_playable(item)
+    index.queue_playable(other)
+    assert index.delete_message(sid(1))
+    with index.engine.connect() as conn:
+        left = conn.execute(select(playable_media.c.media_id)).scalars().all()
+    assert left == [other]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from receiver.commands import backfill as backfill_commands
 from receiver.commands import conversations as conversations_commands
 from receiver.commands import events as events_commands
 from receiver.commands import lifecycle as lifecycle_commands
@@ -385,6 +386,7 @@ def check() -> None:
         click.echo(f"storage: FAIL  {exc}")
     problems += _check_clamd(settings)
     _check_ffprobe()
+    problems += _check_ocr(settings)
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -431,6 +433,22 @@ def _check_ffprobe() -> None:
         click.echo(f"ffprobe: ok  {version}")
 
 
+def _check_ocr(settings: Settings) -> int:
+    """Print whether text in images is read; 1 per missing part when RECEIVER_OCR asks for it."""
+    from receiver.services import text_reader
+
+    reader = text_reader(settings)
+    if reader is None:
+        click.echo("ocr: off (set RECEIVER_OCR=eng, or eng+deu+jpn, to read text in images)")
+        return 0
+    problems = reader.problems()
+    for problem in problems:
+        click.echo(f"ocr: FAIL  {problem}")
+    if not problems:
+        click.echo(f"ocr: ok  tesseract {reader.version()}, languages {reader.lang}")
+    return len(problems)
+
+
 def _check_events(index: MediaIndex) -> int:
     """Print the events outbox's state; how many problems (disabled endpoints) it has."""
     from receiver.index.schema import utcnow
@@ -460,6 +478,7 @@ sessions_commands.register(main)
 scan_commands.register(main)
 conversations_commands.register(main)
 events_commands.register(main)
+backfill_commands.register(main)
 
 if __name__ == "__main__":
     main()

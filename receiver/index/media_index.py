@@ -11,8 +11,9 @@ from receiver.index.media_queue import MediaQueue
 from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
 from receiver.index.similar import Similar
+from receiver.index.texts import MediaTexts
 
 
-class MediaIndex(Messages, MediaQueue, OptOuts, Similar, EventOutbox):
-    """Reads and writes of messages, the media work queue, opt-outs, image hashes and the
-    events outbox against one database."""
+class MediaIndex(Messages, MediaQueue, OptOuts, Similar, MediaTexts, EventOutbox):
+    """Reads and writes of messages, the media work queue, opt-outs, image hashes, text
+    read from images and the events outbox against one database."""

@@ -27,6 +27,7 @@ __all__ = [
     "OCR_MAX_PIXELS",
     "OcrResult",
     "TextReader",
+    "confident_lines",
     "debian_package",
     "parse_languages",
     "tidy",
@@ -35,6 +36,8 @@ __all__ = [
 #: Images are read at most this big: a 12 MP photo's text stays legible at 8 MP,
 #: and a 50 MP one costs no more than that.
 OCR_MAX_PIXELS = 8_000_000
+#: Words tesseract is less sure of (0-100) are left out.
+MIN_CONFIDENCE = 60.0
 #: Text kept per image (a page of small print is about 5,000 characters).
 MAX_TEXT_CHARS = 20_000
 _LANGUAGE = re.compile(r"[a-z]{3}(?:_[a-z]{2,8})?")
@@ -62,6 +65,27 @@ def parse_languages(raw: str) -> tuple[str, ...]:
 def debian_package(language: str) -> str:
     """The Debian package that installs a Tesseract language (chi_sim: tesseract-ocr-chi-sim)."""
     return "tesseract-ocr-" + language.replace("_", "-")
+
+
+def confident_lines(tsv: str, *, min_confidence: float = MIN_CONFIDENCE) -> str:
+    """The lines of tesseract's TSV output, of the words it is confident about.
+
+    Without the cut a photo of a street or a face reads as a few stray letters,
+    which would then match searches.
+    """
+    lines: dict[tuple[str, ...], list[str]] = {}
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) < 12 or not cells[11].strip():
+            continue
+        try:
+            confidence = float(cells[10])
+        except ValueError:
+            continue
+        if confidence >= min_confidence:
+            # page, block, paragraph, line
+            lines.setdefault(tuple(cells[1:5]), []).append(cells[11])
+    return "\n".join(" ".join(words) for words in lines.values())
 
 
 def tidy(text: str) -> str:
@@ -167,7 +191,12 @@ class TextReader:
                 # The module-level runner, not image_to_string: that one writes the
                 # picture and its text to the shared temporary directory.
                 pytesseract.pytesseract.run_tesseract(
-                    str(source), str(out), extension="txt", lang=self.lang, timeout=remaining
+                    str(source),
+                    str(out),
+                    extension="tsv",
+                    lang=self.lang,
+                    config="-c tessedit_create_tsv=1",
+                    timeout=remaining,
                 )
             except RuntimeError as exc:
                 if "timeout" in str(exc).lower():
@@ -176,5 +205,6 @@ class TextReader:
             except (pytesseract.TesseractError, pytesseract.TesseractNotFoundError) as exc:
                 return result("failed", None, f"tesseract: {exc}"[:500])
             with contextlib.suppress(FileNotFoundError):
-                return result("done", tidy(out.with_suffix(".txt").read_text("utf-8", "replace")))
+                words = out.with_suffix(".tsv").read_text("utf-8", "replace")
+                return result("done", tidy(confident_lines(words)))
         return result("failed", None, "tesseract wrote no text file")

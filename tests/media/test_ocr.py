@@ -144,3 +144,26 @@ def test_upright_grey_turns_by_exif_and_flattens_transparency() -> None:
     grey = upright_grey(buf, max_pixels_out=10_000)
     assert grey.getpixel((0, 0)) == 255  # transparent becomes white paper
     assert grey.getpixel((5, 5)) == 0  # the ink stays black
+
+
+def test_only_confident_words_are_kept_line_by_line() -> None:
+    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    rows = [
+        "5\t1\t1\t1\t1\t1\t0\t0\t9\t9\t96.0\tInvoice",
+        "5\t1\t1\t1\t1\t2\t0\t0\t9\t9\t91.5\t4711",
+        "4\t1\t1\t1\t2\t0\t0\t0\t9\t9\t-1\t",
+        "5\t1\t1\t1\t2\t1\t0\t0\t9\t9\t47.9\toa",
+        "5\t1\t2\t1\t1\t1\t0\t0\t9\t9\t88.0\tDanke",
+        "5\t1\t2\t1\t1\t2\t0\t0\t9\t9\tbad\tx",
+    ]
+    assert ocr.confident_lines("\n".join([header, *rows])) == "Invoice 4711\nDanke"
+    assert ocr.confident_lines(header) == ""
+
+
+def test_a_photo_without_text_reads_as_empty() -> None:
+    require_tesseract("eng")
+    from tests.support import samples
+
+    result = TextReader(("eng",)).read(io.BytesIO(samples.jpeg()))
+    assert result.outcome == "done"
+    assert result.text == ""

@@ -64,17 +64,19 @@ class TextJobs:
         """Read the stored image at `key` on the OCR thread."""
         if not self.ready():
             return
+        pool = self._pool.executor  # first: a new pool starts with an empty count
         with self._lock:
             self._queued += 1
-        self._pool.executor.submit(self._read_queued, item.id, item.message_sid, key)
+        pool.submit(self._read_queued, item.id, item.message_sid, key)
 
     def sweep(self, limit: int, *, older_than: float) -> None:
         """Queue the recent images left unread, when this process's OCR thread is idle."""
+        pool = self._pool.executor
         with self._lock:
             if self._queued:
                 return
             self._queued += 1
-        self._pool.executor.submit(self._fill, limit, older_than)
+        pool.submit(self._fill, limit, older_than)
 
     def read(self, items: Iterable[MediaItem]) -> list[ReadText]:
         """Read and record each item not claimed elsewhere, on the caller's thread."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
+
+from receiver.index.schema import media_text
 from tests.conftest import AUTH
 from tests.support import textimages
 from tests.support.mediaserver import MediaServer
 from tests.support.textimages import require_tesseract
 from tests.support.webhooks import WebhookPoster, inbound_params, new_sid
 from tests.web.conftest import login
+from tests.web.seed import Item, Seeder
 
 
 def deliver(app: Any, server: MediaServer, files: dict[str, bytes]) -> dict[str, str]:
@@ -82,3 +87,39 @@ def test_without_receiver_ocr_no_text_is_read(make_app: Any) -> None:
     body = app.test_client().get(f"/api/messages/{sids['en.jpg']}", headers=AUTH).get_json()
     assert body["media"][0]["text"] is None
     assert body["media"][0]["state"] == "stored"
+
+
+def test_the_sweep_reads_recent_images_left_unread_and_takes_over_dead_claims(
+    make_app: Any,
+) -> None:
+    require_tesseract("eng")
+    app = make_app(RECEIVER_OCR="eng")
+    svc = app.extensions["receiver"]
+    seed = Seeder(app)
+    now = datetime.now(UTC)
+    english = textimages.english()
+    # Stored before a restart lost the OCR queue; and one from last week (backfill's).
+    lost = seed.message(items=[Item(data=english)], received_at=now - timedelta(minutes=10))
+    claimed = seed.message(items=[Item(data=english)], received_at=now - timedelta(minutes=9))
+    old = seed.message(items=[Item(data=english)], received_at=now - timedelta(days=7))
+    (claimed_id,) = (m.id for m in svc.index.media_of(claimed))
+    # Another process is reading this one right now.
+    assert svc.index.claim_text(claimed_id, claimed, "eng", stale_after=60)
+
+    def text_of(sid: str) -> str | None:
+        message = svc.index.get_message(sid)
+        assert message is not None
+        return message.media[0].text
+
+    svc.pipeline.sweep()
+    svc.pipeline.texts.shutdown(wait=True)
+    assert text_of(lost) == textimages.ENGLISH
+    assert text_of(claimed) is None
+    assert text_of(old) is None
+    # That process died: once its claim is stale, the next sweep reads the image.
+    with svc.index.engine.begin() as conn:
+        conn.execute(update(media_text).values(created_at=now - timedelta(hours=1)))
+    svc.pipeline.sweep()
+    svc.pipeline.texts.shutdown(wait=True)
+    assert text_of(claimed) == textimages.ENGLISH
+    assert text_of(old) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,6 +98,32 @@ def test_tesseract_over_its_time_limit_is_killed() -> None:
     assert not [p for p in me.children(recursive=True) if "tesseract" in p.name()]
 
 
+_PEAK_SCRIPT = """
+import sys
+from PIL import Image
+from receiver.media.transform import upright_grey
+def status(name):
+    for line in open("/proc/self/status"):
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
+with open(sys.argv[1], "rb") as fp:
+    if sys.argv[2] == "reduced":
+        upright_grey(fp, max_pixels_out=int(sys.argv[3]))
+    else:
+        Image.open(fp).convert("RGB").load()
+print(status("VmHWM") - before)
+"""
+
+
+def peak_growth_kb(path: Path, *, reduced: bool) -> int:
+    """How far the peak RSS of a new process rises while it decodes `path` (Linux)."""
+    mode = "reduced" if reduced else "full"
+    args = [sys.executable, "-c", _PEAK_SCRIPT, str(path), mode, str(ocr.OCR_MAX_PIXELS)]
+    return int(subprocess.run(args, capture_output=True, check=True, text=True).stdout)
+
+
 def test_a_50_megapixel_image_is_read_and_hashed_in_bounded_time(tmp_path: Path) -> None:
     require_tesseract("eng")
     page = textimages.big_page()
@@ -112,6 +140,13 @@ def test_a_50_megapixel_image_is_read_and_hashed_in_bounded_time(tmp_path: Path)
         # Reduced before OCR: never more than the cap, whatever the source size.
         assert grey.width * grey.height <= ocr.OCR_MAX_PIXELS
         assert grey.mode == "L"
+
+    # Memory, measured in a fresh process from the moment before decoding: the JPEG is
+    # decoded at half size in greyscale, against a plain full decode of the same file.
+    reduced_kb = peak_growth_kb(path, reduced=True)
+    full_kb = peak_growth_kb(path, reduced=False)
+    assert reduced_kb < 100_000, f"{reduced_kb} kB"
+    assert reduced_kb * 3 < full_kb, (reduced_kb, full_kb)
 
     started = time.monotonic()
     with path.open("rb") as fp:

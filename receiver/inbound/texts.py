@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 #: The sweep reads images left unread (a crash lost the queue) when stored this recently;
 #: older ones are `mms-receiver backfill`'s.
 SWEEP_WITHIN = timedelta(days=1)
+#: Seconds between two such looks while the last one found less than a batch: each
+#: reads the day's stored images from the index.
+FILL_EVERY = 60.0
 
 
 class TextJobs:
@@ -45,6 +49,8 @@ class TextJobs:
         self._lock = threading.Lock()
         self._queued = 0
         self._warned = False
+        self.fill_every = FILL_EVERY
+        self._next_fill = 0.0
 
     @property
     def stale_after(self) -> float:
@@ -70,10 +76,11 @@ class TextJobs:
         pool.submit(self._read_queued, item.id, item.message_sid, key)
 
     def sweep(self, limit: int, *, older_than: float) -> None:
-        """Queue the recent images left unread, when this process's OCR thread is idle."""
+        """Queue the recent images left unread, when this process's OCR thread is idle
+        (at most every `fill_every` seconds once caught up)."""
         pool = self._pool.executor
         with self._lock:
-            if self._queued:
+            if self._queued or time.monotonic() < self._next_fill:
                 return
             self._queued += 1
         pool.submit(self._fill, limit, older_than)
@@ -117,6 +124,8 @@ class TextJobs:
                 stale_after=self.stale_after,
             )
             self.read(rows)
+            if len(rows) < limit:  # caught up: look again later
+                self._next_fill = time.monotonic() + self.fill_every
         except Exception as exc:  # the next sweep tries again
             log.warning("reading unread images failed: %s", exc)
         finally:

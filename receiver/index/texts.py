@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, exists, or_, select, update
+from sqlalchemy import FromClause, Select, case, exists, or_, select, update
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
@@ -169,10 +169,21 @@ class MediaTexts(IndexCore):
         if not wanted:
             return []
         conds = [media.c.id > after_id, media.c.kind == "image", media.c.state == "stored"]
-        if since is not None:
-            conds.append(media.c.created_at >= since)
-        if before is not None:
-            conds.append(media.c.created_at < before)
-        stmt = select(media).where(*conds, or_(*wanted)).order_by(media.c.id).limit(limit)
+        rows: FromClause = media
+        if since is not None or before is not None:
+            # A time range drives the query through the created_at index, materialised
+            # first: left to itself the planner walks every stored image by state or kind.
+            window = [media.c.created_at >= since] if since is not None else []
+            if before is not None:
+                window.append(media.c.created_at < before)
+            recent = select(media.c.id).where(*window).cte("recent").prefix_with("MATERIALIZED")
+            rows = recent.join(media, media.c.id == recent.c.id)
+        stmt = (
+            select(media)
+            .select_from(rows)
+            .where(*conds, or_(*wanted))
+            .order_by(media.c.id)
+            .limit(limit)
+        )
         with self.engine.connect() as conn:
             return [MediaItem.from_row(r) for r in conn.execute(stmt).mappings()]

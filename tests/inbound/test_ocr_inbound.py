@@ -119,6 +119,11 @@ def test_the_sweep_reads_recent_images_left_unread_and_takes_over_dead_claims(
     # That process died: once its claim is stale, the next sweep reads the image.
     with svc.index.engine.begin() as conn:
         conn.execute(update(media_text).values(created_at=now - timedelta(hours=1)))
+    svc.pipeline.sweep()  # caught up a moment ago: it waits a minute before looking again
+    svc.pipeline.texts.shutdown(wait=True)
+    assert text_of(claimed) is None
+    svc.pipeline.texts.fill_every = 0
+    svc.pipeline.texts._next_fill = 0.0
     svc.pipeline.sweep()
     svc.pipeline.texts.shutdown(wait=True)
     assert text_of(claimed) == textimages.ENGLISH

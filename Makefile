@@ -37,6 +37,7 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_scan.py
 	$(BIN)/python tests/benchmarks/bench_playable.py
 	$(BIN)/python tests/benchmarks/bench_similar.py
+	$(BIN)/python tests/benchmarks/bench_ocr.py
 	$(BIN)/python tests/benchmarks/bench_analytics.py
 
 reliability: $(BIN)/python

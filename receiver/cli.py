@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from receiver.commands import backfill as backfill_commands
 from receiver.commands import conversations as conversations_commands
 from receiver.commands import events as events_commands
 from receiver.commands import lifecycle as lifecycle_commands
@@ -386,6 +387,7 @@ def check() -> None:
     problems += _check_clamd(settings)
     _check_ffprobe()
     _check_ffmpeg()
+    problems += _check_ocr(settings)
     if settings.dev_mode:
         click.echo("note: dev mode (no TWILIO_AUTH_TOKEN): only loopback, generated token")
     if not settings.public_url:
@@ -444,6 +446,20 @@ def _check_ffmpeg() -> None:
         )
     else:
         click.echo(f"ffmpeg: ok  {version}")
+def _check_ocr(settings: Settings) -> int:
+    """Print whether text in images is read; 1 per missing part when RECEIVER_OCR asks for it."""
+    from receiver.services import text_reader
+
+    reader = text_reader(settings)
+    if reader is None:
+        click.echo("ocr: off (set RECEIVER_OCR=eng, or eng+deu+jpn, to read text in images)")
+        return 0
+    problems = reader.problems()
+    for problem in problems:
+        click.echo(f"ocr: FAIL  {problem}")
+    if not problems:
+        click.echo(f"ocr: ok  tesseract {reader.version()}, languages {reader.lang}")
+    return len(problems)
 
 
 def _check_events(index: MediaIndex) -> int:
@@ -475,6 +491,7 @@ sessions_commands.register(main)
 scan_commands.register(main)
 conversations_commands.register(main)
 events_commands.register(main)
+backfill_commands.register(main)
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ from receiver.index.sessions import SessionStore
 from receiver.index.streams import StreamIndex
 from receiver.index.throttle import AuthThrottle
 from receiver.media.fetch import FetchConfig, Fetcher
+from receiver.media.ocr import TextReader
 from receiver.media.policy import inbound_policy
 from receiver.media.scan import scanner_for
 from receiver.metrics import Metrics
@@ -108,6 +109,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
         observer=metrics.observe_item,
         scanner=scanner_for(settings),
         mcs=McsClient(settings.mcs_base, settings.rest_credentials),
+        reader=text_reader(settings),
     )
     # Outbound rows share the index's SQLite writer lock (`begin`).
     outbound_index = OutboundIndex(
@@ -159,6 +161,13 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),
     )
+
+
+def text_reader(settings: Settings) -> TextReader | None:
+    """The OCR reader of RECEIVER_OCR's languages, or None when OCR is off."""
+    if not settings.ocr_languages:
+        return None
+    return TextReader(settings.ocr_languages, timeout=settings.ocr_timeout)
 
 
 def remote_deletion_task(settings: Settings, pipeline: Pipeline) -> Callable[[], None]:

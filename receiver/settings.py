@@ -92,6 +92,10 @@ class Settings:
     scan_mode: str = "required"
     #: clamd's StreamMaxLength (clamd cannot be asked): larger files are never sent.
     clamd_stream_max: int = 25 * MIB
+    #: Tesseract languages to read text in stored images with (RECEIVER_OCR=eng+deu); empty: off.
+    ocr_languages: tuple[str, ...] = ()
+    #: Wall-clock seconds one image may take to read; tesseract is killed after that.
+    ocr_timeout: float = 30.0
     event_url: str = ""
     event_secret: str = _secret()
     event_hosts: tuple[str, ...] = ()
@@ -125,6 +129,10 @@ class Settings:
                 raise ConfigError(str(exc)) from None
         if self.clamd_stream_max <= 0:
             raise ConfigError("RECEIVER_CLAMD_STREAM_MAX must be > 0 (clamd's StreamMaxLength)")
+        if not 0 < self.ocr_timeout <= 600:
+            raise ConfigError(
+                f"RECEIVER_OCR_TIMEOUT must be seconds from 0 to 600 (got {self.ocr_timeout:g})"
+            )
         if self.proxy_hops < 0 or self.proxy_hops > 10:
             raise ConfigError("RECEIVER_PROXY_HOPS must be a whole number from 0 to 10")
         if self.max_media_bytes <= 0 or self.max_message_bytes <= 0:
@@ -334,6 +342,8 @@ class Settings:
             clamd_url=(env.get("RECEIVER_CLAMD_URL") or "").strip(),
             scan_mode=(env.get("RECEIVER_SCAN") or "required").strip().lower(),
             clamd_stream_max=_int(env, "RECEIVER_CLAMD_STREAM_MAX", 25 * MIB),
+            ocr_languages=_languages(env.get("RECEIVER_OCR")),
+            ocr_timeout=_float(env, "RECEIVER_OCR_TIMEOUT", 30.0),
             event_url=(env.get("RECEIVER_EVENT_URL") or "").strip(),
             event_secret=(env.get("RECEIVER_EVENT_SECRET") or "").strip(),
             event_hosts=tuple(
@@ -452,3 +462,12 @@ def _schedule(raw: str | None) -> tuple[float, ...]:
             "RECEIVER_EVENT_RETRY_SCHEDULE must be seconds, comma separated, such as "
             f"5,300,1800 ({exc})"
         ) from None
+
+
+def _languages(raw: str | None) -> tuple[str, ...]:
+    from receiver.media.ocr import parse_languages
+
+    try:
+        return parse_languages(raw or "")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -80,6 +80,10 @@ def test_secrets_never_appear_in_repr_or_describe(tmp_path: Path) -> None:
         ("TWILIO_ACCOUNT_SID", "AC123", "TWILIO_ACCOUNT_SID must start with AC"),
         ("TWILIO_API_KEY", "AK123", "TWILIO_API_KEY must be an API key SID"),
         ("RECEIVER_LOG_FORMAT", "xml", "RECEIVER_LOG_FORMAT"),
+        ("RECEIVER_OCR", "english", "RECEIVER_OCR: 'english' is not a Tesseract language"),
+        ("RECEIVER_OCR", "eng+../x", "RECEIVER_OCR"),
+        ("RECEIVER_OCR_TIMEOUT", "0", "RECEIVER_OCR_TIMEOUT must be seconds from 0 to 600"),
+        ("RECEIVER_OCR_TIMEOUT", "soon", "RECEIVER_OCR_TIMEOUT must be a number"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(
@@ -95,3 +99,13 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="RECEIVER_DATA_DIR: cannot create"):
         Settings.from_env({"RECEIVER_DATA_DIR": str(blocker / "data")})
+
+
+def test_ocr_is_off_unless_languages_are_named(tmp_path: Path) -> None:
+    base = {"RECEIVER_DATA_DIR": str(tmp_path), "TWILIO_AUTH_TOKEN": "t"}
+    assert Settings.from_env(base).ocr_languages == ()
+    assert Settings.from_env({**base, "RECEIVER_OCR": "off"}).ocr_languages == ()
+    on = Settings.from_env({**base, "RECEIVER_OCR": "eng+deu+jpn", "RECEIVER_OCR_TIMEOUT": "12"})
+    assert on.ocr_languages == ("eng", "deu", "jpn")
+    assert on.ocr_timeout == 12.0
+    assert on.describe()["ocr_languages"] == "eng,deu,jpn"

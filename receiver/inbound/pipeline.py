@@ -29,10 +29,12 @@ from receiver.errors import FetchError, IndexUnavailable, StorageError
 from receiver.inbound.derivatives import Derivatives
 from receiver.inbound.playable import PlayableCopies
 from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.texts import TextJobs
 from receiver.index import MediaIndex, MediaItem
 from receiver.index.schema import utcnow
 from receiver.media.fetch import ByteBudget, Fetcher, FetchResult
 from receiver.media.inspect import MediaInfo, inspect, with_av_facts
+from receiver.media.ocr import TextReader
 from receiver.media.policy import Policy, Verdict, check, inbound_message_cap
 from receiver.media.probe import probe
 from receiver.media.scan import Scanner, ScanUnavailable
@@ -122,6 +124,7 @@ class Pipeline:
         observer: Observer | None = None,
         scanner: Scanner | None = None,
         mcs: McsClient | None = None,
+        reader: TextReader | None = None,
     ) -> None:
         self.index = index
         self.scanner = scanner
@@ -140,6 +143,8 @@ class Pipeline:
         self._pool = ForkSafePool(threads, name="media")
         self.derivatives = Derivatives(index, store)
         self.playable = PlayableCopies(index, store)
+        #: Reads text in stored images (RECEIVER_OCR); None when OCR is off.
+        self.texts = TextJobs(index, store, reader) if reader is not None else None
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -159,6 +164,8 @@ class Pipeline:
         self._pool.shutdown(wait=wait)
         self.derivatives.shutdown(wait=wait)
         self.playable.shutdown(wait=wait)
+        if self.texts is not None:
+            self.texts.shutdown(wait=wait)
 
     # -- ingest -----------------------------------------------------------
 
@@ -356,6 +363,8 @@ class Pipeline:
             elif info.kind == "image":
                 # Derivatives follow the answer: the original is safe, Twilio is waiting.
                 self.derivatives.queue(row.id, key)
+                if self.texts is not None:
+                    self.texts.queue(row, key)
             elif info.kind in ("audio", "video"):
                 # Poster frame and playable copy: seconds of ffmpeg, on their own thread.
                 self.playable.queue(row.id)
@@ -465,6 +474,8 @@ class Pipeline:
         futures = self.submit(rows)
         self.derivatives.remake_missing(limit, older_than=self.lease_seconds)
         self.playable.remake_missing(limit, older_than=self.lease_seconds)
+        if self.texts is not None:
+            self.texts.sweep(limit, older_than=self.lease_seconds)
         if wait and futures:
             wait_futures(futures)
         return len(rows)

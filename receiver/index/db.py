@@ -195,8 +195,16 @@ def ensure_search_index(engine: Engine) -> bool:
 
 def has_search_index(conn: Connection) -> bool:
     """Whether the trigram index of `search_index_ddl` exists in this database."""
+    # Both indexes (message bodies, text of images): an index made before the second
+    # existed gets it at the next start-up.
     if conn.dialect.name == "postgresql":
-        query = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_body_trgm'"
+        query = (
+            "SELECT count(*) FROM pg_indexes "
+            "WHERE indexname IN ('ix_messages_body_trgm', 'ix_media_text_trgm')"
+        )
     else:
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages_fts'"
-    return conn.execute(text(query)).first() is not None
+        query = (
+            "SELECT count(*) FROM sqlite_master "
+            "WHERE type = 'table' AND name IN ('messages_fts', 'media_text_fts')"
+        )
+    return conn.execute(text(query)).scalar() == 2

@@ -13,10 +13,12 @@ from receiver.index.messages import Messages
 from receiver.index.optouts import OptOuts
 from receiver.index.playable import PlayableIndex
 from receiver.index.similar import Similar
+from receiver.index.texts import MediaTexts
 
 
 class MediaIndex(
-    Messages, MediaQueue, OptOuts, Similar, PlayableIndex, EventOutbox, EventQueue
+    Messages, MediaQueue, OptOuts, Similar, PlayableIndex, MediaTexts, EventOutbox, EventQueue
 ):
     """Reads and writes of messages, the media work queue, opt-outs, image hashes,
-    playable copies, the events outbox and its delivery queue against one database."""
+    playable copies, text read from images, the events outbox and its delivery queue
+    against one database."""

@@ -16,6 +16,7 @@ from receiver.index.playable import delete_playable_of
 from receiver.index.records import MediaItem, MessageRecord
 from receiver.index.schema import media, messages, utcnow
 from receiver.index.serialize import message_event_data
+from receiver.index.texts import select_media
 
 _INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
 
@@ -26,7 +27,7 @@ def with_media(conn: Connection, rows: Sequence[RowMapping]) -> list[MessageReco
     sids = list(by_sid)
     for start in range(0, len(sids), 500):
         found = conn.execute(
-            select(media)
+            select_media()
             .where(media.c.message_sid.in_(sids[start : start + 500]))
             .order_by(media.c.message_sid, media.c.idx)
         ).mappings()
@@ -165,7 +166,7 @@ class Messages(IndexCore):
             if row is None:
                 return None
             items = conn.execute(
-                select(media).where(media.c.message_sid == sid).order_by(media.c.idx)
+                select_media().where(media.c.message_sid == sid).order_by(media.c.idx)
             ).mappings()
             return MessageRecord.from_row(row, (MediaItem.from_row(m) for m in items))
 
@@ -173,7 +174,7 @@ class Messages(IndexCore):
     def get_media(self, media_id: int) -> MediaItem | None:
         """One media item by id, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(media).where(media.c.id == media_id)).mappings().first()
+            row = conn.execute(select_media().where(media.c.id == media_id)).mappings().first()
         return MediaItem.from_row(row) if row else None
 
     @translate_db_errors

@@ -26,6 +26,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union,
 )
 from sqlalchemy.engine import RowMapping
 
@@ -34,7 +35,7 @@ from receiver.index.db import has_search_index
 from receiver.index.errors import translate_db_errors
 from receiver.index.messages import with_media
 from receiver.index.records import MessageRecord
-from receiver.index.schema import media, messages, outbound_messages
+from receiver.index.schema import media, media_text, messages, outbound_messages
 from receiver.index.similar import DEFAULT_MAX_DISTANCE, MAX_DISTANCE, Similar
 from receiver.media.types import KINDS
 
@@ -352,7 +353,8 @@ def _sqlite_fts_ready(conn: Any, q: str) -> bool:
 def _text_search(
     conn: Any, flt: MessageFilter, after: ColumnElement[bool], limit: int, dialect: str
 ) -> Sequence[RowMapping]:
-    """The newest messages whose body contains `flt.q`, in the two steps of docs/design.md."""
+    """The newest messages whose body, or the text read in one of whose images, contains
+    `flt.q`, in the two steps of docs/design.md."""
     others = _conditions(replace(flt, q=None), dialect)
     like = f"%{_escape_like(flt.q or '')}%"
     window = (
@@ -362,27 +364,50 @@ def _text_search(
         .limit(SEARCH_WINDOW)
         .subquery()
     )
+    # Text read in images (OCR) counts as the message's text; skipped while no image
+    # has been read, since looking it up costs something for every candidate.
+    images = conn.execute(select(media_text.c.media_id).limit(1)).first() is not None
+    indexed = len(flt.q or "") >= 3 and (
+        dialect == "postgresql" or (dialect == "sqlite" and _sqlite_fts_ready(conn, flt.q or ""))
+    )
+    narrow_body: list[ColumnElement[bool]] = []
+    narrow_text: list[ColumnElement[bool]] = []
+    if dialect == "sqlite" and indexed:
+        phrase = '"' + (flt.q or "").replace('"', '""') + '"'
+        fts = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :phrase")
+        in_images = text("SELECT rowid FROM media_text_fts WHERE media_text_fts MATCH :phrase")
+        # The index narrows, LIKE on the row decides: the same answers as without it.
+        narrow_body.append(literal_column("messages.rowid").in_(fts.bindparams(phrase=phrase)))
+        narrow_text.append(media_text.c.media_id.in_(in_images.bindparams(phrase=phrase)))
+    in_images_text = _contains(media_text.c.text, like, dialect)
+    matches = _contains(window.c.body, like, dialect)
+    if images and indexed:
+        # The trigram index finds the few messages whose images match, once.
+        sids = select(media_text.c.message_sid).where(*narrow_text, in_images_text)
+        matches = or_(matches, window.c.sid.in_(sids))
+    elif images:
+        matches = or_(
+            matches, exists().where(media_text.c.message_sid == window.c.sid, in_images_text)
+        )
     recent = (
         select(window)
-        .where(_contains(window.c.body, like, dialect))
+        .where(matches)
         .order_by(window.c.received_at.desc(), window.c.sid.desc())
         .limit(limit + 1)
     )
     rows = conn.execute(recent).mappings().all()
     if len(rows) > limit:
         return rows
-    narrow: list[ColumnElement[bool]] = []
-    if dialect == "sqlite" and _sqlite_fts_ready(conn, flt.q or ""):
-        phrase = '"' + (flt.q or "").replace('"', '""') + '"'
-        fts = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :phrase")
-        # The index narrows, LIKE on the row decides: the same answers as without it.
-        narrow.append(literal_column("messages.rowid").in_(fts.bindparams(phrase=phrase)))
-    hits = (
-        select(messages.c.sid, messages.c.received_at)
-        .where(*others, after, *narrow, _contains(messages.c.body, like, dialect))
-        .cte("hits")
-        .prefix_with("MATERIALIZED")
+    # Two arms, each served by its own trigram index (an OR across tables is not).
+    in_body = select(messages.c.sid, messages.c.received_at).where(
+        *others, after, *narrow_body, _contains(messages.c.body, like, dialect)
     )
+    in_text = (
+        select(messages.c.sid, messages.c.received_at)
+        .join(media_text, media_text.c.message_sid == messages.c.sid)
+        .where(*others, after, *narrow_text, in_images_text)
+    )
+    hits = (union(in_body, in_text) if images else in_body).cte("hits").prefix_with("MATERIALIZED")
     newest = (
         select(hits.c.sid)
         .order_by(hits.c.received_at.desc(), hits.c.sid.desc())

@@ -48,6 +48,9 @@ class MediaItem:
     #: The message's AccountSid when the query that made the item knew it
     #: (not a media column): it spares a lookup before a fetch or a deletion.
     account_sid: str | None = None
+    #: The text OCR read in the image (`media_text`, not a media column): None when
+    #: not read, or when the query that made the item did not ask for it.
+    text: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> MediaItem:

@@ -439,6 +439,36 @@ playable_media = Table(
 Index("ix_playable_media_state", playable_media.c.state, playable_media.c.updated_at)
 
 
+# Text read from stored images by OCR (receiver.media.ocr), one row per item once read.
+# `outcome` is done (`text` may be empty), timeout or failed (see `detail`), or
+# reading while a process has claimed it; an item with a row is not read again.
+# `message_sid` lets text search (`q`) find the message without a join through
+# `media`. A new table: `create_all` adds it to an existing index.
+media_text = Table(
+    "media_text",
+    metadata,
+    Column(
+        "media_id",
+        Integer,
+        ForeignKey("media.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "message_sid",
+        String(34),
+        ForeignKey("messages.sid", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("outcome", String(16), nullable=False),
+    Column("text", Text, nullable=False, default=""),
+    Column("languages", String(64), nullable=False),
+    Column("detail", Text),
+    Column("seconds", Float),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_media_text_message", media_text.c.message_sid)
+
+
 def search_index_ddl(dialect: str) -> list[str]:
     """Statements that create the trigram search index of `dialect` (idempotent).
 
@@ -452,6 +482,8 @@ def search_index_ddl(dialect: str) -> list[str]:
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
             "CREATE INDEX IF NOT EXISTS ix_messages_body_trgm ON messages "
             "USING gin (body gin_trgm_ops)",
+            "CREATE INDEX IF NOT EXISTS ix_media_text_trgm ON media_text "
+            "USING gin (text gin_trgm_ops)",
         ]
     if dialect == "sqlite":
         return [
@@ -467,6 +499,19 @@ def search_index_ddl(dialect: str) -> list[str]:
             "VALUES ('delete', old.rowid, old.body); "
             "INSERT INTO messages_fts(rowid, body) VALUES (new.rowid, new.body); END",
             "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+            # The same over the text of images (`media_text`, rowid = media_id).
+            "CREATE VIRTUAL TABLE IF NOT EXISTS media_text_fts USING fts5("
+            "text, content='media_text', content_rowid='media_id', tokenize='trigram')",
+            "CREATE TRIGGER IF NOT EXISTS media_text_fts_insert AFTER INSERT ON media_text "
+            "BEGIN INSERT INTO media_text_fts(rowid, text) VALUES (new.media_id, new.text); END",
+            "CREATE TRIGGER IF NOT EXISTS media_text_fts_delete AFTER DELETE ON media_text "
+            "BEGIN INSERT INTO media_text_fts(media_text_fts, rowid, text) "
+            "VALUES ('delete', old.media_id, old.text); END",
+            "CREATE TRIGGER IF NOT EXISTS media_text_fts_update AFTER UPDATE OF text "
+            "ON media_text BEGIN INSERT INTO media_text_fts(media_text_fts, rowid, text) "
+            "VALUES ('delete', old.media_id, old.text); "
+            "INSERT INTO media_text_fts(rowid, text) VALUES (new.media_id, new.text); END",
+            "INSERT INTO media_text_fts(media_text_fts) VALUES ('rebuild')",
         ]
     return []
 

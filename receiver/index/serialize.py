@@ -59,6 +59,8 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         "remote_delete_state": item.remote_delete_state,
         # clean, malware or unscanned; null when scanning is off (RECEIVER_CLAMD_URL unset).
         "scan": facts.get("scan"),
+        # Text read in the image (RECEIVER_OCR); null when OCR is off or has not read it.
+        "text": item.text,
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
     }

@@ -62,6 +62,7 @@ __all__ = [
     "strip_jpeg_segments",
     "strip_metadata",
     "strip_png_chunks",
+    "upright_grey",
 ]
 
 #: Pillow formats any function here may open (the raster rows of the type table).
@@ -258,6 +259,36 @@ def make_thumbnail(
     data = _encode(out, fmt, quality=THUMBNAIL_QUALITY, icc=frame.info.get("icc_profile"))
     # Hashed here, from the frame already decoded small, so the hash costs microseconds.
     return replace(_derived(data, fmt, out.size), phash=dhash(frame))
+
+
+def upright_grey(
+    fp: BinaryIO, *, max_pixels_out: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """The first frame as upright 8-bit greyscale of at most `max_pixels_out` pixels
+    (for text recognition).
+
+    JPEGs decode with DCT scaling (``draft``), so a 50-megapixel photo is decoded
+    at a fraction of its size; other formats decode whole under the `max_pixels`
+    cap and are then reduced. Raises MediaError (corrupt, decompression_bomb).
+    """
+    if max_pixels_out <= 0:
+        raise ValueError(f"max_pixels_out: must be positive, got {max_pixels_out}")
+    with _open(fp, max_pixels) as im:
+        orientation = _orientation_of(im)
+        scale = min(1.0, math.sqrt(max_pixels_out / (im.width * im.height)))
+        # draft() never goes below the requested size, so the decode stays legible.
+        im.draft("L", _scaled(im.size, scale))
+        _load(im)
+        frame, _ = _output_image(im)
+        if frame.mode == "RGBA":
+            # Dark text on a transparent background must not turn black on black.
+            white = Image.new("RGBA", frame.size, (255, 255, 255, 255))
+            frame = Image.alpha_composite(white, frame)
+        grey = frame.convert("L") if frame.mode != "L" else frame.copy()
+    if grey.width * grey.height > max_pixels_out:
+        scale = math.sqrt(max_pixels_out / (grey.width * grey.height))
+        grey = grey.resize(_scaled(grey.size, scale), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return _transpose(grey, orientation)
 
 
 def _orientation_of(im: Image.Image) -> int:

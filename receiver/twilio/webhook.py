@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from receiver.errors import WebhookError
@@ -30,6 +30,8 @@ _MEDIA_URL = re.compile(r"MediaUrl([0-9]+)")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 _GEO = ("City", "State", "Zip", "Country")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -318,10 +320,7 @@ class _Fields:
 
     def required_sid(self, name: str, pattern: re.Pattern[str], prefix: str, why: str) -> str:
         """A SID that must be present; `why` says why its absence is refused."""
-        value = self.sid(name, pattern, prefix)
-        if value is None:
-            raise WebhookError(f"{name} ({prefix}…) is missing; {why}")
-        return value
+        return _present(self.sid(name, pattern, prefix), f"{name} ({prefix}…) is missing; {why}")
 
     def address(self, name: str) -> Address | None:
         """The parsed address, or None when absent or blank."""
@@ -335,10 +334,7 @@ class _Fields:
 
     def required_address(self, name: str) -> Address:
         """The parsed address, which must be present and not blank."""
-        value = self.address(name)
-        if value is None:
-            raise WebhookError(f"{name} is missing or empty")
-        return value
+        return _present(self.address(name), f"{name} is missing or empty")
 
     def count(self, name: str) -> int | None:
         """A non-negative integer parameter, or None when absent or blank."""
@@ -367,6 +363,13 @@ class _Fields:
                 if "NumMedia" not in self._values:
                     raise WebhookError(f"{name} was sent without NumMedia")
                 raise WebhookError(f"{name} was sent but NumMedia is {num_media}")
+
+
+def _present(value: _T | None, problem: str) -> _T:
+    """`value`, or WebhookError(`problem`) when it is None."""
+    if value is None:
+        raise WebhookError(problem)
+    return value
 
 
 def _check_text(name: str, value: str) -> None:

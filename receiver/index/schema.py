@@ -54,6 +54,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
+
+def _created_updated() -> tuple[Column[datetime], Column[datetime]]:
+    """When a row was first written and last changed (`utcnow()`), never null."""
+    return (
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+
+
+def _removed() -> Column[bool]:
+    """Set by Twilio's `on…Removed` events: the row is kept for the record."""
+    return Column("removed", Boolean, nullable=False, default=False)
+
+
 meta = Table(
     "receiver_meta",
     metadata,
@@ -128,8 +142,7 @@ media = Table(
     # Remote (Twilio) deletion after a verified copy: pending, done, failed.
     Column("remote_delete_state", String(16)),
     Column("remote_deleted_at", UTCDateTime),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
+    *_created_updated(),
     UniqueConstraint("message_sid", "idx", name="uq_media_message_idx"),
 )
 Index("ix_media_work", media.c.state, media.c.next_attempt_at)
@@ -168,8 +181,7 @@ outbound_messages = Table(
     Column("error_code", Integer),
     Column("error_message", Text),
     Column("raw_dlr_done_date", String(16)),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
+    *_created_updated(),
     # What Twilio billed, as its Message resource reports it once final (negative = charged).
     Column("price", Float),
     Column("price_unit", String(8)),
@@ -309,9 +321,8 @@ conversations = Table(
     Column("unique_name", Text),
     Column("state", String(16)),
     Column("attributes", Text),
-    Column("removed", Boolean, nullable=False, default=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
+    _removed(),
+    *_created_updated(),
 )
 
 conversation_participants = Table(
@@ -323,9 +334,8 @@ conversation_participants = Table(
     Column("address", String(255)),
     Column("proxy_address", String(255)),
     Column("projected_address", String(255)),
-    Column("removed", Boolean, nullable=False, default=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
+    _removed(),
+    *_created_updated(),
 )
 Index("ix_participants_conversation", conversation_participants.c.conversation_sid)
 
@@ -347,7 +357,7 @@ conversation_messages = Table(
     Column("source", String(32)),
     Column("idx", Integer),
     Column("attributes", Text),
-    Column("removed", Boolean, nullable=False, default=False),
+    _removed(),
 )
 Index(
     "ix_conversation_messages_idx",

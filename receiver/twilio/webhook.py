@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from receiver.errors import WebhookError
@@ -30,6 +30,8 @@ _MEDIA_URL = re.compile(r"MediaUrl([0-9]+)")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 _GEO = ("City", "State", "Zip", "Country")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -72,19 +74,21 @@ class InboundMessage:
     num_media: int
     num_segments: int | None
     media: tuple[MediaRef, ...]
-    opt_out_type: str | None
-    from_city: str | None
-    from_state: str | None
-    from_zip: str | None
-    from_country: str | None
-    to_city: str | None
-    to_state: str | None
-    to_zip: str | None
-    to_country: str | None
-    api_version: str | None
-    sms_status: str | None
-    profile_name: str | None
-    wa_id: str | None
+    _: KW_ONLY
+    # Only a messaging webhook carries these; the REST resource and Conversations do not.
+    opt_out_type: str | None = None
+    from_city: str | None = None
+    from_state: str | None = None
+    from_zip: str | None = None
+    from_country: str | None = None
+    to_city: str | None = None
+    to_state: str | None = None
+    to_zip: str | None = None
+    to_country: str | None = None
+    api_version: str | None = None
+    sms_status: str | None = None
+    profile_name: str | None = None
+    wa_id: str | None = None
     params: tuple[tuple[str, str], ...]
 
     @property
@@ -135,14 +139,10 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
     """Validate an inbound-message webhook's parameters; WebhookError names what is wrong."""
     fields = _Fields(params)
     message_sid = fields.message_sid()
-    account_sid = fields.sid("AccountSid", _ACCOUNT_SID, "AC")
-    if account_sid is None:
-        raise WebhookError("AccountSid is missing; Twilio always sends it")
+    account_sid = fields.required_sid("AccountSid", _ACCOUNT_SID, "AC", "Twilio always sends it")
     service_sid = fields.sid("MessagingServiceSid", _SERVICE_SID, "MG")
-    from_ = fields.address("From")
-    to = fields.address("To")
-    if from_ is None or to is None:
-        raise WebhookError(f"{'From' if from_ is None else 'To'} is missing or empty")
+    from_ = fields.required_address("From")
+    to = fields.required_address("To")
     num_media = fields.count("NumMedia") or 0
     if num_media > MAX_MEDIA:
         raise WebhookError(f"NumMedia is {num_media}; Twilio sends at most {MAX_MEDIA}")
@@ -225,14 +225,11 @@ def inbound_from_rest(
     """
     pairs = [(str(k), str(v)) for k, v in message.items() if _scalar(k, v)]
     fields = _Fields(pairs)
-    message_sid = fields.sid("sid", _MESSAGE_SID, "SM or MM")
-    account_sid = fields.sid("account_sid", _ACCOUNT_SID, "AC")
-    if message_sid is None or account_sid is None:
-        raise WebhookError("a Message resource always has a sid and an account_sid")
-    from_ = fields.address("from")
-    to = fields.address("to")
-    if from_ is None or to is None:
-        raise WebhookError(f"{'from' if from_ is None else 'to'} is missing or empty")
+    always = "a Message resource always has one"
+    message_sid = fields.required_sid("sid", _MESSAGE_SID, "SM or MM", always)
+    account_sid = fields.required_sid("account_sid", _ACCOUNT_SID, "AC", always)
+    from_ = fields.required_address("from")
+    to = fields.required_address("to")
     if len(media) > MAX_MEDIA:
         raise WebhookError(f"{len(media)} media; Twilio keeps at most {MAX_MEDIA} per message")
     refs = []
@@ -255,20 +252,8 @@ def inbound_from_rest(
         num_media=len(refs),
         num_segments=fields.count("num_segments"),
         media=tuple(refs),
-        # The REST resource carries no OptOutType or geographic fields.
-        opt_out_type=None,
-        from_city=None,
-        from_state=None,
-        from_zip=None,
-        from_country=None,
-        to_city=None,
-        to_state=None,
-        to_zip=None,
-        to_country=None,
         api_version=fields.text("api_version"),
         sms_status=fields.text("status"),
-        profile_name=None,
-        wa_id=None,
         params=tuple(pairs),
     )
 
@@ -318,12 +303,9 @@ class _Fields:
 
     def message_sid(self) -> str:
         """`MessageSid`, required: the deprecated SmsMessageSid/SmsSid aliases are not enough."""
-        sid = self.sid("MessageSid", _MESSAGE_SID, "SM or MM")
-        if sid is None:
-            raise WebhookError(
-                "MessageSid is missing (SmsMessageSid/SmsSid alone are not accepted)"
-            )
-        return sid
+        return self.required_sid(
+            "MessageSid", _MESSAGE_SID, "SM or MM", "SmsMessageSid/SmsSid alone are not accepted"
+        )
 
     def sid(self, name: str, pattern: re.Pattern[str], prefix: str) -> str | None:
         """A SID of Twilio's exact shape, or None when absent."""
@@ -336,6 +318,10 @@ class _Fields:
             )
         return value
 
+    def required_sid(self, name: str, pattern: re.Pattern[str], prefix: str, why: str) -> str:
+        """A SID that must be present; `why` says why its absence is refused."""
+        return _present(self.sid(name, pattern, prefix), f"{name} ({prefix}…) is missing; {why}")
+
     def address(self, name: str) -> Address | None:
         """The parsed address, or None when absent or blank."""
         value = self.text(name)
@@ -345,6 +331,10 @@ class _Fields:
             return parse_address(value)
         except WebhookError as exc:
             raise WebhookError(f"{name}: {exc}") from None
+
+    def required_address(self, name: str) -> Address:
+        """The parsed address, which must be present and not blank."""
+        return _present(self.address(name), f"{name} is missing or empty")
 
     def count(self, name: str) -> int | None:
         """A non-negative integer parameter, or None when absent or blank."""
@@ -373,6 +363,13 @@ class _Fields:
                 if "NumMedia" not in self._values:
                     raise WebhookError(f"{name} was sent without NumMedia")
                 raise WebhookError(f"{name} was sent but NumMedia is {num_media}")
+
+
+def _present(value: _T | None, problem: str) -> _T:
+    """`value`, or WebhookError(`problem`) when it is None."""
+    if value is None:
+        raise WebhookError(problem)
+    return value
 
 
 def _check_text(name: str, value: str) -> None:
@@ -510,20 +507,23 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
     event_type = fields.text("EventType")
     if event_type not in CONVERSATION_EVENTS:
         raise WebhookError(f"EventType {str(event_type)[:40]!r} is not a kept post-event")
-    account_sid = fields.sid("AccountSid", _ACCOUNT_SID, "AC")
-    conversation_sid = fields.sid("ConversationSid", _CONVERSATION_SID, "CH")
-    if account_sid is None or conversation_sid is None:
-        missing = "AccountSid" if account_sid is None else "ConversationSid"
-        raise WebhookError(f"{missing} is missing; Twilio sends it with every {event_type}")
-    message_sid = fields.sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM")
-    if event_type.startswith("onMessage") and message_sid is None:
-        raise WebhookError(f"MessageSid (IM…) is missing; {event_type} always carries it")
-    participant_sid = fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
-    if event_type.startswith("onParticipant") and participant_sid is None:
-        raise WebhookError(f"ParticipantSid (MB…) is missing; {event_type} always carries it")
+    every = f"Twilio sends it with every {event_type}"
+    account_sid = fields.required_sid("AccountSid", _ACCOUNT_SID, "AC", every)
+    conversation_sid = fields.required_sid("ConversationSid", _CONVERSATION_SID, "CH", every)
+    carried = f"{event_type} always carries it"
+    message_sid = (
+        fields.required_sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM", carried)
+        if event_type.startswith("onMessage")
+        else fields.sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM")
+    )
+    participant_sid = (
+        fields.required_sid("ParticipantSid", _PARTICIPANT_SID, "MB", carried)
+        if event_type.startswith("onParticipant")
+        else fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
+    )
     receipt = None
     if event_type == "onDeliveryUpdated":
-        receipt = _receipt(fields, conversation_sid, message_sid, participant_sid)
+        receipt = _receipt(fields, conversation_sid, participant_sid)
     return ConversationEvent(
         event_type=event_type,
         account_sid=account_sid,
@@ -552,14 +552,13 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
 
 
 def _receipt(
-    fields: _Fields, conversation_sid: str, message_sid: str | None, participant_sid: str | None
+    fields: _Fields, conversation_sid: str, participant_sid: str | None
 ) -> DeliveryReceipt:
     """The receipt fields of `onDeliveryUpdated`
     (https://www.twilio.com/docs/conversations/delivery-receipts)."""
-    sid = fields.sid("DeliveryReceiptSid", _RECEIPT_SID, "DY")
-    if sid is None or message_sid is None:
-        missing = "DeliveryReceiptSid (DY…)" if sid is None else "MessageSid (IM…)"
-        raise WebhookError(f"{missing} is missing; onDeliveryUpdated always carries it")
+    carried = "onDeliveryUpdated always carries it"
+    sid = fields.required_sid("DeliveryReceiptSid", _RECEIPT_SID, "DY", carried)
+    message_sid = fields.required_sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM", carried)
     status = (fields.text("Status") or "").lower()
     if status not in RECEIPT_STATUSES:
         raise WebhookError(
@@ -655,19 +654,6 @@ def inbound_from_conversation(
         num_media=len(refs),
         num_segments=None,
         media=refs,
-        opt_out_type=None,
-        from_city=None,
-        from_state=None,
-        from_zip=None,
-        from_country=None,
-        to_city=None,
-        to_state=None,
-        to_zip=None,
-        to_country=None,
-        api_version=None,
-        sms_status=None,
-        profile_name=None,
-        wa_id=None,
         params=event.params,
     )
 

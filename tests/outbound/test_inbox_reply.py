@@ -254,40 +254,14 @@ def test_uploads_are_scanned_when_clamd_is_configured(
 
 
 def test_reply_routes_conform_to_the_document(service: Running, fake: FakeTwilio) -> None:
-    import itertools
+    from tests.support.conformance import conformance_failures, documented_operations
 
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis import GenerationMode
-
-    schema = schemathesis.openapi.from_url(f"{service.url}/api/openapi.json", headers=AUTH)
-    schema = schema.include(path_regex=r"^/api/threads/")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = documented_operations(service.url, AUTH, r"^/api/threads/")
     assert sorted(op.label for op in operations) == [
         "POST /api/threads/{thread}/replies",
         "POST /api/threads/{thread}/replies/preview",
     ]
-    session = requests.Session()
-    failures: list[str] = []
-    for operation, mode in itertools.product(
-        operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    ):
-
-        @settings(
-            max_examples=10,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=operation.as_strategy(generation_mode=mode))
-        def run(case: Any) -> None:
-            case.call_and_validate(base_url=service.url, session=session, headers=AUTH)
-
-        try:
-            run()
-        except Exception as exc:  # collect every operation's problem, then fail once
-            failures.append(f"{operation.label} ({mode.value}): {exc}")
+    failures = conformance_failures(operations, service.url, AUTH, max_examples=10)
     assert not failures, "\n\n".join(failures)
     assert fake.outbound() == []  # generated threads are not ours or not valid
 

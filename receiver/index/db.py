@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from receiver.errors import ConfigError
 from receiver.index.errors import translate_db_errors
 from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_ddl
+from receiver.index.threads import backfill_once
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ def upgrade(engine: Engine) -> int:
                 .where(meta.c.key == "schema_version")
                 .values(value=str(SCHEMA_VERSION))
             )
+        # A new table needs no schema version; its rows for older messages are made once.
+        backfill_once(conn)
     ensure_search_index(engine)
     return SCHEMA_VERSION
 

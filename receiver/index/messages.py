@@ -15,6 +15,7 @@ from receiver.index.events import NewEvent, delete_events_of, write_events
 from receiver.index.records import MediaItem, MessageRecord
 from receiver.index.schema import media, messages, utcnow
 from receiver.index.serialize import message_event_data
+from receiver.index.threads import inbound_key, refresh, touch_inbound
 
 _INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
 
@@ -107,6 +108,7 @@ class Messages(IndexCore):
             nonlocal due
             if conn.execute(self._insert_message, values).first() is None:
                 return None
+            touch_inbound(conn, values)
             if not media_list:
                 # No media: received and completed at once, in this transaction.
                 data = message_event_data(values, [])
@@ -197,9 +199,12 @@ class Messages(IndexCore):
     def delete_message(self, sid: str) -> bool:
         """Delete a message row, its media rows and its events (objects must be deleted first)."""
         with self.begin() as conn:
+            row = conn.execute(select(messages).where(messages.c.sid == sid)).mappings().first()
             delete_events_of(conn, sid)
             conn.execute(delete(media).where(media.c.message_sid == sid))
             result = conn.execute(delete(messages).where(messages.c.sid == sid))
+            if row is not None:
+                refresh(conn, inbound_key(row))
             return bool(result.rowcount)
 
     @translate_db_errors

@@ -447,3 +447,20 @@ Index(
 Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)
 # An inbox thread's replies (`receiver.index.inbox`).
 Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)
+
+# One row per inbox thread (`receiver.index.threads`), written by the same transaction
+# as each message: the inbox list reads a page of it through `ix_thread_summary_last`
+# instead of grouping every message. A new table: `create_all` adds it, and
+# `threads.backfill_once` fills it from older messages at start-up.
+thread_summary = Table(
+    "thread_summary",
+    metadata,
+    Column("key", String(520), primary_key=True),  # "<ours>~<customer>" (index/inbox.py)
+    Column("last_at", UTCDateTime, nullable=False),
+    # The last message: an inbound MessageSid or an outbound row id.
+    Column("last_sid", String(34)),
+    Column("last_outbound_id", Integer),
+    Column("inbound", Integer, nullable=False),
+    Column("outbound", Integer, nullable=False),
+)
+Index("ix_thread_summary_last", thread_summary.c.last_at, thread_summary.c.key)

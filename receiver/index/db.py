@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.errors import ConfigError
 from receiver.index.errors import translate_db_errors
+from receiver.index.rollups import install as install_rollups
+from receiver.index.rollups import uninstall as uninstall_rollups
 from receiver.index.schema import SCHEMA_VERSION, meta, metadata, search_index_ddl
 from receiver.index.threads import backfill_once
 
@@ -134,6 +136,8 @@ def upgrade(engine: Engine) -> int:
                 f"the index has schema version {current}, newer than this release "
                 f"({SCHEMA_VERSION}); upgrade mms-receiver"
             )
+        if current < SCHEMA_VERSION:
+            uninstall_rollups(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("upgrading index schema to version %d", version)
             MIGRATIONS[version](conn)
@@ -145,6 +149,7 @@ def upgrade(engine: Engine) -> int:
             )
         # A new table needs no schema version; its rows for older messages are made once.
         backfill_once(conn)
+        install_rollups(conn)
     ensure_search_index(engine)
     return SCHEMA_VERSION
 

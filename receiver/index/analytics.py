@@ -403,21 +403,22 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
 
     per_bucket = _empty(rng)
     for day, n, stops, starts in inbound_rows:
-        entry = per_bucket.setdefault(str(day), dict.fromkeys(SERIES, 0))
+        entry = per_bucket.get(day) or per_bucket.setdefault(day, dict.fromkeys(SERIES, 0))
         entry["inbound"] += int(n)
         entry["opt_outs"] += int(stops)
         entry["opt_ins"] += int(starts)
     funnel = dict.fromkeys(FUNNEL, 0)
     units: set[str] = set()
     for day, unit, n, sent, delivered, undelivered, failed, micros in outbound_rows:
-        entry = per_bucket.setdefault(str(day), dict.fromkeys(SERIES, 0))
+        entry = per_bucket.get(day) or per_bucket.setdefault(day, dict.fromkeys(SERIES, 0))
         if unit:
             units.add(str(unit))
         entry["outbound"] += int(n)
         entry["delivered"] += int(delivered)
         entry["undelivered"] += int(undelivered)
         entry["failed"] += int(failed)
-        entry["cost"] = _money(entry["cost"] + _cost(int(micros) / MICROS))
+        if micros:
+            entry["cost"] = _money(entry["cost"] + _cost(int(micros) / MICROS))
         for stage, count in (
             ("queued", n),
             ("sent", sent),

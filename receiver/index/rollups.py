@@ -148,6 +148,9 @@ def rollups(dialect: str) -> list[Rollup]:
                 ("part", _part(dialect)),
             ),
             values=(("items", "1"), *sizes),
+            # An item counts once its kind or size is known: until then it is in no figure,
+            # and ingest's media rows (neither known yet) cost no roll-up write.
+            when="R.kind IS NOT NULL OR R.size_bytes IS NOT NULL",
         ),
     ]
 
@@ -165,7 +168,7 @@ def _upsert(r: Rollup, row: str, sign: str) -> str:
     columns = ", ".join([*(k for k, _ in r.keys), *(v for v, _ in r.values)])
     exprs = [e.replace("R.", f"{row}.") for _, e in r.keys]
     exprs += [f"{sign}({e.replace('R.', f'{row}.')})" for _, e in r.values]
-    where = f" WHERE {r.when.replace('R.', f'{row}.')}" if r.when else " WHERE true"
+    where = f" WHERE ({r.when.replace('R.', f'{row}.')})" if r.when else " WHERE true"
     sets = ", ".join(f"{v} = {r.table}.{v} + excluded.{v}" for v, _ in r.values)
     return (
         f"INSERT INTO {r.table} ({columns}) SELECT {', '.join(exprs)}{where} "
@@ -210,15 +213,19 @@ def trigger_ddl(dialect: str) -> list[str]:
                 f"{', '.join(watched)} ON {source} FOR EACH ROW EXECUTE FUNCTION {name}()",
             ]
         else:
-            for event, parts in (
-                ("INSERT", add),
-                ("DELETE", sub),
-                (f"UPDATE OF {', '.join(watched)}", sub + add),
+            # One condition for all of a table's roll-ups: it skips the trigger's program.
+            whens = {r.when for r in mine}
+            when = whens.pop() if len(whens) == 1 else None
+            for event, parts, row in (
+                ("INSERT", add, "NEW"),
+                ("DELETE", sub, "OLD"),
+                (f"UPDATE OF {', '.join(watched)}", sub + add, None),
             ):
                 trigger = f"{name}_{event.split()[0].lower()}"
+                guard = f" WHEN {when.replace('R.', f'{row}.')}" if when and row else ""
                 statements += [
                     f"DROP TRIGGER IF EXISTS {trigger}",
-                    f"CREATE TRIGGER {trigger} AFTER {event} ON {source} BEGIN "
+                    f"CREATE TRIGGER {trigger} AFTER {event} ON {source}{guard} BEGIN "
                     + " ".join(f"{p};" for p in parts)
                     + " END",
                 ]
@@ -231,7 +238,7 @@ def rebuild(conn: Connection) -> None:
         # A rebuilt row is one part (part 0): the sums are what readers see.
         exprs = [e.replace("R.", f"{r.source}.") for k, e in r.keys if k != "part"]
         sums = [f"SUM({e.replace('R.', f'{r.source}.')})" for _, e in r.values]
-        where = f" WHERE {r.when.replace('R.', f'{r.source}.')}" if r.when else ""
+        where = f" WHERE ({r.when.replace('R.', f'{r.source}.')})" if r.when else ""
         columns = ", ".join(
             [*(k for k, _ in r.keys if k != "part"), "part", *(v for v, _ in r.values)]
         )

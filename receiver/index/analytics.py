@@ -352,7 +352,6 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
         outbound_rows = conn.execute(
             select(
                 o.day,
-                o.unit,
                 *(
                     func.sum(column)
                     for column in (
@@ -366,8 +365,14 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
                 ),
             )
             .where(o.day >= first, o.day <= last)
-            .group_by(o.day, o.unit)
+            .group_by(o.day)
         ).all()
+        units = sorted(
+            str(u)
+            for (u,) in conn.execute(
+                select(o.unit).where(o.day >= first, o.day <= last, o.unit != "").group_by(o.unit)
+            )
+        )
         m = daily_media.c
         media_rows = conn.execute(
             select(m.kind, func.sum(m["items"]), *(func.sum(m[f"size{n}"]) for n in range(4)))
@@ -408,11 +413,8 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
         entry["opt_outs"] += int(stops)
         entry["opt_ins"] += int(starts)
     funnel = dict.fromkeys(FUNNEL, 0)
-    units: set[str] = set()
-    for day, unit, n, sent, delivered, undelivered, failed, micros in outbound_rows:
+    for day, n, sent, delivered, undelivered, failed, micros in outbound_rows:
         entry = per_bucket.get(day) or per_bucket.setdefault(day, dict.fromkeys(SERIES, 0))
-        if unit:
-            units.add(str(unit))
         entry["outbound"] += int(n)
         entry["delivered"] += int(delivered)
         entry["undelivered"] += int(undelivered)
@@ -454,7 +456,7 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
             for name, n, micros in batch_rows
             if int(n)
         ],
-        cost_unit="/".join(sorted(units)) or None,
+        cost_unit="/".join(units) or None,
         totals=_totals(per_bucket),
     )
 

@@ -477,6 +477,8 @@ daily_inbound = Table(
     Column("opt_outs", Integer, nullable=False),
     Column("opt_ins", Integer, nullable=False),
     PrimaryKeyConstraint("day", "part", name="pk_daily_inbound"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
 )
 daily_outbound = Table(
     "daily_outbound",
@@ -491,6 +493,8 @@ daily_outbound = Table(
     Column("failed", Integer, nullable=False),
     Column("price_micros", BigInteger, nullable=False),
     PrimaryKeyConstraint("day", "unit", "part", name="pk_daily_outbound"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
 )
 # Keyed batch first: the ranking groups by batch along the key, without sorting.
 daily_batches = Table(
@@ -502,6 +506,8 @@ daily_batches = Table(
     Column("messages", Integer, nullable=False),
     Column("price_micros", BigInteger, nullable=False),
     PrimaryKeyConstraint("batch", "day", "part", name="pk_daily_batches"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
 )
 daily_media = Table(
     "daily_media",
@@ -513,4 +519,6 @@ daily_media = Table(
     # Items per size bucket (rollups.SIZE_BOUNDS), items of unknown size in none.
     *(Column(f"size{n}", Integer, nullable=False) for n in range(4)),
     PrimaryKeyConstraint("kind", "day", "part", name="pk_daily_media"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
 )

@@ -136,7 +136,8 @@ def upgrade(engine: Engine) -> int:
                 f"the index has schema version {current}, newer than this release "
                 f"({SCHEMA_VERSION}); upgrade mms-receiver"
             )
-        if current < SCHEMA_VERSION:
+        migrating = current < SCHEMA_VERSION
+        if migrating:
             uninstall_rollups(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("upgrading index schema to version %d", version)
@@ -149,7 +150,7 @@ def upgrade(engine: Engine) -> int:
             )
         # A new table needs no schema version; its rows for older messages are made once.
         backfill_once(conn)
-        install_rollups(conn)
+        install_rollups(conn, force=migrating)
     ensure_search_index(engine)
     return SCHEMA_VERSION
 

@@ -37,7 +37,7 @@ from receiver.index.records import MessageRecord
 from receiver.index.schema import messages, opt_outs, outbound_messages, thread_summary
 from receiver.index.threads import SEPARATOR, inbound_where, outbound_where
 
-MAX_KEY_LENGTH = 520
+MAX_KEY_LENGTH = 600
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,17 @@ def list_threads(
 ) -> Page[Thread]:
     """Threads, newest activity first, after `cursor` (its key is the thread key).
 
-    One indexed read of `thread_summary`, then one query each for the page's
-    last inbound messages (with media), last outbound rows and opt-outs.
+    One indexed read of `thread_summary` joined with each row's last message,
+    then one query for the inbound ones' media and one for the opt-outs.
     """
     t = thread_summary.c
     stmt = (
-        select(thread_summary)
+        select(thread_summary, *_LAST_IN, *_LAST_OUT)
+        .select_from(
+            thread_summary.outerjoin(messages, messages.c.sid == t.last_sid).outerjoin(
+                outbound_messages, outbound_messages.c.id == t.last_outbound_id
+            )
+        )
         .where(_after(t.last_at, t.key, cursor, index.dialect))
         .order_by(t.last_at.desc(), t.key.desc())
         .limit(limit + 1)
@@ -125,10 +130,17 @@ def list_threads(
         more = len(rows) > limit
         rows = rows[:limit]
         keys = [_key_of(r["key"]) for r in rows]
-        inbound = _inbound_by_sid(conn, [r["last_sid"] for r in rows if r["last_sid"]])
-        outbound = _outbound_by_id(
-            conn, [r["last_outbound_id"] for r in rows if r["last_outbound_id"] is not None]
-        )
+        inbound = {
+            m.sid: m
+            for m in with_media(
+                conn,
+                [
+                    {c.name: r[f"in_{c.name}"] for c in messages.c}
+                    for r in rows
+                    if r["in_sid"] is not None
+                ],
+            )
+        }
         opted = _opted_out_many(conn, keys)
     threads = [
         Thread(
@@ -137,7 +149,11 @@ def list_threads(
             inbound=int(r["inbound"]),
             outbound=int(r["outbound"]),
             last=(
-                inbound.get(r["last_sid"]) if r["last_sid"] else outbound.get(r["last_outbound_id"])
+                inbound.get(r["in_sid"])
+                if r["in_sid"] is not None
+                else {c.name: r[f"out_{c.name}"] for c in outbound_messages.c}
+                if r["out_id"] is not None
+                else None
             ),
             opted_out=opted.get(key, False),
         )
@@ -147,24 +163,15 @@ def list_threads(
     return Page(threads, Cursor(last.last_at, last.key.encode()) if last else None)
 
 
+# The last message's columns, apart from the summary's own.
+_LAST_IN = [c.label(f"in_{c.name}") for c in messages.c]
+_LAST_OUT = [c.label(f"out_{c.name}") for c in outbound_messages.c]
+
+
 def _key_of(raw: str) -> ThreadKey:
     # Rows are keyed by the same rule; an address holding "~" still splits at the first one.
     ours, _, customer = raw.partition(SEPARATOR)
     return ThreadKey(ours, customer)
-
-
-def _inbound_by_sid(conn: Any, sids: list[str]) -> dict[str, MessageRecord]:
-    if not sids:
-        return {}
-    rows = conn.execute(select(messages).where(messages.c.sid.in_(sids))).mappings().all()
-    return {r.sid: r for r in with_media(conn, rows)}
-
-
-def _outbound_by_id(conn: Any, ids: list[int]) -> dict[int, dict[str, Any]]:
-    if not ids:
-        return {}
-    rows = conn.execute(select(outbound_messages).where(outbound_messages.c.id.in_(ids)))
-    return {r["id"]: dict(r) for r in rows.mappings()}
 
 
 def _opted_out_many(conn: Any, keys: list[ThreadKey]) -> dict[ThreadKey, bool]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
@@ -20,7 +20,7 @@ from receiver.index.threads import inbound_key, refresh, touch_inbound
 _INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
 
 
-def with_media(conn: Connection, rows: Sequence[RowMapping]) -> list[MessageRecord]:
+def with_media(conn: Connection, rows: Sequence[Mapping[Any, Any]]) -> list[MessageRecord]:
     """Message rows as records with their media items (index order), with one query per 500."""
     by_sid: dict[str, list[MediaItem]] = {r["sid"]: [] for r in rows}
     sids = list(by_sid)

@@ -20,15 +20,18 @@ the parts. SQLite has one writer at a time and keeps one part.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Connection
 
 from receiver.index.schema import meta
 
 #: receiver_meta key set once the roll-ups have been filled from older rows.
 BACKFILLED = "rollups_backfilled"
+#: receiver_meta key holding the digest of the installed triggers' DDL.
+INSTALLED = "rollup_triggers"
 #: Size buckets' upper bounds in bytes (receiver.index.analytics.SIZE_BUCKETS), then the rest.
 SIZE_BOUNDS = (100_000, 1_000_000, 5_000_000)
 #: Outbound statuses counted in each column (receiver.index.analytics.FUNNEL).
@@ -258,10 +261,18 @@ def uninstall(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
-def install(conn: Connection) -> None:
-    """At start-up: (re)create the triggers, and fill the roll-ups once for older rows."""
-    for statement in trigger_ddl(conn.dialect.name):
-        conn.execute(text(statement))
+def install(conn: Connection, *, force: bool = False) -> None:
+    """At start-up: create the triggers unless these very ones are in place (`force`: they
+    were dropped), and fill the roll-ups once for older rows."""
+    ddl = trigger_ddl(conn.dialect.name)
+    digest = hashlib.sha256("\n".join(ddl).encode()).hexdigest()
+    found = conn.execute(select(meta.c.value).where(meta.c.key == INSTALLED)).scalar()
+    if force or found != digest:
+        # Every worker opens the index: only a changed definition rewrites the schema.
+        for statement in ddl:
+            conn.execute(text(statement))
+        conn.execute(delete(meta).where(meta.c.key == INSTALLED))
+        conn.execute(meta.insert().values(key=INSTALLED, value=digest))
     if conn.execute(meta.select().where(meta.c.key == BACKFILLED)).first() is None:
         rebuild(conn)
         conn.execute(meta.insert().values(key=BACKFILLED, value="1"))

@@ -455,7 +455,8 @@ Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c
 thread_summary = Table(
     "thread_summary",
     metadata,
-    Column("key", String(520), primary_key=True),  # "<ours>~<customer>" (index/inbox.py)
+    # "<ours>~<customer>" (index/inbox.py): twice a channel (32), ":" and an address (255).
+    Column("key", String(600), primary_key=True),
     Column("last_at", UTCDateTime, nullable=False),
     # The last message: an inbound MessageSid or an outbound row id.
     Column("last_sid", String(34)),

@@ -171,3 +171,12 @@ def test_erasing_a_message_recomputes_its_thread(index: MediaIndex) -> None:
     assert [r["key"] for r in summary(index)] == [f"{OURS}~+15550000002"]
     page = list_threads(index)
     assert [t.key.customer for t in page.rows] == ["+15550000002"]
+
+
+def test_the_longest_addresses_still_make_a_thread(index: MediaIndex) -> None:
+    # Channel (32) and address (255) on both sides: the key column takes the widest key.
+    channel, address = "c" * 32, "+" + "1" * 254
+    inbound(index, 1, address, 1, from_channel=channel, to_channel=channel, to_addr=address)
+    (row,) = summary(index)
+    assert len(str(row["key"])) == 2 * (32 + 1 + 255) + 1
+    assert [t.inbound for t in list_threads(index).rows] == [1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, case, func, literal, select, union_all
 from sqlalchemy.sql.elements import ColumnClause
 
 from receiver.index.core import IndexCore
@@ -343,43 +343,28 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
     created = outbound_messages.c.created_at
     with index.engine.connect() as conn:
         i, o = daily_inbound.c, daily_outbound.c
-        inbound_days = (
-            select(i.day, *(func.sum(c).label(c.name) for c in (i.inbound, i.opt_outs, i.opt_ins)))
-            .where(i.day >= first, i.day <= last)
-            .group_by(i.day)
-            .subquery()
-        )
-        outbound_days = (
+        zero = literal(0)
+        both = union_all(
+            select(i.day, i.inbound, i.opt_outs, i.opt_ins, *(zero for _ in range(6))).where(
+                i.day >= first, i.day <= last
+            ),
             select(
                 o.day,
-                *(
-                    func.sum(c).label(c.name)
-                    for c in (o.outbound, o.sent, o.delivered, o.undelivered, o.failed)
-                ),
-                func.sum(o.price_micros).label("micros"),
-            )
-            .where(o.day >= first, o.day <= last)
-            .group_by(o.day)
-            .subquery()
-        )
-        # One row per day with both directions' sums: half the rows a query per direction gives.
-        ins, outs = inbound_days.c, outbound_days.c
+                zero,
+                zero,
+                zero,
+                o.outbound,
+                o.sent,
+                o.delivered,
+                o.undelivered,
+                o.failed,
+                o.price_micros,
+            ).where(o.day >= first, o.day <= last),
+        ).subquery("days")
+        # One row per day with both directions' sums: half the rows a query per direction
+        # gives (parts summed too). The ranges are read from each table's key.
         day_rows = conn.execute(
-            select(
-                func.coalesce(ins.day, outs.day),
-                *(func.coalesce(c, 0) for c in (ins.inbound, ins.opt_outs, ins.opt_ins)),
-                *(
-                    func.coalesce(c, 0)
-                    for c in (
-                        outs.outbound,
-                        outs.sent,
-                        outs.delivered,
-                        outs.undelivered,
-                        outs.failed,
-                        outs.micros,
-                    )
-                ),
-            ).select_from(inbound_days.join(outbound_days, ins.day == outs.day, full=True))
+            select(both.c[0], *(func.sum(c) for c in list(both.c)[1:])).group_by(both.c[0])
         ).all()
         units = sorted(
             str(u)

@@ -337,29 +337,23 @@ def _totals(per_bucket: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: (_money(v) if k == "cost" else int(v)) for k, v in totals.items()}
 
 
+_OUT_FIGURES = ("outbound", "sent", "delivered", "undelivered", "failed", "price_micros")
+
+
 def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
     """The figures of a day-bucketed range from the per-day roll-ups."""
     first, last = rng.since.isoformat(), rng.until.isoformat()
     created = outbound_messages.c.created_at
     with index.engine.connect() as conn:
         i, o = daily_inbound.c, daily_outbound.c
-        zero = literal(0)
+        figures = ("inbound", "opt_outs", "opt_ins", *_OUT_FIGURES)
         both = union_all(
-            select(i.day, i.inbound, i.opt_outs, i.opt_ins, *(zero for _ in range(6))).where(
+            select(i.day, *(i[f] if f in i else literal(0).label(f) for f in figures)).where(
                 i.day >= first, i.day <= last
             ),
-            select(
-                o.day,
-                zero,
-                zero,
-                zero,
-                o.outbound,
-                o.sent,
-                o.delivered,
-                o.undelivered,
-                o.failed,
-                o.price_micros,
-            ).where(o.day >= first, o.day <= last),
+            select(o.day, *(o[f] if f in o else literal(0).label(f) for f in figures)).where(
+                o.day >= first, o.day <= last
+            ),
         ).subquery("days")
         # One row per day with both directions' sums: half the rows a query per direction
         # gives (parts summed too). The ranges are read from each table's key.

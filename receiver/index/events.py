@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.live import delete_live_of, live_rows, write_live
 from receiver.index.schema import (
     UTCDateTime,
     endpoints,
@@ -297,6 +298,8 @@ def write_events(conn: Connection, new: Sequence[NewEvent], now: datetime | None
         for e in new
     ]
     conn.execute(_INSERT_EVENTS, rows)
+    # What a live page shows of them (GET /api/stream), in the same transaction.
+    write_live(conn, live_rows(((e.type, e.message_sid, e.data) for e in new), now))
     # RETURNING counts the rows: psycopg reports no rowcount for INSERT ... SELECT.
     result = conn.execute(_INSERT_DELIVERIES, {"ids": [r["id"] for r in rows], "now": now})
     return len(result.all())
@@ -816,6 +819,7 @@ def delete_events_of(conn: Connection, message_sid: str) -> None:
     conn.execute(delete(event_attempts).where(event_attempts.c.event_id.in_(mine)))
     conn.execute(delete(event_deliveries).where(event_deliveries.c.event_id.in_(mine)))
     conn.execute(delete(events).where(events.c.message_sid == message_sid))
+    delete_live_of(conn, message_sid)
 
 
 def _disable(conn: Connection, endpoint_id: str, reason: str) -> None:

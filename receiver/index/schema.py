@@ -447,3 +447,38 @@ Index(
 Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size_bytes)
 # An inbox thread's replies (`receiver.index.inbox`).
 Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)
+
+# Live updates (`receiver.index.live`, docs/design.md "Live updates"): one small row per
+# change a page shows, written in the change's transaction, read by each server process's
+# stream hub in (txid, id) order. `txid` is PostgreSQL's transaction id (0 on SQLite,
+# where writers are serialised and `id` alone is commit order). Rows live for an hour.
+live_events = Table(
+    "live_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("txid", BigInteger, nullable=False, default=0),
+    Column("type", String(32), nullable=False),
+    Column("message_sid", String(34)),
+    Column("media_id", Integer),
+    Column("status", String(20)),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Ids are never reused after a deletion: a resuming client's Last-Event-ID stays exact.
+    sqlite_autoincrement=True,
+)
+Index("ix_live_events_order", live_events.c.txid, live_events.c.id)
+Index("ix_live_events_created", live_events.c.created_at)
+
+# What each operator has seen of each inbox thread: inbound messages received after
+# `seen_at` are unread. `operator` is the account name (one, "admin", today), so named
+# operators and a per-thread assignee fit without changing this table.
+thread_reads = Table(
+    "thread_reads",
+    metadata,
+    Column("operator", String(64), nullable=False),
+    Column("thread", String(520), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("operator", "thread"),
+)

@@ -47,6 +47,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         metrics_view,
         ops,
         outbound_api,
+        stream,
     )
 
     # Every feature is registered here, explicitly: a missing module is an ImportError.
@@ -60,6 +61,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     app.register_blueprint(conversations.bp)
     analytics.register(app)
     inbox.register(app)
+    stream.register(app)
     events_api.register(app)
     events_page.register(app)
     _register_errors(app)

@@ -74,6 +74,7 @@ class Subscriber:
     inbox: queue.Queue[bytes | None] | None = None
     out: bytearray = field(default_factory=bytearray)
     received: int = 0
+    writing: bool = False
     closed: bool = False
 
     def wants(self, event: LiveEvent) -> bool:
@@ -260,18 +261,27 @@ class StreamHub:
     def _poll(self) -> None:
         assert self._cursor is not None
         events = self.feed.after(self._cursor)
+        touched: set[Subscriber] = set()
         for event in events:
             frame = event.frame()
-            for sub in list(self._subs):
+            chunk = b"%x\r\n%s\r\n" % (len(frame), frame)  # framed once, not per stream
+            for sub in self._subs:
                 if sub.cursor is not None and event.cursor <= sub.cursor:
                     continue
                 sub.cursor = event.cursor
                 if sub.wants(event) and not sub.closed:
-                    self._send(sub, frame)
+                    if sub.inbox is not None:
+                        self._send(sub, frame)
+                    else:
+                        sub.out += chunk if sub.chunked else frame
+                        touched.add(sub)
             if len(self._recent) == self._recent.maxlen:
                 self._floor = self._recent[0].cursor
             self._recent.append(event)
             self._cursor = event.cursor
+        # One send per stream per poll, however many events the poll found.
+        for sub in touched:
+            self._settle(sub)
 
     def _send(self, sub: Subscriber, frame: bytes) -> None:
         if sub.closed:
@@ -283,9 +293,11 @@ class StreamHub:
                 self.dropped_slow += 1
                 self._drop(sub)
             return
-        if sub.chunked:
-            frame = b"%x\r\n%s\r\n" % (len(frame), frame)
-        sub.out += frame
+        sub.out += b"%x\r\n%s\r\n" % (len(frame), frame) if sub.chunked else frame
+        self._settle(sub)
+
+    def _settle(self, sub: Subscriber) -> None:
+        """Write what the socket takes now; drop a stream whose backlog passed the limit."""
         self._flush(sub)
         if not sub.closed and len(sub.out) > self.max_buffer:
             self.dropped_slow += 1
@@ -302,9 +314,12 @@ class StreamHub:
         except OSError:
             self._drop(sub)
             return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sub.out else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(sub.sock, events, sub)
+        if bool(sub.out) != sub.writing:
+            # Asked to wake when writable only while bytes wait (one syscall per change).
+            sub.writing = bool(sub.out)
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sub.writing else 0)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.modify(sub.sock, events, sub)
 
     def _readable(self, sub: Subscriber) -> None:
         assert sub.sock is not None

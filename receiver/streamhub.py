@@ -48,6 +48,9 @@ MAX_INBOUND = 16 * 1024
 RECENT = 2000
 #: Events a resume may replay from the index; older gaps get `reset` (reload the page).
 BACKLOG = 1000
+#: How long a gap in the ids (PostgreSQL: a transaction still committing) holds back
+#: the events after it; a gap still open then was a rollback.
+GAP_SECONDS = 1.0
 #: How often the hub deletes expired live rows.
 PRUNE_SECONDS = 600.0
 #: The browser's reconnection delay, sent first on every stream (milliseconds).
@@ -105,6 +108,7 @@ class StreamHub:
         self._recent: deque[LiveEvent] = deque(maxlen=RECENT)
         self._cursor: LiveCursor | None = None
         self._floor: LiveCursor | None = None  # everything after it is in `_recent`
+        self._gap_since: float | None = None
         self._pid = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -258,9 +262,32 @@ class StreamHub:
             if sub.wants(event):
                 self._send(sub, event.frame())
 
+    def _ready(self, events: list[LiveEvent]) -> list[LiveEvent]:
+        """The events that may go out now: on PostgreSQL, those before an unfilled gap.
+
+        A missing id is a transaction that has not committed yet (it soon
+        will) or one that rolled back (it never will): wait up to
+        `GAP_SECONDS` for it, then go on without it.
+        """
+        if not self.feed.gaps_fill_late:
+            return events
+        assert self._cursor is not None
+        expected = self._cursor.id + 1
+        for n, event in enumerate(events):
+            if event.cursor.id != expected:
+                now = time.monotonic()
+                if self._gap_since is None:
+                    self._gap_since = now
+                if now - self._gap_since < GAP_SECONDS:
+                    return events[:n]
+                self._gap_since = None  # given up on: the ids in between never committed
+            expected = event.cursor.id + 1
+        self._gap_since = None
+        return events
+
     def _poll(self) -> None:
         assert self._cursor is not None
-        events = self.feed.after(self._cursor)
+        events = self._ready(self.feed.after(self._cursor))
         touched: set[Subscriber] = set()
         for event in events:
             frame = event.frame()

@@ -6,12 +6,11 @@ webhook events), so a page never hears of a change that was rolled back.
 Rows are small (type, SIDs, media id, status); everything else is joined in
 when a server process reads them, once per poll for all of its streams.
 
-Order: each row carries `(txid, id)`. On SQLite writers are serialised, so
-`id` is commit order and `txid` is 0. On PostgreSQL ids are handed out before
-commit, so a later id can become visible first; there `txid` is the writing
-transaction's id and a reader only takes rows whose transaction is older than
-every transaction still running (`pg_snapshot_xmin`). Those can no longer be
-joined by an earlier row, so a cursor past them is exact.
+Order: rows are read in `id` order. On SQLite writers are serialised, so
+`id` order is commit order. On PostgreSQL an id is drawn before its
+transaction commits, so a later id can become visible first: the hub
+delivers ids without a gap at once and waits a little for a gap to fill
+(`StreamHub`).
 See docs/design.md ("Live updates").
 """
 
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, cast, delete, func
+from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
 from receiver.index.schema import live_events
@@ -41,22 +40,19 @@ RETENTION = timedelta(hours=1)
 
 @dataclass(frozen=True, order=True)
 class LiveCursor:
-    """A position in the live feed: `(txid, id)` of the last row read."""
+    """A position in the live feed: the id of the last row read (0: before the first)."""
 
-    txid: int = 0
     id: int = 0
 
     def encode(self) -> str:
         """The SSE `id:` of the row at this position."""
-        return f"{self.txid}-{self.id}"
+        return str(self.id)
 
     @classmethod
     def decode(cls, raw: str | None) -> LiveCursor | None:
         """The cursor of a `Last-Event-ID`, or None when it is absent or malformed."""
-        match = re.fullmatch(r"([0-9]{1,19})-([0-9]{1,19})", (raw or "").strip())
-        if match is None:
-            return None
-        return cls(int(match[1]), int(match[2]))
+        text = (raw or "").strip()
+        return cls(int(text)) if re.fullmatch(r"[0-9]{1,18}", text) else None
 
 
 @dataclass(frozen=True)
@@ -117,18 +113,13 @@ def live_rows(
     return rows
 
 
-_INSERT = {
-    "sqlite": live_events.insert().values(txid=0),
-    "postgresql": live_events.insert().values(
-        txid=cast(cast(func.pg_current_xact_id(), Text), BigInteger)
-    ),
-}
+_INSERT = live_events.insert()
 
 
 def write_live(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert live rows in `conn`'s transaction (one statement)."""
     if rows:
-        conn.execute(_INSERT.get(conn.dialect.name, _INSERT["sqlite"]), list(rows))
+        conn.execute(_INSERT, list(rows))
 
 
 def delete_live_of(conn: Connection, message_sid: str) -> None:

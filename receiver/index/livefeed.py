@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, and_, cast, delete, func, literal, select, tuple_
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.core import IndexCore
@@ -31,20 +31,6 @@ from receiver.index.schema import (
 UNREAD_CAP = 100
 
 
-def _visible(conn: Connection) -> Any:
-    # Rows of transactions older than every running one: no earlier row can still appear.
-    if conn.dialect.name != "postgresql":
-        return literal(True)
-    xmin = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
-    return live_events.c.txid < xmin
-
-
-def _after(cursor: LiveCursor) -> Any:
-    return tuple_(live_events.c.txid, live_events.c.id) > tuple_(
-        literal(cursor.txid), literal(cursor.id)
-    )
-
-
 class LiveFeed:
     """The live rows as each server process's stream hub reads them."""
 
@@ -53,29 +39,23 @@ class LiveFeed:
     ) -> None:
         self.engine = engine
         self._begin = begin
+        #: Whether an id can become visible after a higher one (PostgreSQL: ids are drawn
+        #: before commit); on SQLite writers are serialised and id order is commit order.
+        self.gaps_fill_late = engine.dialect.name != "sqlite"
 
     @translate_db_errors
     def head(self) -> LiveCursor:
-        """The position after the newest row readable now (where a new stream starts)."""
+        """The position after the newest row (where a new stream starts)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(live_events.c.txid, live_events.c.id)
-                .where(_visible(conn))
-                .order_by(live_events.c.txid.desc(), live_events.c.id.desc())
-                .limit(1)
-            ).first()
-        return LiveCursor(int(row[0]), int(row[1])) if row else LiveCursor()
+            newest = conn.execute(select(func.max(live_events.c.id))).scalar()
+        return LiveCursor(int(newest or 0))
 
     @translate_db_errors
     def oldest(self) -> LiveCursor | None:
         """The position just before the oldest kept row (None: no rows)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(live_events.c.txid, live_events.c.id)
-                .order_by(live_events.c.txid, live_events.c.id)
-                .limit(1)
-            ).first()
-        return LiveCursor(int(row[0]), int(row[1]) - 1) if row else None
+            first = conn.execute(select(func.min(live_events.c.id))).scalar()
+        return LiveCursor(int(first) - 1) if first is not None else None
 
     @translate_db_errors
     def after(self, cursor: LiveCursor, limit: int = 500) -> list[LiveEvent]:
@@ -103,11 +83,12 @@ class LiveFeed:
                 .outerjoin(messages, messages.c.sid == sid)
                 .outerjoin(outbound_messages, outbound_messages.c.sid == live_events.c.message_sid)
             )
-            .order_by(live_events.c.txid, live_events.c.id)
+            .where(live_events.c.id > cursor.id)
+            .order_by(live_events.c.id)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(stmt.where(_after(cursor), _visible(conn))).mappings().all()
+            rows = conn.execute(stmt).mappings().all()
         return [_event(r) for r in rows]
 
     @translate_db_errors
@@ -122,7 +103,7 @@ class LiveFeed:
 def _event(r: Mapping[Any, Any]) -> LiveEvent:
     thread = f"{r['ours']}{SEPARATOR}{r['customer']}" if r["ours"] and r["customer"] else None
     return LiveEvent(
-        cursor=LiveCursor(int(r["txid"]), int(r["id"])),
+        cursor=LiveCursor(int(r["id"])),
         type=r["type"],
         message_sid=r["sid"],
         thread=thread,

@@ -449,16 +449,14 @@ Index("ix_media_created_figures", media.c.created_at, media.c.kind, media.c.size
 Index("ix_outbound_to_created", outbound_messages.c.to_addr, outbound_messages.c.created_at)
 
 # Live updates (`receiver.index.live`, docs/design.md "Live updates"): one small row per
-# change a page shows, written in the change's transaction, read by each server process's
-# stream hub in (txid, id) order. `txid` is PostgreSQL's transaction id (0 on SQLite,
-# where writers are serialised and `id` alone is commit order). Rows live for an hour.
+# change a page shows, written in the change's transaction, read in `id` order by each
+# server process's stream hub. Rows live for an hour.
 live_events = Table(
     "live_events",
     metadata,
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("txid", BigInteger, nullable=False, default=0),
     Column("type", String(32), nullable=False),
     Column("message_sid", String(34)),
     Column("media_id", Integer),
@@ -467,7 +465,6 @@ live_events = Table(
     # Ids are never reused after a deletion: a resuming client's Last-Event-ID stays exact.
     sqlite_autoincrement=True,
 )
-Index("ix_live_events_order", live_events.c.txid, live_events.c.id)
 Index("ix_live_events_created", live_events.c.created_at)
 
 # What each operator has seen of each inbox thread: inbound messages received after

@@ -34,7 +34,7 @@ def stream() -> ResponseReturnValue:
     raw = request.headers.get("Last-Event-ID") or request.args.get("after")
     cursor = LiveCursor.decode(raw)
     if raw and cursor is None:
-        return _refuse(400, "bad_request", "Last-Event-ID (or after) must look like 12-345")
+        return _refuse(400, "bad_request", "Last-Event-ID (or after) must be an event id")
     hub = services().live
     try:
         hub.reserve()

@@ -37,6 +37,7 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_scan.py
 	$(BIN)/python tests/benchmarks/bench_similar.py
 	$(BIN)/python tests/benchmarks/bench_analytics.py
+	$(BIN)/python tests/benchmarks/bench_sse.py
 
 reliability: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

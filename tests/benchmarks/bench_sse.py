@@ -1,15 +1,14 @@
 """Live updates: fan-out latency to 100 and 500 open streams, and what they cost webhooks.
 
     python tests/benchmarks/bench_sse.py [--messages 200] [--senders 4] [--workers 2]
-                                         [--postgres]
+                                         [--rounds 2] [--postgres]
 
 One `mms-receiver serve` (SQLite by default, PostgreSQL with --postgres when
-it is running). In the same run, four phases post `--messages` signed
-text-only webhooks from `--senders` concurrent senders:
-
-1. no stream open (the baseline);
-2. 100 streams open, 3. 500 streams open (`GET /api/stream`, bearer token),
-4. no stream again (drift of the machine during the run).
+it is running). In the same run, `--rounds` rounds of three phases each post
+`--messages` signed text-only webhooks from `--senders` concurrent senders:
+no stream open (the baseline), 100 streams open, 500 streams open
+(`GET /api/stream`, bearer token). Taking turns spreads the machine's drift
+over all three; the summary gives the median of the rounds.
 
 Per phase: webhook answer time p50/p99, and with streams open the fan-out
 latency from the webhook's answer to each stream's receipt of its
@@ -24,6 +23,7 @@ import argparse
 import os
 import selectors
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -231,6 +231,20 @@ def report(name: str, rows: list[dict[str, float]]) -> None:
             f"{r['streams']:7.0f}  {r['hook_p50_ms']:6.1f}ms  {r['hook_p99_ms']:6.1f}ms  "
             f"{fan}  {r['rss_mb']:6.0f}"
         )
+    print("median of the rounds:")
+    for n in (0, 100, 500):
+        mine = [r for r in rows if r["streams"] == n]
+        line = f"  {n:3d} streams: hook p99 {median(mine, 'hook_p99_ms'):.0f} ms"
+        if n:
+            line += (
+                f", fan-out p50 {median(mine, 'fanout_p50_ms'):.0f} ms"
+                f", p99 {median(mine, 'fanout_p99_ms'):.0f} ms"
+            )
+        print(line)
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
 
 
 def main() -> None:
@@ -238,6 +252,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args()
     report("SQLite", run(None, args))

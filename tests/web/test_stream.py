@@ -6,10 +6,12 @@ import contextlib
 import http.client
 import json
 import queue
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -18,12 +20,13 @@ import pytest
 import requests
 
 from receiver.index import MediaIndex
-from receiver.index.live import LiveCursor, live_rows, write_live
+from receiver.index.live import RETENTION, LiveCursor, live_rows, write_live
 from receiver.index.livefeed import LiveFeed
 from receiver.index.schema import utcnow
 from receiver.simulate import post_signed
-from receiver.streamhub import StreamHub, StreamsFull
+from receiver.streamhub import RESET, StreamHub, StreamsFull
 from tests.conftest import AUTH, TOKEN, base_env
+from tests.support.loopback import serving
 from tests.support.webhooks import inbound_params, new_sid
 
 OURS = "+15557654321"
@@ -270,3 +273,58 @@ def test_the_cap_counts_streams_until_they_end(feed: tuple[MediaIndex, LiveFeed]
         assert hub.open_streams() == 1
     finally:
         hub.close()
+
+
+def test_a_resume_older_than_what_is_kept_is_told_to_reload(
+    feed: tuple[MediaIndex, LiveFeed],
+) -> None:
+    index, live = feed
+    _write(index, 5)
+    kept = live.after(LiveCursor())
+    assert [e.cursor.id for e in kept] == [1, 2, 3, 4, 5]
+    hub = StreamHub(live, max_streams=4, poll_seconds=0.02)
+    client, server = _pair()
+    try:
+        # Kept: a resume from id 2 gets 3, 4 and 5 (from the index: the hub started later).
+        _write(index, 1)
+        hub.reserve()
+        hub.adopt(server, LiveCursor(2), None, chunked=False)
+        client.settimeout(5)
+        got = b""
+        while got.count(b"\n\n") < 4:
+            got += client.recv(65536)
+        assert [int(i) for i in re.findall(rb"^id: (\d+)$", got, re.M)] == [3, 4, 5, 6]
+    finally:
+        hub.close()
+        client.close()
+
+    # Pruned (older than the retention): the page is told to reload instead.
+    assert live.prune(utcnow() + RETENTION + timedelta(seconds=1)) == 6
+    _write(index, 1)
+    hub = StreamHub(live, max_streams=4, poll_seconds=0.02)
+    client, server = _pair()
+    try:
+        hub.reserve()
+        hub.adopt(server, LiveCursor(2), None, chunked=False)
+        client.settimeout(5)
+        got = b""
+        while b"\n\n" not in got:
+            got += client.recv(65536)
+        assert got == RESET
+    finally:
+        hub.close()
+        client.close()
+
+
+def test_servers_that_keep_the_socket_stream_from_the_request_thread(make_app: Any) -> None:
+    app = make_app()
+    with serving(app) as url:
+        reader = Reader(url)
+        try:
+            assert reader.status == 200
+            sid = _webhook(url, "+15550004001", "through the development server")
+            frame = reader.next(type_="message.received")
+            assert frame["data"]["message_sid"] == sid
+            assert app.extensions["receiver"].live.open_streams() == 1
+        finally:
+            reader.close()

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import Connection
 
-from receiver.index.schema import live_events
+from receiver.index.schema import live_events, media
 
 #: Event types a live page shows (of those written to the events outbox).
 LIVE_TYPES = frozenset(
@@ -123,5 +123,11 @@ def write_live(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def delete_live_of(conn: Connection, message_sid: str) -> None:
-    """Erase a message's live rows with the message (called by `delete_events_of`)."""
-    conn.execute(delete(live_events).where(live_events.c.message_sid == message_sid))
+    """Erase a message's live rows with the message (called by `delete_events_of`, before
+    the media rows go: a thumbnail row names only its media item)."""
+    items = select(media.c.id).where(media.c.message_sid == message_sid)
+    conn.execute(
+        delete(live_events).where(
+            or_(live_events.c.message_sid == message_sid, live_events.c.media_id.in_(items))
+        )
+    )

@@ -14,6 +14,7 @@ from receiver.index.inbox import ThreadKey
 from receiver.index.live import LiveCursor, LiveEvent
 from receiver.index.livefeed import LiveFeed, mark_seen, unread_counts
 from receiver.index.schema import outbound_messages
+from tests.conftest import AUTH
 from tests.support import samples
 from tests.support.mediaserver import MediaServer
 from tests.support.webhooks import WebhookPoster, inbound_params, new_sid
@@ -63,6 +64,12 @@ def test_a_message_its_media_and_its_thumbnail_each_make_a_live_event(
     frame = events[0].frame().decode()
     assert frame.startswith(f"id: {events[0].cursor.encode()}\ndata: {{")
     assert frame.endswith("\n\n")
+
+    # Erasing the message erases what the live feed kept of it.
+    left = {e.cursor for e in feed.after(LiveCursor())}
+    assert app.test_client().delete(f"/api/messages/{sid}", headers=AUTH).status_code == 200
+    assert left & {e.cursor for e in events}
+    assert not {e.cursor for e in feed.after(LiveCursor())} & {e.cursor for e in events}
 
 
 def test_a_status_callback_makes_a_live_event_with_the_status_text(

@@ -218,8 +218,8 @@ class StreamHub:
                 if self._subs and now >= next_prune:
                     next_prune = now + PRUNE_SECONDS
                     self.feed.prune()
-            except Exception:  # the index may be away for a while; streams stay open
-                log.exception("live updates: reading the index failed; retrying")
+            except Exception as exc:  # the index may be away for a while; streams stay open
+                log.warning("live updates: reading the index failed (%s); retrying in 2 s", exc)
                 next_poll = time.monotonic() + 2.0
         for sub in list(self._subs):
             self._drop(sub)

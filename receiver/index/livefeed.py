@@ -170,7 +170,7 @@ def unread_counts(index: IndexCore, operator: str, keys: Sequence[ThreadKey]) ->
         )
         count = select(func.count()).select_from(newest).scalar_subquery()
         parts.append(select(literal(key.encode()).label("thread"), count.label("unread")))
-    rows = []
+    rows: list[Any] = []
     with index.engine.connect() as conn:
         # SQLite allows 500 terms in one compound SELECT; a page has 30 threads.
         for at in range(0, len(parts), 200):

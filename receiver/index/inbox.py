@@ -113,9 +113,13 @@ def _ours_in() -> Any:
 
 
 def _inbound_of(key: ThreadKey) -> list[Any]:
+    return _inbound_match(key.customer.rpartition(":")[2], key.customer, key.ours)
+
+
+def _inbound_match(bare: Any, customer: Any, ours: Any) -> list[Any]:
+    """A thread's inbound rows, from values or bound parameters (statements built once)."""
     # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
-    bare = key.customer.rpartition(":")[2]
-    return [messages.c.from_addr == bare, _customer_in() == key.customer, _ours_in() == key.ours]
+    return [messages.c.from_addr == bare, _customer_in() == customer, _ours_in() == ours]
 
 
 def _ours_out() -> Any:

@@ -11,12 +11,12 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal, or_, select, union_all
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
-from receiver.index.inbox import SEPARATOR, ThreadKey, _customer_in, _inbound_of, _ours_in
+from receiver.index.inbox import SEPARATOR, ThreadKey, _customer_in, _inbound_match, _ours_in
 from receiver.index.live import RETENTION, LiveCursor, LiveEvent
 from receiver.index.schema import (
     live_events,
@@ -143,36 +143,47 @@ def mark_seen(index: IndexCore, operator: str, key: ThreadKey, seen_at: datetime
         conn.execute(stmt)
 
 
+def _unread_statement() -> Any:
+    seen = (
+        select(thread_reads.c.seen_at)
+        .where(
+            thread_reads.c.operator == bindparam("operator"),
+            thread_reads.c.thread == bindparam("thread"),
+        )
+        .scalar_subquery()
+    )
+    newest = (
+        select(messages.c.sid)
+        .where(
+            *_inbound_match(bindparam("bare"), bindparam("customer"), bindparam("ours")),
+            or_(seen.is_(None), messages.c.received_at > seen),
+        )
+        .limit(UNREAD_CAP)
+        .subquery()
+    )
+    return select(func.count()).select_from(newest)
+
+
+# Built once: building it per thread cost more than running it (~4 ms against ~0.1 ms).
+_UNREAD = _unread_statement()
+
+
 @translate_db_errors
 def unread_counts(index: IndexCore, operator: str, keys: Sequence[ThreadKey]) -> dict[str, int]:
     """Inbound messages received after what `operator` has seen, per thread key (capped).
 
-    One statement for the whole page: a capped count per thread, each found
-    through `ix_messages_from_received`, glued with UNION ALL.
+    One capped count per thread of the page, each found through
+    `ix_messages_from_received`, on one connection.
     """
-    if not keys:
-        return {}
-    parts = []
-    for key in keys:
-        seen = (
-            select(thread_reads.c.seen_at)
-            .where(thread_reads.c.operator == operator, thread_reads.c.thread == key.encode())
-            .scalar_subquery()
-        )
-        newest = (
-            select(messages.c.sid)
-            .where(
-                *_inbound_of(key),
-                or_(seen.is_(None), messages.c.received_at > seen),
-            )
-            .limit(UNREAD_CAP)
-            .subquery()
-        )
-        count = select(func.count()).select_from(newest).scalar_subquery()
-        parts.append(select(literal(key.encode()).label("thread"), count.label("unread")))
-    rows: list[Any] = []
+    out: dict[str, int] = {}
     with index.engine.connect() as conn:
-        # SQLite allows 500 terms in one compound SELECT; a page has 30 threads.
-        for at in range(0, len(parts), 200):
-            rows += conn.execute(union_all(*parts[at : at + 200])).all()
-    return {str(thread): int(unread) for thread, unread in rows}
+        for key in keys:
+            params = {
+                "operator": operator,
+                "thread": key.encode(),
+                "bare": key.customer.rpartition(":")[2],
+                "customer": key.customer,
+                "ours": key.ours,
+            }
+            out[key.encode()] = int(conn.execute(_UNREAD, params).scalar_one())
+    return out

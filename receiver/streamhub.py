@@ -188,7 +188,8 @@ class StreamHub:
     def _run(self) -> None:
         selector = self._selector
         assert selector is not None
-        next_poll = next_beat = next_prune = time.monotonic()
+        next_poll = next_prune = time.monotonic()
+        next_beat = next_poll + self.heartbeat_seconds
         while not self._stop.is_set():
             now = time.monotonic()
             timeout = min(next_poll, next_beat) - now if self._subs else 1.0

@@ -80,6 +80,8 @@ def test_secrets_never_appear_in_repr_or_describe(tmp_path: Path) -> None:
         ("TWILIO_ACCOUNT_SID", "AC123", "TWILIO_ACCOUNT_SID must start with AC"),
         ("TWILIO_API_KEY", "AK123", "TWILIO_API_KEY must be an API key SID"),
         ("RECEIVER_LOG_FORMAT", "xml", "RECEIVER_LOG_FORMAT"),
+        ("RECEIVER_STREAM_MAX", "-1", "RECEIVER_STREAM_MAX must be 0"),
+        ("RECEIVER_STREAM_MAX", "many", "RECEIVER_STREAM_MAX must be a whole number"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(

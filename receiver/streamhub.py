@@ -231,13 +231,17 @@ class StreamHub:
                 if not self._pending:
                     return
                 sub = self._pending.popleft()
-            if self._cursor is None:
-                self._cursor = self._floor = self.feed.head()
             if sub.sock is not None:
                 assert self._selector is not None
                 self._selector.register(sub.sock, selectors.EVENT_READ, sub)
             self._subs.add(sub)
-            self._catch_up(sub)
+            try:
+                if self._cursor is None:
+                    self._cursor = self._floor = self.feed.head()
+                self._catch_up(sub)
+            except Exception:
+                self._drop(sub)  # the client reconnects and resumes; its place is given back
+                raise
 
     def _catch_up(self, sub: Subscriber) -> None:
         """Bring a new stream from its Last-Event-ID to where the hub is."""

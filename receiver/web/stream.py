@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, abort, jsonify, request, send_file
 from flask.typing import ResponseReturnValue
 
 from receiver.httpfront import BufferedSocket
@@ -60,6 +60,8 @@ def stream() -> ResponseReturnValue:
 def script() -> Response:
     """The live pages' script (no build step: one hand-written file)."""
     path = templates_dir() / "static" / "live.js"
+    if not path.is_file():
+        abort(404)
     resp = send_file(path, mimetype="text/javascript", max_age=3600, conditional=True)
     resp.headers["Cache-Control"] = "private, max-age=3600"
     return resp

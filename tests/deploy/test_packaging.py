@@ -36,6 +36,8 @@ def test_wheel_contains_templates_and_entry_point(tmp_path: Path) -> None:
     assert "receiver/cli.py" in names
     assert "receiver/commands/outbound.py" in names
     assert "receiver/templates/messages.html" in names
+    assert "receiver/templates/static/app.css" in names
+    assert "receiver/templates/static/live.js" in names
     assert "receiver/__main__.py" in names
 
 

@@ -148,7 +148,11 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             Reconciler(index, pipeline, twilio),
         ),
         events=Events(settings, index, store, links.sign_media, observer=metrics.observe_delivery),
-        live=StreamHub(LiveFeed(index.engine, begin=index.begin), max_streams=settings.stream_max),
+        live=StreamHub(
+            LiveFeed(index.engine, begin=index.begin),
+            max_streams=settings.stream_max,
+            observer=metrics.observe_streams,
+        ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None
         ),

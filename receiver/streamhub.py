@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from receiver.errors import ReceiverError
@@ -95,8 +95,11 @@ class StreamHub:
         poll_seconds: float = POLL_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         max_buffer: int = MAX_BUFFER,
+        observer: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.feed = feed
+        #: Told the open streams after each change, and whether a slow client was dropped.
+        self.observer = observer
         self.max_streams = max_streams
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -131,11 +134,17 @@ class StreamHub:
             if self._reserved >= self.max_streams:
                 raise StreamsFull(f"{self._reserved} live streams open in this process")
             self._reserved += 1
+            self._observe(self._reserved, dropped_slow=False)
 
-    def release(self) -> None:
-        """Give back a reservation that did not become a stream."""
+    def release(self, *, dropped_slow: bool = False) -> None:
+        """Give back a stream's place (it ended, or it never started)."""
         with self._lock:
             self._reserved = max(0, self._reserved - 1)
+            self._observe(self._reserved, dropped_slow=dropped_slow)
+
+    def _observe(self, open_streams: int, *, dropped_slow: bool) -> None:
+        if self.observer is not None:
+            self.observer(open_streams, dropped_slow)
 
     def adopt(
         self, sock: socket.socket, cursor: LiveCursor | None, thread: str | None, *, chunked: bool
@@ -323,7 +332,7 @@ class StreamHub:
                 sub.inbox.put_nowait(frame)
             except queue.Full:
                 self.dropped_slow += 1
-                self._drop(sub)
+                self._drop(sub, slow=True)
             return
         sub.out += b"%x\r\n%s\r\n" % (len(frame), frame) if sub.chunked else frame
         self._settle(sub)
@@ -333,7 +342,7 @@ class StreamHub:
         self._flush(sub)
         if not sub.closed and len(sub.out) > self.max_buffer:
             self.dropped_slow += 1
-            self._drop(sub)
+            self._drop(sub, slow=True)
 
     def _flush(self, sub: Subscriber) -> None:
         assert sub.sock is not None and self._selector is not None
@@ -369,7 +378,7 @@ class StreamHub:
         for sub in [s for s in self._subs if s.closed]:
             self._drop(sub)
 
-    def _drop(self, sub: Subscriber) -> None:
+    def _drop(self, sub: Subscriber, *, slow: bool = False) -> None:
         if sub not in self._subs:
             return
         self._subs.discard(sub)
@@ -383,7 +392,7 @@ class StreamHub:
         if sub.inbox is not None:
             with contextlib.suppress(queue.Full):
                 sub.inbox.put_nowait(None)
-        self.release()
+        self.release(dropped_slow=slow)
 
 
 class QueueStream:

@@ -338,3 +338,15 @@ def test_servers_that_keep_the_socket_stream_from_the_request_thread(make_app: A
             assert app.extensions["receiver"].live.open_streams() == 1
         finally:
             reader.close()
+
+
+def test_open_streams_and_slow_drops_are_in_the_metrics(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    hub = app.extensions["receiver"].live
+    hub.reserve()
+    hub.reserve()
+    hub.release(dropped_slow=True)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "mmsr_live_streams 1.0" in text
+    assert "mmsr_live_streams_dropped_total 1.0" in text

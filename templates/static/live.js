@@ -60,6 +60,10 @@
       }
       previous = node;
     });
+    // Rows the server no longer lists here (erased, or moved to an older page) go.
+    while (previous && previous.nextElementSibling) {
+      here.removeChild(previous.nextElementSibling);
+    }
     if (added) {
       status.textContent = added === 1 ? "1 new message" : added + " new messages";
     }

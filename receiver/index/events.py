@@ -280,7 +280,8 @@ def write_events(conn: Connection, new: Sequence[NewEvent], now: datetime | None
     """Insert `new` and their delivery rows in `conn`'s transaction; how many deliveries.
 
     One INSERT for the events and one INSERT ... SELECT for the deliveries,
-    whatever the number of endpoints (none: it inserts nothing).
+    whatever the number of endpoints (none: it inserts nothing), plus one
+    INSERT of the live rows of the changes a page shows (`live.write_live`).
     """
     if not new:
         return 0

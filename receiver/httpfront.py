@@ -48,7 +48,7 @@ class BufferedSocket:
     """A client socket whose first reads come from bytes the event loop already read."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+        self._sock: socket.socket | _Detached = sock
         self._pending = b""
         #: Bytes taken back from the buffer to start the next request with.
         self.taken = b""
@@ -80,8 +80,44 @@ class BufferedSocket:
         """The socket's descriptor (for the selector and sendfile)."""
         return self._sock.fileno()
 
+    @property
+    def detached(self) -> bool:
+        """Whether the connection was handed to someone else (`detach`)."""
+        return isinstance(self._sock, _Detached)
+
+    def detach(self) -> socket.socket:
+        """Hand the connection over (to the live-update hub) after the response head.
+
+        Gunicorn still finishes "its" response afterwards: the last chunk and
+        the close it writes go nowhere, and `finish_request` forgets the
+        connection instead of keeping it alive.
+        """
+        sock, self._sock = self._sock, _Detached()
+        assert isinstance(sock, socket.socket), "handed over twice"
+        return sock
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class _Detached:
+    """What a BufferedSocket talks to once its connection has been handed over."""
+
+    def send(self, data: bytes, *flags: int) -> int:
+        return len(data)
+
+    def sendall(self, data: bytes, *flags: int) -> None:
+        return None
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        return b""
+
+    def fileno(self) -> int:
+        return -1
+
+    def __getattr__(self, name: str) -> Any:
+        # close, shutdown, setblocking, settimeout...: nothing left to act on.
+        return lambda *args, **kwargs: None
 
 
 @dataclass
@@ -195,7 +231,11 @@ class BufferingWorker(ThreadWorker):
         self._read(conn, time.monotonic() + HEADER_SECONDS)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
-        """Gunicorn's hand-back, plus: a next request already buffered is read from memory."""
+        """Gunicorn's hand-back, plus: a next request already buffered is read from memory,
+        and a connection handed to the live-update hub is only forgotten."""
+        if getattr(conn.sock, "detached", False):
+            self.nr_conns -= 1
+            return
         super().finish_request(conn, fs)
         if self.cfg.is_ssl:
             return

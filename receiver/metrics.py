@@ -28,6 +28,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     values,
@@ -159,7 +160,24 @@ class Metrics:
             registry=registry,
         )
 
+        self.live_streams = Gauge(
+            f"{PREFIX}_live_streams",
+            "Open live-update streams (GET /api/stream), all processes together.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.live_dropped = counter(
+            "live_streams_dropped",
+            "Live-update streams closed because their client stopped reading.",
+        )
+
     # -- recording ---------------------------------------------------------
+
+    def observe_streams(self, open_streams: int, dropped_slow: bool) -> None:
+        """The stream hub's observer: this process's open streams, and slow clients dropped."""
+        self.live_streams.set(open_streams)
+        if dropped_slow:
+            self.live_dropped.inc()
 
     def webhook(self, outcome: str) -> None:
         """Count one inbound webhook answer (recorded, duplicate, forbidden, ...)."""

@@ -19,6 +19,7 @@ from receiver.inbound.remote_delete import delete_remote_copies
 from receiver.inbound.streams import EventStream
 from receiver.index import MediaIndex
 from receiver.index.conversations import ConversationIndex
+from receiver.index.livefeed import LiveFeed
 from receiver.index.outbound import OutboundIndex
 from receiver.index.replies import ReplyIndex
 from receiver.index.sessions import SessionStore
@@ -35,6 +36,7 @@ from receiver.replies import ReplyRenderer
 from receiver.settings import Settings
 from receiver.storage import open_store
 from receiver.storage.base import ObjectStore
+from receiver.streamhub import StreamHub
 from receiver.twilio.client import TwilioClient
 from receiver.twilio.mcs import McsClient
 from receiver.twilio.signature import SignatureVerifier
@@ -76,12 +78,15 @@ class Services:
     events: Events
     #: Replies from the inbox's reply box and its API, through `outbound`.
     inbox_replies: InboxReplies
+    #: This process's open live-update streams (GET /api/stream) and the thread feeding them.
+    live: StreamHub
     #: The periodic step that deletes Twilio's copy of stored media, when enabled.
     remote_deletion: Callable[[], None] | None = None
 
     def close(self) -> None:
         """Stop background work and release connections."""
         self.events.close()
+        self.live.close()
         self.pipeline.shutdown(wait=False)
         self.outbound.close()
         self.twilio.close()
@@ -156,6 +161,11 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             store,
             outbound,
             twilio,
+        ),
+        live=StreamHub(
+            LiveFeed(index.engine, begin=index.begin),
+            max_streams=settings.stream_max,
+            observer=metrics.observe_streams,
         ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None

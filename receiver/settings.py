@@ -102,6 +102,8 @@ class Settings:
     event_link_ttl: int = 604800
     event_disable_after: float = DEFAULT_DISABLE_AFTER
     event_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    #: Open live-update streams (GET /api/stream) per server process; beyond: 503.
+    stream_max: int = 500
 
     def __post_init__(self) -> None:
         if self.public_url:
@@ -133,6 +135,8 @@ class Settings:
             raise ConfigError(
                 f"RECEIVER_OCR_TIMEOUT must be seconds from 0 to 600 (got {self.ocr_timeout:g})"
             )
+        if self.stream_max < 0:
+            raise ConfigError("RECEIVER_STREAM_MAX must be 0 (no live updates) or more")
         if self.proxy_hops < 0 or self.proxy_hops > 10:
             raise ConfigError("RECEIVER_PROXY_HOPS must be a whole number from 0 to 10")
         if self.max_media_bytes <= 0 or self.max_message_bytes <= 0:
@@ -354,6 +358,7 @@ class Settings:
             event_link_ttl=_int(env, "RECEIVER_EVENT_LINK_TTL", 604800),
             event_disable_after=_float(env, "RECEIVER_EVENT_DISABLE_AFTER", DEFAULT_DISABLE_AFTER),
             event_retry_schedule=_schedule(env.get("RECEIVER_EVENT_RETRY_SCHEDULE")),
+            stream_max=_int(env, "RECEIVER_STREAM_MAX", 500),
         )
 
 

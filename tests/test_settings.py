@@ -84,6 +84,8 @@ def test_secrets_never_appear_in_repr_or_describe(tmp_path: Path) -> None:
         ("RECEIVER_OCR", "eng+../x", "RECEIVER_OCR"),
         ("RECEIVER_OCR_TIMEOUT", "0", "RECEIVER_OCR_TIMEOUT must be seconds from 0 to 600"),
         ("RECEIVER_OCR_TIMEOUT", "soon", "RECEIVER_OCR_TIMEOUT must be a number"),
+        ("RECEIVER_STREAM_MAX", "-1", "RECEIVER_STREAM_MAX must be 0"),
+        ("RECEIVER_STREAM_MAX", "many", "RECEIVER_STREAM_MAX must be a whole number"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(

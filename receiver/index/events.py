@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.live import delete_live_of, live_rows, write_live
 from receiver.index.schema import (
     UTCDateTime,
     endpoints,
@@ -191,25 +192,26 @@ def write_events(conn: Connection, new: Sequence[NewEvent], now: datetime | None
 
     One INSERT; the database's `events_fan_out` trigger (`schema.fan_out_ddl`)
     adds their delivery rows for the subscribed endpoints in the same statement.
+    Plus one INSERT of the live rows of the changes a page shows (`live.write_live`).
     """
     if not new:
         return 0
     now = now or utcnow()
     stamp = time.time()
-    conn.execute(
-        _INSERT_EVENTS,
-        [
-            {
-                "id": new_event_id(stamp),
-                "type": e.type,
-                "timestamp": now,
-                "data": json.dumps(e.data, separators=(",", ":"), default=str),
-                "message_sid": e.message_sid,
-                "created_at": now,
-            }
-            for e in new
-        ],
-    )
+    rows = [
+        {
+            "id": new_event_id(stamp),
+            "type": e.type,
+            "timestamp": now,
+            "data": json.dumps(e.data, separators=(",", ":"), default=str),
+            "message_sid": e.message_sid,
+            "created_at": now,
+        }
+        for e in new
+    ]
+    conn.execute(_INSERT_EVENTS, rows)
+    # What a live page shows of them (GET /api/stream), in the same transaction.
+    write_live(conn, live_rows(((e.type, e.message_sid, e.data) for e in new), now))
     return len(new)
 
 
@@ -567,6 +569,7 @@ def delete_events_of(conn: Connection, message_sid: str) -> None:
     conn.execute(delete(event_attempts).where(event_attempts.c.event_id.in_(mine)))
     conn.execute(delete(event_deliveries).where(event_deliveries.c.event_id.in_(mine)))
     conn.execute(delete(events).where(events.c.message_sid == message_sid))
+    delete_live_of(conn, message_sid)
 
 
 def event_record(

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.events import NewEvent, write_events
+from receiver.index.live import THUMBNAIL, live_rows, write_live
 from receiver.index.records import MediaItem
 from receiver.index.schema import media, messages, utcnow
 from receiver.index.serialize import media_event_data, message_event_data
@@ -283,8 +284,11 @@ class MediaQueue(IndexCore):
             .where(media.c.id == bindparam("media_id"))
             .values(thumbnail_key=bindparam("key"))
         )
+        # A live page swaps the tile for the thumbnail (a live row, not a webhook event).
+        live = live_rows(((THUMBNAIL, None, {"id": m}) for m, _ in pairs), utcnow())
         with self.begin() as conn:
             conn.execute(stmt, [{"media_id": m, "key": k} for m, k in pairs])
+            write_live(conn, live)
 
     # -- rescans -------------------------------------------------------------
 

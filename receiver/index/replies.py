@@ -18,8 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.errors import translate_db_errors
-from receiver.index.inbox import ThreadKey, _inbound_of
+from receiver.index.inbox import ThreadKey
 from receiver.index.schema import media, messages, reply_authors, utcnow
+from receiver.index.threads import inbound_where
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,11 @@ class ReplyIndex:
                 media.c.storage_key,
             )
             .join(messages, messages.c.sid == media.c.message_sid)
-            .where(*_inbound_of(key), media.c.state == "stored", media.c.storage_key.is_not(None))
+            .where(
+                *inbound_where(key.ours, key.customer),
+                media.c.state == "stored",
+                media.c.storage_key.is_not(None),
+            )
             .order_by(messages.c.received_at.desc(), media.c.idx)
             .limit(limit)
         )

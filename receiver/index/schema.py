@@ -673,3 +673,35 @@ daily_media = Table(
     # Rows stored in key order (SQLite): a range is read without a lookup per row.
     sqlite_with_rowid=False,
 )
+
+# Live updates (`receiver.index.live`, docs/design.md "Live updates"): one small row per
+# change a page shows, written in the change's transaction, read in `id` order by each
+# server process's stream hub. Rows live for an hour.
+live_events = Table(
+    "live_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("type", String(32), nullable=False),
+    Column("message_sid", String(34)),
+    Column("media_id", Integer),
+    Column("status", String(20)),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Ids are never reused after a deletion: a resuming client's Last-Event-ID stays exact.
+    sqlite_autoincrement=True,
+)
+Index("ix_live_events_created", live_events.c.created_at)
+
+# What each operator has seen of each inbox thread: inbound messages received after
+# `seen_at` are unread. `operator` is the account name (one, "admin", today), so named
+# operators and a per-thread assignee fit without changing this table.
+thread_reads = Table(
+    "thread_reads",
+    metadata,
+    Column("operator", String(64), nullable=False),
+    Column("thread", String(520), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("operator", "thread"),
+)

@@ -199,8 +199,12 @@ def backfill_once(conn: Connection) -> None:
 
 def inbound_where(ours: str, customer: str) -> list[Any]:
     """Conditions selecting a thread's inbound rows."""
+    return inbound_match(customer.rpartition(":")[2], customer, ours)
+
+
+def inbound_match(bare: Any, customer: Any, ours: Any) -> list[Any]:
+    """A thread's inbound rows, from values or bound parameters (statements built once)."""
     # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
-    bare = customer.rpartition(":")[2]
     return [messages.c.from_addr == bare, customer_in() == customer, ours_in() == ours]
 
 

@@ -48,6 +48,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
         ops,
         outbound_api,
         reply_box,
+        stream,
     )
 
     # Every feature is registered here, explicitly: a missing module is an ImportError.
@@ -62,6 +63,7 @@ def build_app(settings: Settings | None = None, services: Services | None = None
     analytics.register(app)
     inbox.register(app)
     reply_box.register(app)
+    stream.register(app)
     events_api.register(app)
     events_page.register(app)
     _register_errors(app)

@@ -78,6 +78,12 @@ def _credential() -> str:
     return credential_fingerprint(settings.secret_key, settings.admin_password)
 
 
+def operator() -> str:
+    """Who is looking: the session's account ("admin" today; named operators later)."""
+    user = session.get("user")
+    return user if isinstance(user, str) and user else LOGIN_ACCOUNT
+
+
 def start_session() -> None:
     """Log the browser in with a fresh session id (never one planted before login)."""
     old = session.get("sid")

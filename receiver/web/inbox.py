@@ -1,6 +1,8 @@
 """The inbox: threads newest first, and one thread's messages in order (thin views).
 
-Server-rendered, no JavaScript. Thread queries live in `receiver.index.inbox`.
+Server-rendered and complete without JavaScript; `static/live.js` refreshes
+them as `GET /api/stream` announces changes. Thread queries live in
+`receiver.index.inbox`, unread counts in `receiver.index.livefeed`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from receiver.index.inbox import (
     thread_entries,
     thread_opted_out,
 )
+from receiver.index.livefeed import mark_seen, unread_counts
 from receiver.index.queries import InvalidParameter
 from receiver.index.records import MessageRecord
 from receiver.twilio.errorcodes import describe
+from receiver.web.auth import operator
 from receiver.web.browse import message_view
 from receiver.web.hooks import services
 
@@ -41,14 +45,20 @@ def threads() -> ResponseReturnValue:
         cursor = decode_cursor(request.args.get("cursor"))
     except InvalidParameter as exc:
         return render_template("inbox.html", rows=[], next_url=None, error=exc.message), 400
-    page = list_threads(services().index, cursor=cursor, limit=PAGE_SIZE)
-    rows = [{"thread": t, "last": _entry(t.last)} for t in page.rows]
+    index = services().index
+    after = _live_after()
+    page = list_threads(index, cursor=cursor, limit=PAGE_SIZE)
+    unread = unread_counts(index, operator(), [t.key for t in page.rows])
+    rows = [
+        {"thread": t, "last": _entry(t.last), "unread": unread.get(t.key.encode(), 0)}
+        for t in page.rows
+    ]
     next_url = (
         url_for("inbox.threads", cursor=encode_cursor(page.next_cursor))
         if page.next_cursor
         else None
     )
-    return render_template("inbox.html", rows=rows, next_url=next_url, error=None)
+    return render_template("inbox.html", rows=rows, next_url=next_url, error=None, live_after=after)
 
 
 @bp.get("/inbox/<thread>")
@@ -63,9 +73,15 @@ def thread(thread: str) -> ResponseReturnValue:
 def render_thread(key: ThreadKey, status: int = 200, **extra: Any) -> ResponseReturnValue:
     """The thread page; `extra` goes to the template (the reply box's result or draft)."""
     svc = services()
+    # Read before the messages: a change in between is announced again, never lost.
+    after = _live_after()
     entries = thread_entries(svc.index, key)
     if not entries:
         abort(404, description="no such thread")
+    seen = [e.at for e in entries if e.inbound is not None]
+    if seen:
+        # Up to the newest message shown, not "now": one arriving meanwhile stays unread.
+        mark_seen(svc.index, operator(), key, max(seen))
     keys = [e.outbound.get("idempotency_key") for e in entries if e.outbound]
     page = render_template(
         "thread.html",
@@ -73,9 +89,15 @@ def render_thread(key: ThreadKey, status: int = 200, **extra: Any) -> ResponseRe
         entries=[_entry(e.inbound or e.outbound) for e in entries],
         opted_out=thread_opted_out(svc.index, key),
         authors=svc.inbox_replies.replies.authors(keys),
+        live_after=after,
         **extra,
     )
     return page, status
+
+
+def _live_after() -> str:
+    """Where the page's event stream starts: nothing between rendering and connecting is lost."""
+    return services().live.feed.head().encode()
 
 
 def _entry(item: MessageRecord | dict[str, Any] | None) -> dict[str, Any] | None:

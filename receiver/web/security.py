@@ -61,6 +61,9 @@ def content_security_policy(extra_origin: str | None = None) -> str:
         f"img-src {media}; "
         f"media-src {media}; "
         "style-src 'self'; "
+        # The live pages' one script file and its event stream (GET /api/stream).
+        "script-src 'self'; "
+        "connect-src 'self'; "
         "form-action 'self'; "
         "frame-ancestors 'none'; "
         "base-uri 'none'"

@@ -238,3 +238,25 @@ def test_the_reply_routes_take_files_through_the_proxy(proxy: Proxy) -> None:
         headers={"Host": PUBLIC_HOST, "Authorization": f"Bearer {API_TOKEN}"},
     )
     assert resp.status_code == 404 and resp.json()["error"] == "no_such_thread", resp.text
+
+
+def test_live_updates_pass_the_proxy_unbuffered(proxy: Proxy) -> None:
+    with requests.get(
+        proxy.https_url + "/api/stream",
+        verify=proxy.ca_file,
+        stream=True,
+        timeout=10,
+        headers={"Host": PUBLIC_HOST, "Authorization": f"Bearer {API_TOKEN}"},
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines).startswith("retry: ")  # the preamble, not held in a buffer
+        sid = fake_sid("SM")
+        params = params_for(sid)
+        started = time.monotonic()
+        assert proxy.post(params, compute_signature(TOKEN, PUBLIC_URL, params)).status_code == 200
+        for line in lines:
+            if line.startswith("data: ") and sid in line:
+                break
+        assert time.monotonic() - started < 2.0

@@ -38,6 +38,8 @@ def test_wheel_contains_templates_and_entry_point(tmp_path: Path) -> None:
     assert "receiver/templates/messages.html" in names
     assert "receiver/templates/_reply.html" in names
     assert "receiver/templates/static/reply.js" in names
+    assert "receiver/templates/static/app.css" in names
+    assert "receiver/templates/static/live.js" in names
     assert "receiver/__main__.py" in names
 
 

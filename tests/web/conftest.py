@@ -13,6 +13,7 @@ from tests.web.seed import Seeder
 #: The Content-Security-Policy of every HTML page (served files add "; sandbox").
 PAGE_CSP = (
     "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 

@@ -446,6 +446,8 @@ def _check_ffmpeg() -> None:
         )
     else:
         click.echo(f"ffmpeg: ok  {version}")
+
+
 def _check_ocr(settings: Settings) -> int:
     """Print whether text in images is read; 1 per missing part when RECEIVER_OCR asks for it."""
     from receiver.services import text_reader

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
-from receiver.inbound.derivatives import _lower_thread_priority
-from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
 from receiver.index.schema import utcnow
@@ -44,7 +43,7 @@ class TextJobs:
         self.store = store
         self.reader = reader
         self._pool = ForkSafePool(
-            1, name="ocr", initializer=_lower_thread_priority, on_new=self._forget_queue
+            1, name="ocr", initializer=lower_thread_priority, on_new=self._forget_queue
         )
         self._lock = threading.Lock()
         self._queued = 0

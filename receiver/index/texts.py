@@ -15,7 +15,7 @@ from sqlalchemy import FromClause, Select, case, exists, or_, select, update
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.records import MediaItem
-from receiver.index.schema import media, media_hashes, media_text, utcnow
+from receiver.index.schema import media, media_hashes, media_text, playable_media, utcnow
 
 __all__ = ["READING", "MediaTexts", "ReadText", "select_media"]
 
@@ -28,9 +28,18 @@ _TEXT = case((media_text.c.outcome == "done", media_text.c.text), else_=None).la
 
 
 def select_media() -> Select[Any]:
-    """SELECT of `media` rows with their OCR `text` (a MediaItem field, not a media column)."""
-    return select(media, _TEXT).select_from(
-        media.outerjoin(media_text, media_text.c.media_id == media.c.id)
+    """SELECT of `media` rows with their OCR `text` and playable copy's state and reason
+    (MediaItem fields, not media columns): joined on primary keys, so a page of
+    media costs no query per item."""
+    return select(
+        media,
+        _TEXT,
+        playable_media.c.state.label("playable_state"),
+        playable_media.c.reason.label("playable_reason"),
+    ).select_from(
+        media.outerjoin(media_text, media_text.c.media_id == media.c.id).outerjoin(
+            playable_media, playable_media.c.media_id == media.c.id
+        )
     )
 
 

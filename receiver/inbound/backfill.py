@@ -16,7 +16,7 @@ from datetime import datetime
 from receiver.inbound.texts import TextJobs
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
-from receiver.media.transform import make_thumbnail
+from receiver.media.transform import perceptual_hash
 from receiver.storage.base import ObjectStore
 
 __all__ = ["BackfillReport", "backfill"]
@@ -120,12 +120,12 @@ def _pages(
 
 
 def _hash(store: ObjectStore, row: MediaItem) -> int | None:
-    # From the original, as a new image is hashed (the thumbnail is made the same way).
+    # From the original's thumbnail-size frame, so the bits equal those of a new image.
     if row.storage_key is None:
         return None
     try:
         with store.open(row.storage_key) as fp:
-            return make_thumbnail(fp).phash
+            return perceptual_hash(fp)
     except Exception as exc:  # a damaged file has no hash; it is counted as failed
         log.warning("perceptual hash of media %s failed: %s", row.id, exc)
         return None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
-from receiver.media.transform import make_thumbnail
+from receiver.media.transform import make_thumbnail, perceptual_hash
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import derived_key
 
@@ -132,9 +132,7 @@ class Derivatives:
             return
         try:
             with self.store.open(row.thumbnail_key) as fp:
-                value = make_thumbnail(fp).phash
-            if value is not None:
-                self.index.set_hashes([(row.id, value)])
+                self.index.set_hashes([(row.id, perceptual_hash(fp))])
         except Exception as exc:  # no hash is no match, never a failed page
             log.warning("perceptual hash of media %s failed: %s", row.id, exc)
 

@@ -4,6 +4,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select, update
@@ -186,3 +187,35 @@ def test_a_page_of_messages_costs_the_same_queries_however_many_copies_it_has(
     assert len(rows) == 11
     assert sum(1 for r in rows for m in r.media if m.playable_state) == 32
     assert many == few
+
+
+def _playable_events(index: MediaIndex) -> list[dict[str, Any]]:
+    return [e.data for e in reversed(index.list_events(type="media.playable"))]
+
+
+def test_each_final_copy_state_writes_one_media_playable_event(index: MediaIndex) -> None:
+    ready, failed, plays, stuck = stored_av(index, kinds=("video", "audio", "audio", "video"))
+    for media_id in (ready, failed, plays, stuck):
+        index.queue_playable(media_id)
+    assert _playable_events(index) == []  # pending is no event: media.stored said so
+    index.finish_playable(ready, state="ready", storage_key="k.mp4", content_type="video/mp4")
+    index.finish_playable(failed, state="failed", reason="unreadable", detail="no audio track")
+    index.finish_playable(plays, state="original")
+    for claimed in (True, False):  # the second takeover gives up
+        age(index, stuck, 700)
+        assert index.claim_stale_playable(stuck, older_than=600, max_attempts=2) is claimed
+    sent = _playable_events(index)
+    assert [(e["id"], e["message_sid"], e["playable"]["state"]) for e in sent] == [
+        (ready, sid(1), "ready"),
+        (failed, sid(1), "failed"),
+        (plays, sid(1), "not_needed"),
+        (stuck, sid(1), "failed"),
+    ]
+    assert sent[1]["playable"]["reason"] == "unreadable"
+    assert sent[3]["playable"] == {
+        "state": "failed",
+        "url": f"/api/media/{stuck}/playable",
+        "reason": "gave_up",
+    }
+    # The event carries the whole media object, as media.stored does.
+    assert sent[0]["kind"] == "video" and sent[0]["state"] == "stored"

@@ -27,7 +27,13 @@ from receiver.errors import ReceiverError
     type=click.IntRange(1, 10_000),
     help="Images read and recorded together.",
 )
-def backfill(since: datetime | None, dry_run: bool, batch: int) -> None:
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also read again images whose text reading timed out or failed "
+    "(after raising RECEIVER_OCR_TIMEOUT or updating tesseract).",
+)
+def backfill(since: datetime | None, dry_run: bool, batch: int, retry_failed: bool) -> None:
     """Hash stored images that have no perceptual hash and, with RECEIVER_OCR set, read
     their text. Safe to interrupt and run again: it goes on where it stopped."""
     from receiver.inbound.backfill import backfill as run_backfill
@@ -36,6 +42,10 @@ def backfill(since: datetime | None, dry_run: bool, batch: int) -> None:
     services = load_services(settings)
     try:
         texts = services.pipeline.texts
+        if texts is None and retry_failed:
+            raise click.ClickException(
+                "--retry-failed reads text again, but OCR is off: set RECEIVER_OCR (e.g. eng)"
+            )
         if texts is None:
             click.echo("OCR is off (RECEIVER_OCR unset): only perceptual hashes", err=True)
         elif not texts.ready():
@@ -49,6 +59,7 @@ def backfill(since: datetime | None, dry_run: bool, batch: int) -> None:
             since=since,
             batch=batch,
             dry_run=dry_run,
+            retry_failed=retry_failed,
             progress=lambda line: click.echo(line, err=True),
         )
     except ReceiverError as exc:

@@ -16,7 +16,7 @@ from datetime import datetime
 from receiver.inbound.texts import TextJobs
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
-from receiver.media.transform import make_thumbnail
+from receiver.media.transform import perceptual_hash
 from receiver.storage.base import ObjectStore
 
 __all__ = ["BackfillReport", "backfill"]
@@ -38,11 +38,13 @@ class BackfillReport:
     #: Images that could not be hashed or read (damaged files; tesseract over time).
     failed: int = 0
     ocr: bool = False
+    retry_failed: bool = False
 
     def summary(self) -> str:
         """One line for the command's output."""
         if self.dry_run:
-            texts = f", {self.texts_missing} without text" if self.ocr else ""
+            without = "without text (or failed)" if self.retry_failed else "without text"
+            texts = f", {self.texts_missing} {without}" if self.ocr else ""
             return f"dry run: {self.hashes_missing} image(s) without a perceptual hash{texts}"
         texts = f", read text in {self.read} of {self.texts_missing}" if self.ocr else ""
         return (
@@ -58,11 +60,13 @@ def backfill(
     since: datetime | None = None,
     batch: int = 100,
     dry_run: bool = False,
+    retry_failed: bool = False,
     progress: Progress | None = None,
 ) -> BackfillReport:
     """Hash every stored image created since `since` (all when None) that has no hash,
-    then, when `texts` is given (OCR on), read those with no text."""
-    report = BackfillReport(dry_run=dry_run, ocr=texts is not None)
+    then, when `texts` is given (OCR on), read those with no text; with `retry_failed`,
+    also those whose reading timed out or failed."""
+    report = BackfillReport(dry_run=dry_run, ocr=texts is not None, retry_failed=retry_failed)
     for rows in _pages(index, since, batch, hashes=True):
         report.hashes_missing += len(rows)
         if dry_run:
@@ -76,11 +80,13 @@ def backfill(
     if texts is None:
         return report
     stale = texts.stale_after
-    for rows in _pages(index, since, batch, texts=True, stale_after=stale):
+    for rows in _pages(
+        index, since, batch, texts=True, stale_after=stale, retry_failed=retry_failed
+    ):
         report.texts_missing += len(rows)
         if dry_run:
             continue
-        results = texts.read(rows)
+        results = texts.read(rows, retry_failed=retry_failed)
         report.read += sum(1 for r in results if r.outcome == "done")
         report.failed += sum(1 for r in results if r.outcome != "done")
         if progress:
@@ -96,6 +102,7 @@ def _pages(
     hashes: bool = False,
     texts: bool = False,
     stale_after: float = 600.0,
+    retry_failed: bool = False,
 ) -> Iterator[list[MediaItem]]:
     # By id after the last one seen, so an image that fails is not selected again.
     after = 0
@@ -106,18 +113,19 @@ def _pages(
         hashes=hashes,
         texts=texts,
         stale_after=stale_after,
+        retry_failed=retry_failed,
     ):
         yield rows
         after = rows[-1].id
 
 
 def _hash(store: ObjectStore, row: MediaItem) -> int | None:
-    # From the original, as a new image is hashed (the thumbnail is made the same way).
+    # From the original's thumbnail-size frame, so the bits equal those of a new image.
     if row.storage_key is None:
         return None
     try:
         with store.open(row.storage_key) as fp:
-            return make_thumbnail(fp).phash
+            return perceptual_hash(fp)
     except Exception as exc:  # a damaged file has no hash; it is counted as failed
         log.warning("perceptual hash of media %s failed: %s", row.id, exc)
         return None

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
-from receiver.media.transform import make_thumbnail
+from receiver.media.transform import make_thumbnail, perceptual_hash
 from receiver.storage.base import ObjectStore
 from receiver.storage.keys import derived_key
 
@@ -28,8 +27,6 @@ __all__ = ["Derivatives"]
 
 log = logging.getLogger(__name__)
 
-#: How much lower than the webhook threads the thumbnail thread runs (see `nice`).
-DERIVE_NICENESS = 19
 #: At most this many thumbnail keys wait to be recorded together.
 DERIVE_BATCH = 32
 #: Thumbnails wait for a moment without webhooks at most this long each (seconds)...
@@ -62,7 +59,7 @@ class Derivatives:
         self.index = index
         self.store = store
         self._pool = ForkSafePool(
-            1, name="derive", initializer=_lower_thread_priority, on_new=self._forget_queue
+            1, name="derive", initializer=lower_thread_priority, on_new=self._forget_queue
         )
         # Guarded by `_quiet`: webhooks of this process now waiting for their
         # media, thumbnails queued and not yet made, and those made but not
@@ -135,9 +132,7 @@ class Derivatives:
             return
         try:
             with self.store.open(row.thumbnail_key) as fp:
-                value = make_thumbnail(fp).phash
-            if value is not None:
-                self.index.set_hashes([(row.id, value)])
+                self.index.set_hashes([(row.id, perceptual_hash(fp))])
         except Exception as exc:  # no hash is no match, never a failed page
             log.warning("perceptual hash of media %s failed: %s", row.id, exc)
 
@@ -197,11 +192,3 @@ class Derivatives:
         except Exception as exc:  # a thumbnail is a convenience; the original is what matters
             log.warning("thumbnail of media %s failed: %s", media_id, exc)
             return None
-
-
-def _lower_thread_priority() -> None:
-    # On Linux a thread has its own nice value: thumbnails (C code that releases
-    # the GIL) then take the CPU only when answering webhooks leaves it idle.
-    # Not Linux, or not allowed: the thread runs at normal priority.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DERIVE_NICENESS)

@@ -12,17 +12,14 @@ copies").
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import shutil
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
 from receiver.media.playable import (
@@ -65,7 +62,7 @@ class PlayableCopies:
         self.limits = limits or Limits()
         self.stale_after = max(STALE_AFTER, self.limits.timeout * 3)
         self.available = ffmpeg_path() is not None
-        self._pool = ForkSafePool(THREADS, name="playable", initializer=_lower_thread_priority)
+        self._pool = ForkSafePool(THREADS, name="playable", initializer=lower_thread_priority)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -189,9 +186,3 @@ def _facts(row: MediaItem) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _lower_thread_priority() -> None:
-    # Like the thumbnail thread: copies take the CPU only when answering leaves it idle.
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

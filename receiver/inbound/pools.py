@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["ForkSafePool"]
+__all__ = ["BACKGROUND_NICENESS", "ForkSafePool", "lower_thread_priority"]
+
+# The nice value of background threads (thumbnails, playable copies, OCR).
+BACKGROUND_NICENESS = 19
 
 
 class ForkSafePool:
@@ -60,3 +64,14 @@ class ForkSafePool:
         # Outside the lock: work still running may reach for `executor`.
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+def lower_thread_priority() -> None:
+    """Give the calling thread the lowest CPU priority (a pool `initializer`).
+
+    On Linux a thread has its own nice value: background work (C code that
+    releases the GIL) then takes the CPU only when answering webhooks leaves
+    it idle. Not Linux, or not allowed: the thread runs at normal priority.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
-from receiver.inbound.derivatives import _lower_thread_priority
-from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
 from receiver.index.records import MediaItem
 from receiver.index.schema import utcnow
@@ -44,7 +43,7 @@ class TextJobs:
         self.store = store
         self.reader = reader
         self._pool = ForkSafePool(
-            1, name="ocr", initializer=_lower_thread_priority, on_new=self._forget_queue
+            1, name="ocr", initializer=lower_thread_priority, on_new=self._forget_queue
         )
         self._lock = threading.Lock()
         self._queued = 0
@@ -85,13 +84,16 @@ class TextJobs:
             self._queued += 1
         pool.submit(self._fill, limit, older_than)
 
-    def read(self, items: Iterable[MediaItem]) -> list[ReadText]:
-        """Read and record each item not claimed elsewhere, on the caller's thread."""
+    def read(self, items: Iterable[MediaItem], *, retry_failed: bool = False) -> list[ReadText]:
+        """Read and record each item not claimed elsewhere, on the caller's thread (with
+        `retry_failed`, also those whose last reading timed out or failed)."""
         done = []
         for item in items:
             if item.storage_key is None:
                 continue
-            result = self._read(item.id, item.message_sid, item.storage_key)
+            result = self._read(
+                item.id, item.message_sid, item.storage_key, retry_failed=retry_failed
+            )
             if result is not None:
                 done.append(result)
         return done
@@ -132,10 +134,16 @@ class TextJobs:
             with self._lock:
                 self._queued -= 1
 
-    def _read(self, media_id: int, message_sid: str, key: str) -> ReadText | None:
+    def _read(
+        self, media_id: int, message_sid: str, key: str, *, retry_failed: bool = False
+    ) -> ReadText | None:
         try:
             if not self.index.claim_text(
-                media_id, message_sid, self.reader.lang, stale_after=self.stale_after
+                media_id,
+                message_sid,
+                self.reader.lang,
+                stale_after=self.stale_after,
+                retry_failed=retry_failed,
             ):
                 return None
             with self.store.open(key) as fp:

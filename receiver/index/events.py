@@ -41,6 +41,7 @@ EVENT_TYPES = (
     "media.stored",
     "media.rejected",
     "media.failed",
+    "media.playable",
     "message.status",
     "optout.changed",
     "endpoint.test",

@@ -16,8 +16,11 @@ from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
+from receiver.index.events import NewEvent, write_events
 from receiver.index.records import MediaItem, PlayableCopy
 from receiver.index.schema import media, playable_media, utcnow
+from receiver.index.serialize import media_event_data
+from receiver.index.texts import select_media
 
 __all__ = ["PlayableIndex", "delete_playable_of"]
 
@@ -26,6 +29,16 @@ def delete_playable_of(conn: Connection, message_sid: str) -> None:
     """Delete the playable rows of one message's media (SQLite does not cascade)."""
     ids = select(media.c.id).where(media.c.message_sid == message_sid)
     conn.execute(delete(playable_media).where(playable_media.c.media_id.in_(ids)))
+
+
+def _write_playable_event(conn: Connection, media_id: int) -> int:
+    """Write `media.playable` for an item whose copy just reached its final state."""
+    row = conn.execute(select_media().where(media.c.id == media_id)).mappings().first()
+    if row is None:
+        return 0
+    item = MediaItem.from_row(row)
+    event = NewEvent("media.playable", media_event_data(item), item.message_sid)
+    return write_events(conn, [event])
 
 
 class PlayableIndex(IndexCore):
@@ -70,9 +83,11 @@ class PlayableIndex(IndexCore):
     def claim_stale_playable(self, media_id: int, *, older_than: float, max_attempts: int) -> bool:
         """Take over a `pending` copy whose claim is over `older_than` seconds old.
 
-        Out of attempts, it becomes `failed` (reason `gave_up`) instead.
+        Out of attempts, it becomes `failed` (reason `gave_up`) instead, with its
+        `media.playable` event.
         """
         now = utcnow()
+        due = claimed = 0
         cutoff = now - timedelta(seconds=older_than)
         stale = (
             playable_media.c.media_id == media_id,
@@ -91,13 +106,15 @@ class PlayableIndex(IndexCore):
                 )
             ).rowcount
             if gave_up:
-                return False
-            claimed = conn.execute(
-                update(playable_media)
-                .where(*stale)
-                .values(attempts=playable_media.c.attempts + 1, updated_at=now)
-            ).rowcount
-        return bool(claimed)
+                due = _write_playable_event(conn, media_id)
+            else:
+                claimed = conn.execute(
+                    update(playable_media)
+                    .where(*stale)
+                    .values(attempts=playable_media.c.attempts + 1, updated_at=now)
+                ).rowcount
+        self.notify_events(due)
+        return not gave_up and bool(claimed)
 
     @translate_db_errors
     def finish_playable(
@@ -111,9 +128,12 @@ class PlayableIndex(IndexCore):
         reason: str | None = None,
         detail: str | None = None,
     ) -> None:
-        """Record the outcome of a copy: ready, original or failed."""
+        """Record the outcome of a copy: ready, original or failed, with its
+        `media.playable` event (the media object, `playable` now final) in the same
+        transaction."""
         if state not in ("ready", "original", "failed"):
             raise ValueError(f"state: ready, original or failed, got {state!r}")
+        due = 0
         with self.begin() as conn:
             conn.execute(
                 update(playable_media)
@@ -128,6 +148,8 @@ class PlayableIndex(IndexCore):
                     updated_at=utcnow(),
                 )
             )
+            due = _write_playable_event(conn, media_id)
+        self.notify_events(due)
 
     @translate_db_errors
     def missing_playable(

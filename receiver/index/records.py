@@ -51,6 +51,10 @@ class MediaItem:
     #: The text OCR read in the image (`media_text`, not a media column): None when
     #: not read, or when the query that made the item did not ask for it.
     text: str | None = None
+    #: The playable copy's state and reason (`playable_media`, not media columns): None
+    #: when no copy was queued, or when the query that made the item did not ask for it.
+    playable_state: str | None = None
+    playable_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> MediaItem:

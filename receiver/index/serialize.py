@@ -61,6 +61,7 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         "scan": facts.get("scan"),
         # Text read in the image (RECEIVER_OCR); null when OCR is off or has not read it.
         "text": item.text,
+        "playable": playable_json(item),
         "created_at": _iso(item.created_at),
         "updated_at": _iso(item.updated_at),
     }
@@ -75,6 +76,34 @@ def media_json(item: MediaItem) -> dict[str, Any]:
         for name in ("container", "codecs", "duration_seconds", "rotation"):
             out[name] = facts.get(name)
     return out
+
+
+#: The public `playable` state of each recorded copy state (`original`: plays as it is).
+_PLAYABLE_STATES = {
+    "pending": "pending",
+    "ready": "ready",
+    "original": "not_needed",
+    "failed": "failed",
+}
+
+
+def playable_json(item: MediaItem) -> dict[str, Any] | None:
+    """Whether a browser-playable copy of an audio or video item is ready; None for other kinds.
+
+    From the item alone (its copy's state is joined in by `select_media`), so a
+    page of media costs no query per item. A stored item with no copy row yet
+    is `pending`: the copy thread or the sweep queues it.
+    """
+    if item.kind not in ("audio", "video"):
+        return None
+    state, reason = "pending", None
+    if item.state == "rejected" or (item.state == "failed" and item.next_attempt_at is None):
+        # Nothing is stored (or no longer), so nothing plays: the item's reason says why.
+        state, reason = "failed", item.reason or "not_stored"
+    elif item.playable_state is not None:
+        state = _PLAYABLE_STATES.get(item.playable_state, "failed")
+        reason = item.playable_reason if state == "failed" else None
+    return {"state": state, "url": f"/api/media/{item.id}/playable", "reason": reason}
 
 
 def message_json(message: MessageRecord, *, include_params: bool = True) -> dict[str, Any]:

@@ -10,17 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import FromClause, Select, case, exists, or_, select, update
+from sqlalchemy import FromClause, Select, and_, case, exists, false, or_, select, update
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.records import MediaItem
-from receiver.index.schema import media, media_hashes, media_text, utcnow
+from receiver.index.schema import media, media_hashes, media_text, playable_media, utcnow
 
-__all__ = ["READING", "MediaTexts", "ReadText", "select_media"]
+__all__ = ["READING", "RETRYABLE", "MediaTexts", "ReadText", "select_media"]
 
 #: The outcome of a row whose image is being read now (`claim_text`).
 READING = "reading"
+#: Outcomes `backfill --retry-failed` reads again (a later tesseract, more time, a fixed file).
+RETRYABLE = ("timeout", "failed")
 
 #: An item's `text`: what OCR read, or null when it was not read (OCR off, not yet,
 #: over time or failed).
@@ -28,9 +30,18 @@ _TEXT = case((media_text.c.outcome == "done", media_text.c.text), else_=None).la
 
 
 def select_media() -> Select[Any]:
-    """SELECT of `media` rows with their OCR `text` (a MediaItem field, not a media column)."""
-    return select(media, _TEXT).select_from(
-        media.outerjoin(media_text, media_text.c.media_id == media.c.id)
+    """SELECT of `media` rows with their OCR `text` and playable copy's state and reason
+    (MediaItem fields, not media columns): joined on primary keys, so a page of
+    media costs no query per item."""
+    return select(
+        media,
+        _TEXT,
+        playable_media.c.state.label("playable_state"),
+        playable_media.c.reason.label("playable_reason"),
+    ).select_from(
+        media.outerjoin(media_text, media_text.c.media_id == media.c.id).outerjoin(
+            playable_media, playable_media.c.media_id == media.c.id
+        )
     )
 
 
@@ -87,11 +98,17 @@ class MediaTexts(IndexCore):
 
     @translate_db_errors
     def claim_text(
-        self, media_id: int, message_sid: str, languages: str, *, stale_after: float
+        self,
+        media_id: int,
+        message_sid: str,
+        languages: str,
+        *,
+        stale_after: float,
+        retry_failed: bool = False,
     ) -> bool:
         """Mark an item as being read by the caller; False when another reader has it, or
         it was read already. A claim older than `stale_after` seconds (its reader died)
-        is taken over."""
+        is taken over, and so, with `retry_failed`, is a `timeout` or `failed` result."""
         now = utcnow()
         insert = (
             self._insert(media_text)
@@ -110,10 +127,15 @@ class MediaTexts(IndexCore):
             update(media_text)
             .where(
                 media_text.c.media_id == media_id,
-                media_text.c.outcome == READING,
-                media_text.c.created_at < now - timedelta(seconds=stale_after),
+                or_(
+                    and_(
+                        media_text.c.outcome == READING,
+                        media_text.c.created_at < now - timedelta(seconds=stale_after),
+                    ),
+                    media_text.c.outcome.in_(RETRYABLE) if retry_failed else false(),
+                ),
             )
-            .values(created_at=now, languages=languages)
+            .values(outcome=READING, text="", detail=None, created_at=now, languages=languages)
         )
         with self.begin() as conn:
             if conn.execute(insert).first() is not None:
@@ -148,9 +170,11 @@ class MediaTexts(IndexCore):
         hashes: bool = True,
         texts: bool = False,
         stale_after: float = 600.0,
+        retry_failed: bool = False,
     ) -> list[MediaItem]:
-        """Stored images with no perceptual hash (`hashes`) or no OCR result (`texts`),
-        by ascending id after `after_id`, created in [since, before).
+        """Stored images with no perceptual hash (`hashes`) or no OCR result (`texts`; with
+        `retry_failed`, a `timeout` or `failed` one counts as none), by ascending id after
+        `after_id`, created in [since, before).
 
         A caller walks them batch by batch, passing the last id back as `after_id`.
         """
@@ -160,10 +184,14 @@ class MediaTexts(IndexCore):
         if texts:
             # Not read, or claimed by a reader that died (`claim_text`).
             stale = utcnow() - timedelta(seconds=stale_after)
+            kept = media_text.c.outcome.not_in((READING, *(RETRYABLE if retry_failed else ())))
             wanted.append(
                 ~exists().where(
                     media_text.c.media_id == media.c.id,
-                    or_(media_text.c.outcome != READING, media_text.c.created_at >= stale),
+                    or_(
+                        kept,
+                        and_(media_text.c.outcome == READING, media_text.c.created_at >= stale),
+                    ),
                 )
             )
         if not wanted:

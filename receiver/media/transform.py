@@ -58,6 +58,7 @@ __all__ = [
     "fit",
     "fit_for_mms",
     "make_thumbnail",
+    "perceptual_hash",
     "strip_gif_blocks",
     "strip_jpeg_segments",
     "strip_metadata",
@@ -240,12 +241,33 @@ def make_thumbnail(
     is big enough (both through ``draft``), so a 12-megapixel photo is never
     decoded at full size. Raises MediaError (corrupt, decompression_bomb).
     """
+    frame = _thumbnail_frame(fp, max_side, max_pixels)
+    out, fmt = _output_image(frame)
+    data = _encode(out, fmt, quality=THUMBNAIL_QUALITY, icc=frame.info.get("icc_profile"))
+    # Hashed here, from the frame already decoded small, so the hash costs microseconds.
+    return replace(_derived(data, fmt, out.size), phash=dhash(frame))
+
+
+def perceptual_hash(
+    fp: BinaryIO, *, max_side: int = 320, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> int:
+    """The perceptual hash `make_thumbnail` gives (the same frame, so the same bits),
+    without encoding a thumbnail nobody stores: for backfills and on-demand hashes.
+
+    Raises MediaError (corrupt, decompression_bomb).
+    """
+    return dhash(_thumbnail_frame(fp, max_side, max_pixels))
+
+
+def _thumbnail_frame(fp: BinaryIO, max_side: int, max_pixels: int) -> Image.Image:
+    """The first frame, upright, within `max_side`, decoded as small as the format allows."""
     if max_side <= 0:
         raise ValueError(f"max_side: must be positive, got {max_side}")
     with _open(fp, max_pixels) as im:
         orientation = _orientation_of(im)
         # The bounding box is square, so the stored (pre-rotation) size fits it too.
-        # Asking for the final size lets HEIF pick an embedded thumbnail of exactly it.
+        # Asking for the final size lets HEIF pick an embedded thumbnail of exactly it,
+        # and JPEG the smallest DCT scale (down to 1/8) still at least that size.
         scale = min(1.0, max_side / max(im.size))
         im.draft("RGB", _scaled(im.size, scale))
         _load(im)
@@ -254,11 +276,7 @@ def make_thumbnail(
     # every source pixel; at 320 px it looks the same as bicubic for 60% of
     # the resize CPU (docs/performance.md).
     frame.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    frame = _transpose(frame, orientation)
-    out, fmt = _output_image(frame)
-    data = _encode(out, fmt, quality=THUMBNAIL_QUALITY, icc=frame.info.get("icc_profile"))
-    # Hashed here, from the frame already decoded small, so the hash costs microseconds.
-    return replace(_derived(data, fmt, out.size), phash=dhash(frame))
+    return _transpose(frame, orientation)
 
 
 def upright_grey(

@@ -85,6 +85,21 @@ def test_dockerfile_installs_libmagic_without_leaving_apt_lists(
     assert "rm -rf /var/lib/apt/lists" in run
 
 
+def test_dockerfile_installs_ffmpeg_and_tesseract_with_english_and_chosen_languages(
+    docker: list[tuple[str, str]], compose: dict[str, Any]
+) -> None:
+    last_stage = max(i for i, (kw, _) in enumerate(docker) if kw == "FROM")
+    runtime = docker[last_stage:]
+    (run,) = [args for kw, args in runtime if kw == "RUN" and "apt-get install" in args]
+    packages = set(shlex.split(run.split("apt-get install", 1)[1].split("&&")[0]))
+    assert {"libmagic1", "ffmpeg", "tesseract-ocr", "tesseract-ocr-eng"} <= packages
+    # More languages are a build argument, empty by default, passed on by compose.
+    assert "$OCR_LANGUAGE_PACKAGES" in packages
+    assert ("ARG", 'OCR_LANGUAGE_PACKAGES=""') in runtime
+    args = compose["x-receiver"]["build"]["args"]
+    assert args["OCR_LANGUAGE_PACKAGES"] == "${OCR_LANGUAGE_PACKAGES:-}"
+
+
 def test_dockerfile_runs_as_a_non_root_user_after_installing(
     docker: list[tuple[str, str]],
 ) -> None:

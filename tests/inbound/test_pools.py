@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from receiver.inbound.pools import ForkSafePool
+from receiver.inbound.pools import BACKGROUND_NICENESS, ForkSafePool, lower_thread_priority
 
 
 def test_the_pool_is_made_once_on_first_use_and_named() -> None:
@@ -47,6 +47,27 @@ def test_shutdown_without_wait_cancels_queued_work_and_the_next_use_makes_a_new_
     assert new.submit(lambda: "again").result() == "again"
     assert made == [1, 1]
     pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="needs per-thread nice values")
+def test_lower_thread_priority_lowers_only_the_pool_thread() -> None:
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = ForkSafePool(1, name="nice", initializer=lower_thread_priority)
+    niceness = pool.executor.submit(
+        lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ).result()
+    pool.shutdown()
+    assert niceness == max(before, BACKGROUND_NICENESS)
+    # The caller's own thread keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_every_background_pool_uses_the_one_priority_rule() -> None:
+    from receiver.inbound import derivatives, playable, texts
+
+    for module in (derivatives, playable, texts):
+        assert module.lower_thread_priority is lower_thread_priority
+        assert not hasattr(module, "_lower_thread_priority")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image, ImageOps
 
+from receiver.errors import MediaError
 from receiver.index.similar import DEFAULT_MAX_DISTANCE
 from receiver.media.phash import dhash, distance
-from receiver.media.transform import make_thumbnail
+from receiver.media.transform import make_thumbnail, perceptual_hash
 from tests.support import samples
 
 
@@ -70,3 +72,25 @@ def test_a_50_megapixel_photo_is_hashed_from_a_reduced_decode() -> None:
     data = samples.encode(big, "JPEG", quality=80)
     del big
     assert distance(thumbnail_hash(data), dhash(small)) <= DEFAULT_MAX_DISTANCE // 2
+
+
+def test_the_standalone_hash_has_the_bits_of_the_thumbnails_hash() -> None:
+    # Backfill and on-demand hashes must match what arrival recorded, bit for bit.
+    for data in (
+        samples.encode(samples.photo(4000, 3000, seed=7), "JPEG", quality=85),
+        samples.rotated_jpeg(orientation=6),
+        samples.png(640, 480, alpha=True),
+        samples.gif_photo_animated(frames=3),
+    ):
+        assert perceptual_hash(io.BytesIO(data)) == thumbnail_hash(data)
+
+
+def test_the_standalone_hash_refuses_what_the_thumbnail_refuses() -> None:
+    for bad, reason in ((samples.png_bomb(), "decompression_bomb"), (b"\xff\xd8 junk", None)):
+        with pytest.raises(MediaError) as thumb_error:
+            make_thumbnail(io.BytesIO(bad))
+        with pytest.raises(MediaError) as hash_error:
+            perceptual_hash(io.BytesIO(bad))
+        assert hash_error.value.reason == thumb_error.value.reason
+        if reason:
+            assert hash_error.value.reason == reason

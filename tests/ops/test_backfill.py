@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from receiver.cli import main
 from receiver.inbound.backfill import backfill
 from receiver.inbound.texts import TextJobs
+from receiver.index.texts import ReadText
 from receiver.media.ocr import TextReader
 from tests.conftest import base_env
 from tests.support import textimages
@@ -114,3 +115,59 @@ def test_backfill_command(tmp_path: Path, make_app: Any) -> None:
     assert "ocr: ok  tesseract" in good.output, good.output
     off = runner.invoke(main, ["check"], env=env)
     assert "ocr: off" in off.output
+
+
+def test_retry_failed_reads_timed_out_and_failed_images_again(make_app: Any, db_url: str) -> None:
+    require_tesseract("eng")
+    app = make_app(RECEIVER_DATABASE_URL=db_url)
+    svc = app.extensions["receiver"]
+    index, store = svc.index, svc.store
+    ids = seed_images(app)
+    # A limit no reading can meet: every image times out, the damaged one fails first.
+    hurried = TextJobs(index, store, TextReader(("eng",), timeout=0.001))
+    first = backfill(index, store, hurried)
+    assert (first.texts_missing, first.read) == (5, 0)
+    outcomes = [index.text_of(i).outcome for i in ids]  # type: ignore[union-attr]
+    assert outcomes == ["timeout", "timeout", "failed", "timeout", "timeout"]
+
+    texts = TextJobs(index, store, TextReader(("eng",), timeout=60))
+    plain = backfill(index, store, texts)
+    assert plain.texts_missing == 0  # a recorded result is final without the option
+    assert index.get_media(ids[0]).text is None
+
+    dry = backfill(index, store, texts, retry_failed=True, dry_run=True)
+    assert dry.texts_missing == 5
+    assert "5 without text (or failed)" in dry.summary()
+    assert index.text_of(ids[0]).outcome == "timeout"  # type: ignore[union-attr]
+
+    again = backfill(index, store, texts, batch=2, retry_failed=True)
+    assert (again.texts_missing, again.read) == (5, 4)
+    for media_id in (ids[0], ids[1], ids[3]):
+        assert index.get_media(media_id).text == textimages.ENGLISH
+    assert index.get_media(ids[4]).text == ""
+    damaged = index.text_of(ids[2])
+    assert damaged is not None and damaged.outcome == "failed" and damaged.detail
+    # Read once per run: only the damaged file is left to retry, and nothing without it.
+    assert backfill(index, store, texts, retry_failed=True).texts_missing == 1
+    assert backfill(index, store, texts).texts_missing == 0
+
+
+def test_retry_failed_command(tmp_path: Path, make_app: Any) -> None:
+    app = make_app()
+    seed = Seeder(app)
+    seed.message(items=[Item(data=textimages.english())])
+    index = app.extensions["receiver"].index
+    (item,) = index.images_missing(hashes=True, limit=10)
+    index.set_texts(
+        [ReadText(item.id, item.message_sid, "timeout", "", "eng", "tesseract ran over 1 s", 1.0)]
+    )
+    env = base_env(tmp_path)
+    runner = CliRunner()
+    off = runner.invoke(main, ["backfill", "--retry-failed"], env=env)
+    assert off.exit_code != 0
+    assert "RECEIVER_OCR" in off.output
+    require_tesseract("eng")
+    done = runner.invoke(main, ["backfill", "--retry-failed"], env={**env, "RECEIVER_OCR": "eng"})
+    assert done.exit_code == 0, done.output
+    assert "read text in 1 of 1" in done.output
+    assert index.get_media(item.id).text == textimages.ENGLISH

@@ -499,3 +499,30 @@ def test_errors_keep_the_headers_that_explain_them(client: Any) -> None:
     page = client.patch("/messages")
     assert page.status_code == 405 and "GET" in page.headers["Allow"]
     assert page.mimetype == "text/plain"
+
+
+def test_media_json_says_whether_a_playable_copy_is_ready(api: Any, seed: Seeder) -> None:
+    sid = seed.message(
+        items=[
+            Item(kind="audio", detected_type="audio/amr", ext="amr", thumbnail=False),
+            Item(kind="video", detected_type="video/3gpp", ext="3gp", thumbnail=False),
+            Item(),
+        ]
+    )
+    index = seed.svc.index
+    audio, video, image = (m.id for m in index.media_of(sid))
+    index.queue_playable(audio)
+    index.finish_playable(audio, state="failed", reason="unreadable", detail="no audio track")
+    listed = get(api, "/api/messages").get_json()["messages"][0]["media"]
+    one = get(api, f"/api/messages/{sid}").get_json()["media"]
+    assert [m["playable"] for m in listed] == [m["playable"] for m in one]
+    assert [m["playable"] for m in one] == [
+        {"state": "failed", "url": f"/api/media/{audio}/playable", "reason": "unreadable"},
+        {"state": "pending", "url": f"/api/media/{video}/playable", "reason": None},
+        None,
+    ]
+    # The URL answers as the state says.
+    failed = get(api, one[0]["playable"]["url"])
+    assert failed.status_code == 422
+    assert failed.get_json()["reason"] == "unreadable"
+    assert get(api, f"/api/media/{image}/playable").status_code == 404

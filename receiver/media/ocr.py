@@ -19,10 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import pytesseract
-
-from receiver.media.transform import upright_grey
-
 __all__ = [
     "OCR_MAX_PIXELS",
     "OcrResult",
@@ -144,6 +140,8 @@ class TextReader:
         return list(self._missing)
 
     def version(self) -> str | None:
+        import pytesseract
+
         """tesseract's version, or None when it is not installed."""
         try:
             return str(pytesseract.get_tesseract_version())
@@ -151,6 +149,8 @@ class TextReader:
             return None
 
     def _check(self) -> list[str]:
+        import pytesseract
+
         try:
             installed = set(pytesseract.get_languages())
         except (pytesseract.TesseractNotFoundError, OSError):
@@ -170,6 +170,12 @@ class TextReader:
 
     def read(self, fp: BinaryIO) -> OcrResult:
         """The text of the image in `fp`; never raises for a bad image or a stuck tesseract."""
+        # Imported here: settings parse RECEIVER_OCR with this module in every process,
+        # the `serve` master included, which must not carry Pillow (docs/design.md).
+        import pytesseract
+
+        from receiver.media.transform import upright_grey
+
         started = time.monotonic()
 
         def result(outcome: str, text: str | None, detail: str | None = None) -> OcrResult:

@@ -140,9 +140,9 @@ class TextReader:
         return list(self._missing)
 
     def version(self) -> str | None:
+        """tesseract's version, or None when it is not installed."""
         import pytesseract
 
-        """tesseract's version, or None when it is not installed."""
         try:
             return str(pytesseract.get_tesseract_version())
         except (pytesseract.TesseractNotFoundError, OSError, SystemExit):

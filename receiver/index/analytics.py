@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
-from receiver.index.rollups import MICROS
+from receiver.index.rollups import DELIVERED, MICROS, SENT, SIZE_BOUNDS
 from receiver.index.schema import (
     daily_batches,
     daily_inbound,
@@ -45,17 +45,13 @@ SERIES = (
 #: The outbound funnel: each stage counts the messages whose current status is in its set.
 FUNNEL: dict[str, tuple[str, ...]] = {
     "queued": (),  # every message Twilio accepted (it has a MessageSid)
-    "sent": ("sent", "delivered", "undelivered", "read"),
-    "delivered": ("delivered", "read"),
+    "sent": SENT,
+    "delivered": DELIVERED,
     "undelivered": ("undelivered",),
     "failed": ("failed",),
 }
 #: Size buckets of stored media: upper bounds in bytes (5 MB is the MMS carrier limit).
-SIZE_BUCKETS = (
-    ("under 100 kB", 100_000),
-    ("100 kB to 1 MB", 1_000_000),
-    ("1 to 5 MB", 5_000_000),
-)
+SIZE_BUCKETS = tuple(zip(("under 100 kB", "100 kB to 1 MB", "1 to 5 MB"), SIZE_BOUNDS, strict=True))
 LARGEST_BUCKET = "5 MB or more"
 #: Longest range accepted (ten years and a few leap days).
 MAX_DAYS = 3660

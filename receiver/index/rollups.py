@@ -32,9 +32,9 @@ from receiver.index.schema import meta
 BACKFILLED = "rollups_backfilled"
 #: receiver_meta key holding the digest of the installed triggers' DDL.
 INSTALLED = "rollup_triggers"
-#: Size buckets' upper bounds in bytes (receiver.index.analytics.SIZE_BUCKETS), then the rest.
+#: Size buckets' upper bounds in bytes (5 MB is the MMS carrier limit), then the rest.
 SIZE_BOUNDS = (100_000, 1_000_000, 5_000_000)
-#: Outbound statuses counted in each column (receiver.index.analytics.FUNNEL).
+#: Outbound statuses at or past "sent", and those that count as delivered (`read` does).
 SENT = ("sent", "delivered", "undelivered", "read")
 DELIVERED = ("delivered", "read")
 MICROS = 1_000_000

@@ -39,6 +39,7 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_similar.py
 	$(BIN)/python tests/benchmarks/bench_ocr.py
 	$(BIN)/python tests/benchmarks/bench_analytics.py
+	$(BIN)/python tests/benchmarks/bench_inbox.py
 
 reliability: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.errors import ConfigError
 from receiver.index.errors import translate_db_errors
+from receiver.index.rollups import install as install_rollups
+from receiver.index.rollups import uninstall as uninstall_rollups
 from receiver.index.schema import (
     SCHEMA_VERSION,
     fan_out_ddl,
@@ -21,6 +23,7 @@ from receiver.index.schema import (
     metadata,
     search_index_ddl,
 )
+from receiver.index.threads import backfill_once
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,9 @@ def upgrade(engine: Engine) -> int:
                 f"the index has schema version {current}, newer than this release "
                 f"({SCHEMA_VERSION}); upgrade mms-receiver"
             )
+        migrating = current < SCHEMA_VERSION
+        if migrating:
+            uninstall_rollups(conn)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             log.info("upgrading index schema to version %d", version)
             MIGRATIONS[version](conn)
@@ -157,6 +163,9 @@ def upgrade(engine: Engine) -> int:
                 .where(meta.c.key == "schema_version")
                 .values(value=str(SCHEMA_VERSION))
             )
+        # A new table needs no schema version; its rows for older messages are made once.
+        backfill_once(conn)
+        install_rollups(conn, force=migrating)
     ensure_search_index(engine)
     return SCHEMA_VERSION
 

@@ -6,9 +6,10 @@ address), and `customer` the other side. "~" occurs in neither, so the key is
 also a URL path segment. A Conversations conversation will be a thread keyed
 by its ``CH...`` SID (no "~"), without changing these keys.
 
-Threads are derived from `messages` (inbound) and `outbound_messages` with
-one GROUP BY per page, newest activity first, paged with a keyset cursor on
-(last activity, key) like the message list.
+The list reads `thread_summary` (kept by `receiver.index.threads` in each
+message's own transaction), newest activity first, paged with a keyset cursor
+on (last activity, key) like the message list. A thread's page reads its
+messages through the sender and recipient indexes.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select, union_all
+from sqlalchemy import select
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.messages import with_media
-from receiver.index.queries import DEFAULT_LIMIT, EPOCH, Cursor, InvalidParameter, Page
+from receiver.index.queries import (
+    DEFAULT_LIMIT,
+    EPOCH,
+    Cursor,
+    InvalidParameter,
+    Page,
+    _after,
+)
 from receiver.index.records import MessageRecord
-from receiver.index.schema import messages, opt_outs, outbound_messages
+from receiver.index.schema import messages, opt_outs, outbound_messages, thread_summary
+from receiver.index.threads import SEPARATOR, inbound_where, outbound_where
 
-SEPARATOR = "~"
-MAX_KEY_LENGTH = 520
+MAX_KEY_LENGTH = 600
 
 
 @dataclass(frozen=True)
@@ -96,89 +104,92 @@ class Entry:
     outbound: dict[str, Any] | None = None
 
 
-def _address(channel: Any, address: Any) -> Any:
-    # Inbound rows keep the channel apart ("whatsapp", "+1555..."); outbound rows keep
-    # Twilio's form ("whatsapp:+1555..."); SMS addresses have no prefix.
-    return case((channel == "sms", address), else_=channel + ":" + address)
-
-
-def _customer_in() -> Any:
-    return _address(messages.c.from_channel, messages.c.from_addr)
-
-
-def _ours_in() -> Any:
-    return func.coalesce(
-        messages.c.messaging_service_sid, _address(messages.c.to_channel, messages.c.to_addr)
-    )
-
-
-def _inbound_of(key: ThreadKey) -> list[Any]:
-    # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
-    bare = key.customer.rpartition(":")[2]
-    return [messages.c.from_addr == bare, _customer_in() == key.customer, _ours_in() == key.ours]
-
-
-def _ours_out() -> Any:
-    return func.coalesce(outbound_messages.c.messaging_service_sid, outbound_messages.c.from_addr)
-
-
-def _activity() -> Any:
-    inbound = select(
-        _ours_in().label("ours"),
-        _customer_in().label("customer"),
-        messages.c.received_at.label("at"),
-        literal(1).label("inbound"),
-        literal(0).label("outbound"),
-    )
-    outbound = select(
-        _ours_out().label("ours"),
-        outbound_messages.c.to_addr.label("customer"),
-        outbound_messages.c.created_at.label("at"),
-        literal(0).label("inbound"),
-        literal(1).label("outbound"),
-    ).where(_ours_out().is_not(None))
-    return union_all(inbound, outbound).subquery("activity")
-
-
 @translate_db_errors
 def list_threads(
     index: IndexCore, *, cursor: Cursor | None = None, limit: int = DEFAULT_LIMIT
 ) -> Page[Thread]:
-    """Threads, newest activity first, after `cursor` (its key is the thread key)."""
-    act = _activity()
-    last_at = func.max(act.c.at).label("last_at")
-    key = (act.c.ours + SEPARATOR + act.c.customer).label("key")
+    """Threads, newest activity first, after `cursor` (its key is the thread key).
+
+    One indexed read of `thread_summary` joined with each row's last message,
+    then one query for the inbound ones' media and one for the opt-outs.
+    """
+    t = thread_summary.c
     stmt = (
-        select(
-            act.c.ours,
-            act.c.customer,
-            last_at,
-            func.sum(act.c.inbound).label("n_in"),
-            func.sum(act.c.outbound).label("n_out"),
+        select(thread_summary, *_LAST_IN, *_LAST_OUT)
+        .select_from(
+            thread_summary.outerjoin(messages, messages.c.sid == t.last_sid).outerjoin(
+                outbound_messages, outbound_messages.c.id == t.last_outbound_id
+            )
         )
-        .group_by(act.c.ours, act.c.customer)
-        .order_by(last_at.desc(), key.desc())
+        .where(_after(t.last_at, t.key, cursor, index.dialect))
+        .order_by(t.last_at.desc(), t.key.desc())
         .limit(limit + 1)
     )
-    if cursor is not None:
-        stmt = stmt.having(or_(last_at < cursor.at, and_(last_at == cursor.at, key < cursor.key)))
     with index.engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
         more = len(rows) > limit
         rows = rows[:limit]
-        threads = [
-            Thread(
-                key=ThreadKey(r["ours"], r["customer"]),
-                last_at=_aware(r["last_at"]),
-                inbound=int(r["n_in"]),
-                outbound=int(r["n_out"]),
-                last=_last_message(conn, ThreadKey(r["ours"], r["customer"])),
-                opted_out=_opted_out(conn, ThreadKey(r["ours"], r["customer"])),
+        keys = [_key_of(r["key"]) for r in rows]
+        inbound = {
+            m.sid: m
+            for m in with_media(
+                conn,
+                [
+                    {c.name: r[f"in_{c.name}"] for c in messages.c}
+                    for r in rows
+                    if r["in_sid"] is not None
+                ],
             )
-            for r in rows
-        ]
+        }
+        opted = _opted_out_many(conn, keys)
+    threads = [
+        Thread(
+            key=key,
+            last_at=r["last_at"],
+            inbound=int(r["inbound"]),
+            outbound=int(r["outbound"]),
+            last=(
+                inbound.get(r["in_sid"])
+                if r["in_sid"] is not None
+                else {c.name: r[f"out_{c.name}"] for c in outbound_messages.c}
+                if r["out_id"] is not None
+                else None
+            ),
+            opted_out=opted.get(key, False),
+        )
+        for key, r in zip(keys, rows, strict=True)
+    ]
     last = threads[-1] if more and threads else None
     return Page(threads, Cursor(last.last_at, last.key.encode()) if last else None)
+
+
+# The last message's columns, apart from the summary's own.
+_LAST_IN = [c.label(f"in_{c.name}") for c in messages.c]
+_LAST_OUT = [c.label(f"out_{c.name}") for c in outbound_messages.c]
+
+
+def _key_of(raw: str) -> ThreadKey:
+    # Rows are keyed by the same rule; an address holding "~" still splits at the first one.
+    ours, _, customer = raw.partition(SEPARATOR)
+    return ThreadKey(ours, customer)
+
+
+def _opted_out_many(conn: Any, keys: list[ThreadKey]) -> dict[ThreadKey, bool]:
+    """`_opted_out` of many threads with one query (the newest matching row decides)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(opt_outs.c.address, opt_outs.c.sender, opt_outs.c.opted_out, opt_outs.c.updated_at)
+        .where(opt_outs.c.address.in_({k.customer for k in keys}))
+        .order_by(opt_outs.c.updated_at.desc())
+    ).all()
+    found: dict[ThreadKey, bool] = {}
+    for key in keys:
+        for address, sender, opted_out, _at in rows:
+            if address == key.customer and sender in (key.ours, "*"):
+                found[key] = bool(opted_out)
+                break
+    return found
 
 
 @translate_db_errors
@@ -192,7 +203,7 @@ def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
     inbound = (
         conn.execute(
             select(messages)
-            .where(*_inbound_of(key))
+            .where(*inbound_where(key.ours, key.customer))
             .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
             .limit(limit)
         )
@@ -202,7 +213,7 @@ def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
     outbound = (
         conn.execute(
             select(outbound_messages)
-            .where(_ours_out() == key.ours, outbound_messages.c.to_addr == key.customer)
+            .where(*outbound_where(key.ours, key.customer))
             .order_by(outbound_messages.c.created_at.desc(), outbound_messages.c.id.desc())
             .limit(limit)
         )
@@ -210,7 +221,7 @@ def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
         .all()
     )
     entries = [Entry(r.received_at, inbound=r) for r in with_media(conn, inbound)]
-    entries += [Entry(_aware(r["created_at"]), outbound=dict(r)) for r in outbound]
+    entries += [Entry(r["created_at"], outbound=dict(r)) for r in outbound]
     entries.sort(key=lambda e: e.at)
     return entries[-limit:]
 
@@ -230,14 +241,3 @@ def _opted_out(conn: Any, key: ThreadKey) -> bool:
         .limit(1)
     ).first()
     return bool(row and row[0])
-
-
-def _last_message(conn: Any, key: ThreadKey) -> MessageRecord | dict[str, Any] | None:
-    newest = _newest(conn, key, 1)
-    return (newest[0].inbound or newest[0].outbound) if newest else None
-
-
-def _aware(value: Any) -> datetime:
-    # MAX() over the UTCDateTime union column comes back through the same type.
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

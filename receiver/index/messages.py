@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
@@ -17,11 +17,12 @@ from receiver.index.records import MediaItem, MessageRecord
 from receiver.index.schema import media, messages, utcnow
 from receiver.index.serialize import message_event_data
 from receiver.index.texts import select_media
+from receiver.index.threads import inbound_key, refresh, touch_inbound
 
 _INSERT_MEDIA_RETURNING = media.insert().returning(*media.c, sort_by_parameter_order=True)
 
 
-def with_media(conn: Connection, rows: Sequence[RowMapping]) -> list[MessageRecord]:
+def with_media(conn: Connection, rows: Sequence[Mapping[Any, Any]]) -> list[MessageRecord]:
     """Message rows as records with their media items (index order), with one query per 500."""
     by_sid: dict[str, list[MediaItem]] = {r["sid"]: [] for r in rows}
     sids = list(by_sid)
@@ -109,6 +110,7 @@ class Messages(IndexCore):
             nonlocal due
             if conn.execute(self._insert_message, values).first() is None:
                 return None
+            touch_inbound(conn, values)
             if not media_list:
                 # No media: received and completed at once, in this transaction.
                 data = message_event_data(values, [])
@@ -199,10 +201,13 @@ class Messages(IndexCore):
     def delete_message(self, sid: str) -> bool:
         """Delete a message row, its media rows and its events (objects must be deleted first)."""
         with self.begin() as conn:
+            row = conn.execute(select(messages).where(messages.c.sid == sid)).mappings().first()
             delete_events_of(conn, sid)
             delete_playable_of(conn, sid)
             conn.execute(delete(media).where(media.c.message_sid == sid))
             result = conn.execute(delete(messages).where(messages.c.sid == sid))
+            if row is not None:
+                refresh(conn, inbound_key(row))
             return bool(result.rowcount)
 
     @translate_db_errors

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from receiver.index.errors import translate_db_errors
 from receiver.index.events import NewEvent, write_events
 from receiver.index.schema import outbound_messages, status_events, utcnow
+from receiver.index.threads import touch_outbound
 from receiver.twilio.webhook import StatusCallback
 
 LOCAL_STATES = ("pending", "submitting", "refused", "rejected")
@@ -161,6 +162,7 @@ class OutboundIndex:
                 )
                 assert existing is not None
                 return existing, False
+            touch_outbound(conn, values, new_id)
             created = self._one(conn, outbound_messages.c.id == new_id)
             assert created is not None
             return created, True

@@ -597,3 +597,79 @@ reply_authors = Table(
     Column("thread", String(520), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# One row per inbox thread (`receiver.index.threads`), written by the same transaction
+# as each message: the inbox list reads a page of it through `ix_thread_summary_last`
+# instead of grouping every message. A new table: `create_all` adds it, and
+# `threads.backfill_once` fills it from older messages at start-up.
+thread_summary = Table(
+    "thread_summary",
+    metadata,
+    # "<ours>~<customer>" (index/inbox.py): twice a channel (32), ":" and an address (255).
+    Column("key", String(600), primary_key=True),
+    Column("last_at", UTCDateTime, nullable=False),
+    # The last message: an inbound MessageSid or an outbound row id.
+    Column("last_sid", String(34)),
+    Column("last_outbound_id", Integer),
+    Column("inbound", Integer, nullable=False),
+    Column("outbound", Integer, nullable=False),
+)
+Index("ix_thread_summary_last", thread_summary.c.last_at, thread_summary.c.key)
+
+# Per-day roll-ups of the analytics figures (`receiver.index.rollups`), kept by triggers in
+# the statement that changes a counted row. New tables: `create_all` adds them, and
+# `rollups.install` fills them once from older rows at start-up.
+daily_inbound = Table(
+    "daily_inbound",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("part", Integer, nullable=False),  # rollups.PARTS: concurrent writers' own rows
+    Column("inbound", Integer, nullable=False),
+    Column("opt_outs", Integer, nullable=False),
+    Column("opt_ins", Integer, nullable=False),
+    PrimaryKeyConstraint("day", "part", name="pk_daily_inbound"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
+)
+daily_outbound = Table(
+    "daily_outbound",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("unit", String(8), nullable=False),  # price_unit, "" when unknown
+    Column("part", Integer, nullable=False),
+    Column("outbound", Integer, nullable=False),
+    Column("sent", Integer, nullable=False),
+    Column("delivered", Integer, nullable=False),
+    Column("undelivered", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("price_micros", BigInteger, nullable=False),
+    PrimaryKeyConstraint("day", "unit", "part", name="pk_daily_outbound"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
+)
+# Keyed batch first: the ranking groups by batch along the key, without sorting.
+daily_batches = Table(
+    "daily_batches",
+    metadata,
+    Column("batch", String(128), nullable=False),  # "" for single sends
+    Column("day", String(10), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("messages", Integer, nullable=False),
+    Column("price_micros", BigInteger, nullable=False),
+    PrimaryKeyConstraint("batch", "day", "part", name="pk_daily_batches"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
+)
+daily_media = Table(
+    "daily_media",
+    metadata,
+    Column("kind", String(16), nullable=False),  # "" while unknown
+    Column("day", String(10), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("items", Integer, nullable=False),
+    # Items per size bucket (rollups.SIZE_BOUNDS), items of unknown size in none.
+    *(Column(f"size{n}", Integer, nullable=False) for n in range(4)),
+    PrimaryKeyConstraint("kind", "day", "part", name="pk_daily_media"),
+    # Rows stored in key order (SQLite): a range is read without a lookup per row.
+    sqlite_with_rowid=False,
+)

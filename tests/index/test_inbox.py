@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, select
 
 from receiver.index import MediaIndex
+from receiver.index.db import upgrade
 from receiver.index.inbox import (
     ThreadKey,
     decode_cursor,
@@ -15,8 +16,10 @@ from receiver.index.inbox import (
     thread_entries,
     thread_opted_out,
 )
-from receiver.index.schema import outbound_messages
-from tests.index.rows import message
+from receiver.index.outbound import OutboundIndex
+from receiver.index.schema import messages, meta, thread_summary
+from receiver.index.threads import BACKFILLED, rebuild
+from tests.index.rows import message, sid
 
 OURS = "+15017122661"
 SERVICE = "MG" + "1" * 32
@@ -41,20 +44,26 @@ def inbound(index: MediaIndex, n: int, customer: str, minute: int, **extra: obje
 
 
 def outbound(index: MediaIndex, customer: str, minute: int, status: str = "delivered") -> None:
+    """An outbound message through the send path's writes: reserved, then accepted."""
     at = START + timedelta(minutes=minute)
-    with index.engine.begin() as conn:
-        conn.execute(
-            insert(outbound_messages).values(
-                sid=f"SM{minute:032d}",
-                to_addr=customer,
-                from_addr=OURS,
-                body=f"out {minute}",
-                media="[]",
-                status=status,
-                created_at=at,
-                updated_at=at,
-            )
-        )
+    sends = OutboundIndex(index.engine, begin=index.begin)
+    row, created = sends.reserve(
+        {
+            "idempotency_key": f"k{minute}",
+            "to_addr": customer,
+            "from_addr": OURS,
+            "body": f"out {minute}",
+            "created_at": at,
+        }
+    )
+    assert created
+    sends.mark_submitted(row.id, {"sid": f"SM{minute:032d}", "status": status})
+
+
+def summary(index: MediaIndex) -> list[dict[str, object]]:
+    with index.engine.connect() as conn:
+        rows = conn.execute(select(thread_summary).order_by(thread_summary.c.key)).mappings()
+        return [dict(r) for r in rows]
 
 
 def test_threads_are_newest_activity_first_and_pages_cover_them_once(index: MediaIndex) -> None:
@@ -100,3 +109,74 @@ def test_thread_keys_round_trip_and_refuse_garbage() -> None:
     assert ThreadKey.decode(key.encode()) == key
     for raw in ("", "~", "a~", "~b", "a~b~c", "CH" + "1" * 32, "x" * 600 + "~y"):
         assert ThreadKey.decode(raw) is None
+
+
+def test_the_summary_kept_by_each_write_equals_one_rebuilt_from_the_messages(
+    index: MediaIndex,
+) -> None:
+    inbound(index, 1, "+15550000001", 1)
+    inbound(index, 2, "+15550000001", 3, messaging_service_sid=SERVICE)
+    inbound(index, 3, "+15550000002", 2, from_channel="whatsapp", to_channel="whatsapp")
+    outbound(index, "+15550000001", 4)
+    outbound(index, "+15550000001", 0)  # older than the thread's last activity
+    inbound(index, 1, "+15550000001", 9)  # a retried MessageSid counts once
+    live = summary(index)
+    assert {r["key"]: (r["inbound"], r["outbound"]) for r in live} == {
+        f"{OURS}~+15550000001": (1, 2),
+        f"{SERVICE}~+15550000001": (1, 0),
+        f"whatsapp:{OURS}~whatsapp:+15550000002": (1, 0),
+    }
+    first = next(r for r in live if r["key"] == f"{OURS}~+15550000001")
+    assert first["last_at"] == START + timedelta(minutes=4)
+    assert first["last_sid"] is None and first["last_outbound_id"] is not None
+    with index.begin() as conn:
+        assert rebuild(conn) == 3
+    assert summary(index) == live
+
+
+def test_an_older_index_is_backfilled_once_at_start_up(index: MediaIndex) -> None:
+    inbound(index, 1, "+15550000001", 1)
+    inbound(index, 2, "+15550000002", 2)
+    with index.begin() as conn:
+        # As an index written before the summary existed: rows, but no summary yet.
+        conn.execute(delete(thread_summary))
+        conn.execute(delete(meta).where(meta.c.key == BACKFILLED))
+        conn.execute(
+            insert(messages).values(
+                **message(3, from_addr="+15550000002", to_addr=OURS, num_media=0),
+                received_at=START + timedelta(minutes=5),
+                updated_at=START,
+            )
+        )
+    upgrade(index.engine)
+    rows = {r["key"]: r for r in summary(index)}
+    assert rows[f"{OURS}~+15550000002"]["inbound"] == 2
+    assert rows[f"{OURS}~+15550000002"]["last_sid"] == sid(3)
+    assert rows[f"{OURS}~+15550000001"]["inbound"] == 1
+    with index.begin() as conn:
+        conn.execute(delete(thread_summary))
+    upgrade(index.engine)  # done once: a second start-up does not scan again
+    assert summary(index) == []
+
+
+def test_erasing_a_message_recomputes_its_thread(index: MediaIndex) -> None:
+    inbound(index, 1, "+15550000001", 1)
+    inbound(index, 2, "+15550000001", 2)
+    inbound(index, 3, "+15550000002", 3)
+    assert index.delete_message(sid(2))
+    rows = {r["key"]: r for r in summary(index)}
+    assert rows[f"{OURS}~+15550000001"]["inbound"] == 1
+    assert rows[f"{OURS}~+15550000001"]["last_sid"] == sid(1)
+    assert index.delete_message(sid(1))
+    assert [r["key"] for r in summary(index)] == [f"{OURS}~+15550000002"]
+    page = list_threads(index)
+    assert [t.key.customer for t in page.rows] == ["+15550000002"]
+
+
+def test_the_longest_addresses_still_make_a_thread(index: MediaIndex) -> None:
+    # Channel (32) and address (255) on both sides: the key column takes the widest key.
+    channel, address = "c" * 32, "+" + "1" * 254
+    inbound(index, 1, address, 1, from_channel=channel, to_channel=channel, to_addr=address)
+    (row,) = summary(index)
+    assert len(str(row["key"])) == 2 * (32 + 1 + 255) + 1
+    assert [t.inbound for t in list_threads(index).rows] == [1]

@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from receiver.index.schema import media, messages, outbound_messages
+from receiver.index.threads import rebuild as rebuild_threads
 
 ACCOUNT = "AC" + "a" * 32
 
@@ -138,3 +139,4 @@ def seed(engine: Engine, traffic: Traffic = TRAFFIC) -> None:
         ):
             if rows:
                 conn.execute(insert(table), rows)
+        rebuild_threads(conn)  # rows written past the index's write path

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from receiver.index.schema import media, messages, outbound_messages
+from receiver.index.threads import rebuild as rebuild_threads
 from receiver.storage.keys import derived_key, media_key
 from tests.support import samples
 from tests.support.webhooks import ACCOUNT_SID, new_sid
@@ -138,6 +139,7 @@ class Seeder:
             conn.execute(insert(messages).values(**row))
             if media_rows:
                 conn.execute(insert(media), media_rows)
+            rebuild_threads(conn)  # rows written past the index's write path
         return msid
 
     def media_rows(self, message_sid: str) -> list[dict[str, Any]]:
@@ -164,3 +166,4 @@ class Seeder:
                     updated_at=now,
                 )
             )
+            rebuild_threads(conn)

@@ -156,6 +156,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             store,
             outbound,
             twilio,
+            conversations.index,
         ),
         remote_deletion=(
             remote_deletion_task(settings, pipeline) if settings.delete_remote_media else None

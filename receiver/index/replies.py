@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from receiver.index.errors import translate_db_errors
-from receiver.index.inbox import ThreadKey, _inbound_of
+from receiver.index.inbox import ThreadKey, inbound_of
 from receiver.index.schema import media, messages, reply_authors, utcnow
 
 
@@ -117,7 +117,7 @@ class ReplyIndex:
                 media.c.storage_key,
             )
             .join(messages, messages.c.sid == media.c.message_sid)
-            .where(*_inbound_of(key), media.c.state == "stored", media.c.storage_key.is_not(None))
+            .where(*inbound_of(key), media.c.state == "stored", media.c.storage_key.is_not(None))
             .order_by(messages.c.received_at.desc(), media.c.idx)
             .limit(limit)
         )

@@ -41,7 +41,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from receiver.index.schema import messages, meta, outbound_messages, thread_summary
+from receiver.index.schema import (
+    conversation_messages,
+    messages,
+    meta,
+    outbound_messages,
+    thread_summary,
+)
 
 SEPARATOR = "~"
 #: receiver_meta key set once the table has been filled from older messages. Renamed
@@ -243,7 +249,15 @@ def backfill_once(conn: Connection) -> None:
 def inbound_where(ours: str, customer: str) -> list[Any]:
     """Conditions selecting a thread's inbound rows (`customer` "": conversation `ours`)."""
     if not customer:
-        return [messages.c.to_channel == CONVERSATION_CHANNEL, messages.c.to_addr == ours]
+        # Through `ix_conversation_messages_idx`: `messages` has no index on the recipient.
+        return [
+            messages.c.sid.in_(
+                select(conversation_messages.c.message_sid).where(
+                    conversation_messages.c.conversation_sid == ours
+                )
+            ),
+            messages.c.to_channel == CONVERSATION_CHANNEL,
+        ]
     # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
     bare = customer.rpartition(":")[2]
     return [

@@ -161,6 +161,7 @@ def build_services(settings: Settings, *, check_storage: bool = True) -> Service
             store,
             outbound,
             twilio,
+            conversations.index,
         ),
         live=StreamHub(
             LiveFeed(index.engine, begin=index.begin),

@@ -28,6 +28,7 @@ from receiver.index.schema import (
     conversation_receipts,
     conversations,
     messages,
+    opt_outs,
     utcnow,
 )
 
@@ -76,6 +77,82 @@ class ParticipantRecord:
     removed: bool
     created_at: datetime
     updated_at: datetime
+
+
+def opted_out_members(conn: Connection, sids: Sequence[str]) -> dict[str, list[str]]:
+    """Each conversation's member addresses that opted out (replied STOP), by SID.
+
+    A member counts as opted out of the conversation when its newest opt-out row
+    for one of our sides of it (the members' proxy and projected addresses, the
+    conversation's Messaging Service) or for every sender ("*") says so.
+    """
+    found: dict[str, list[str]] = {sid: [] for sid in sids}
+    if not sids:
+        return found
+    people = conversation_participants
+    members = conn.execute(
+        select(
+            people.c.conversation_sid,
+            people.c.address,
+            people.c.proxy_address,
+            people.c.projected_address,
+        ).where(people.c.conversation_sid.in_(list(sids)), people.c.removed.is_(False))
+    ).all()
+    services = dict(
+        conn.execute(
+            select(conversations.c.sid, conversations.c.messaging_service_sid).where(
+                conversations.c.sid.in_(list(sids))
+            )
+        ).all()
+    )
+    senders: dict[str, set[str]] = {sid: {"*"} for sid in sids}
+    addresses: dict[str, set[str]] = {sid: set() for sid in sids}
+    for sid, address, proxy, projected in members:
+        senders[sid].update(a for a in (proxy, projected) if a)
+        if address:
+            addresses[sid].add(address)
+    for sid, service in services.items():
+        if service:
+            senders[sid].add(service)
+    everyone = {a for group in addresses.values() for a in group}
+    if not everyone:
+        return found
+    rows = conn.execute(
+        select(opt_outs.c.address, opt_outs.c.sender, opt_outs.c.opted_out)
+        .where(opt_outs.c.address.in_(everyone))
+        .order_by(opt_outs.c.updated_at.desc())
+    ).all()
+    for sid in sids:
+        for address in sorted(addresses[sid]):
+            newest = next(
+                (bool(o) for a, s, o in rows if a == address and s in senders[sid]), False
+            )
+            if newest:
+                found[sid].append(address)
+    return found
+
+
+def labels(conn: Connection, sids: Sequence[str]) -> dict[str, tuple[str | None, list[str]]]:
+    """Each conversation's friendly name and its members (address, else identity), by SID."""
+    if not sids:
+        return {}
+    people = conversation_participants
+    names = dict(
+        conn.execute(
+            select(conversations.c.sid, conversations.c.friendly_name).where(
+                conversations.c.sid.in_(list(sids))
+            )
+        ).all()
+    )
+    out: dict[str, tuple[str | None, list[str]]] = {sid: (names.get(sid), []) for sid in sids}
+    rows = conn.execute(
+        select(people.c.conversation_sid, people.c.address, people.c.identity, people.c.sid)
+        .where(people.c.conversation_sid.in_(list(sids)), people.c.removed.is_(False))
+        .order_by(people.c.created_at, people.c.sid)
+    ).all()
+    for sid, address, identity, participant in rows:
+        out[sid][1].append(address or identity or participant)
+    return out
 
 
 class ConversationIndex:
@@ -212,6 +289,12 @@ class ConversationIndex:
                 .order_by(table.c.created_at, table.c.sid)
             ).mappings()
             return [ParticipantRecord(**r) for r in rows]
+
+    @translate_db_errors
+    def opted_out_members(self, conversation_sid: str) -> list[str]:
+        """The member addresses of a conversation that opted out (see `opted_out_members`)."""
+        with self.engine.connect() as conn:
+            return opted_out_members(conn, [conversation_sid])[conversation_sid]
 
     @translate_db_errors
     def message_sids(self, conversation_sid: str) -> list[str]:

@@ -3,8 +3,9 @@
 A thread's key is ``<ours>~<customer>``: `ours` is the Messaging Service SID
 when the message went through one, else our phone number (or channel
 address), and `customer` the other side. "~" occurs in neither, so the key is
-also a URL path segment. A Conversations conversation will be a thread keyed
-by its ``CH...`` SID (no "~"), without changing these keys.
+also a URL path segment. A Conversations conversation is a thread keyed by
+its ``CH...`` SID (no "~"): `ThreadKey(ours=<CH...>, customer="")`, listed
+with its friendly name (else its members), its messages by author.
 
 The list reads `thread_summary` (kept by `receiver.index.threads` in each
 message's own transaction), newest activity first, paged with a keyset cursor
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from receiver.index.conversations import labels, opted_out_members
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
 from receiver.index.messages import with_media
@@ -35,24 +37,37 @@ from receiver.index.queries import (
 )
 from receiver.index.records import MessageRecord
 from receiver.index.schema import messages, opt_outs, outbound_messages, thread_summary
-from receiver.index.threads import SEPARATOR, inbound_where, outbound_where
+from receiver.index.threads import (
+    SEPARATOR,
+    inbound_where,
+    is_conversation_key,
+    outbound_where,
+)
 
 MAX_KEY_LENGTH = 600
 
 
 @dataclass(frozen=True)
 class ThreadKey:
-    """Our side (number or MG SID) and the customer's address."""
+    """Our side (number or MG SID) and the customer's address; or a conversation
+    (`ours` its CH… SID, `customer` empty)."""
 
     ours: str
-    customer: str
+    customer: str = ""
+
+    @property
+    def conversation(self) -> str | None:
+        """The conversation's SID when this thread is one, else None."""
+        return None if self.customer else self.ours
 
     def encode(self) -> str:
-        return f"{self.ours}{SEPARATOR}{self.customer}"
+        return self.ours if not self.customer else f"{self.ours}{SEPARATOR}{self.customer}"
 
     @classmethod
     def decode(cls, raw: str) -> ThreadKey | None:
         """The key of `raw`, or None when it is not a thread key."""
+        if is_conversation_key(raw):
+            return cls(raw)
         if len(raw) > MAX_KEY_LENGTH or raw.count(SEPARATOR) != 1 or "\x00" in raw:
             return None
         ours, _, customer = raw.partition(SEPARATOR)
@@ -93,6 +108,10 @@ class Thread:
     outbound: int
     last: MessageRecord | dict[str, Any] | None
     opted_out: bool
+    #: A conversation's friendly name (None otherwise, or when it has none).
+    title: str | None = None
+    #: A conversation's members (address, else identity).
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,7 +160,12 @@ def list_threads(
                 ],
             )
         }
-        opted = _opted_out_many(conn, keys)
+        opted = _opted_out_many(conn, [k for k in keys if not k.conversation])
+        sids = [k.ours for k in keys if k.conversation]
+        named = labels(conn, sids)
+        opted.update(
+            (ThreadKey(sid), bool(found)) for sid, found in opted_out_members(conn, sids).items()
+        )
     threads = [
         Thread(
             key=key,
@@ -156,6 +180,8 @@ def list_threads(
                 else None
             ),
             opted_out=opted.get(key, False),
+            title=named[key.ours][0] if key.ours in named else None,
+            members=tuple(named[key.ours][1]) if key.ours in named else (),
         )
         for key, r in zip(keys, rows, strict=True)
     ]
@@ -170,6 +196,8 @@ _LAST_OUT = [c.label(f"out_{c.name}") for c in outbound_messages.c]
 
 def _key_of(raw: str) -> ThreadKey:
     # Rows are keyed by the same rule; an address holding "~" still splits at the first one.
+    if is_conversation_key(raw):
+        return ThreadKey(raw)
     ours, _, customer = raw.partition(SEPARATOR)
     return ThreadKey(ours, customer)
 
@@ -199,11 +227,16 @@ def thread_entries(index: IndexCore, key: ThreadKey, *, limit: int = 200) -> lis
         return _newest(conn, key, limit)
 
 
+def inbound_of(key: ThreadKey) -> list[Any]:
+    """Conditions selecting a thread's inbound message rows."""
+    return inbound_where(key.ours, key.customer)
+
+
 def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
     inbound = (
         conn.execute(
             select(messages)
-            .where(*inbound_where(key.ours, key.customer))
+            .where(*inbound_of(key))
             .order_by(messages.c.received_at.desc(), messages.c.sid.desc())
             .limit(limit)
         )
@@ -220,6 +253,10 @@ def _newest(conn: Any, key: ThreadKey, limit: int) -> list[Entry]:
         .mappings()
         .all()
     )
+    # A message we sent into a conversation may come back as its own onMessageAdded:
+    # it is shown once, as ours.
+    sent = {r["sid"] for r in outbound if r["sid"]} if key.conversation else set()
+    inbound = [r for r in inbound if r["sid"] not in sent]
     entries = [Entry(r.received_at, inbound=r) for r in with_media(conn, inbound)]
     entries += [Entry(r["created_at"], outbound=dict(r)) for r in outbound]
     entries.sort(key=lambda e: e.at)
@@ -234,6 +271,8 @@ def thread_opted_out(index: IndexCore, key: ThreadKey) -> bool:
 
 
 def _opted_out(conn: Any, key: ThreadKey) -> bool:
+    if key.conversation:
+        return bool(opted_out_members(conn, [key.ours])[key.ours])
     row = conn.execute(
         select(opt_outs.c.opted_out)
         .where(opt_outs.c.address == key.customer, opt_outs.c.sender.in_([key.ours, "*"]))

@@ -26,7 +26,7 @@ from receiver.index.schema import (
     thread_reads,
     utcnow,
 )
-from receiver.index.threads import SEPARATOR, customer_in, inbound_match, ours_in
+from receiver.index.threads import SEPARATOR, customer_in, inbound_match, inbound_where, ours_in
 
 #: Unread counts stop at this (the badge says "99+").
 UNREAD_CAP = 100
@@ -178,6 +178,22 @@ _UNREAD = _unread_statement()
 
 
 @translate_db_errors
+def _unread_in_conversation(conn: Connection, operator: str, key: ThreadKey) -> int:
+    """A conversation thread's unread count (its rows are found by conversation, not sender)."""
+    seen = (
+        select(thread_reads.c.seen_at)
+        .where(thread_reads.c.operator == operator, thread_reads.c.thread == key.encode())
+        .scalar_subquery()
+    )
+    newest = (
+        select(messages.c.sid)
+        .where(*inbound_where(key.ours, ""), or_(seen.is_(None), messages.c.received_at > seen))
+        .limit(UNREAD_CAP)
+        .subquery()
+    )
+    return int(conn.execute(select(func.count()).select_from(newest)).scalar_one())
+
+
 def unread_counts(index: IndexCore, operator: str, keys: Sequence[ThreadKey]) -> dict[str, int]:
     """Inbound messages received after what `operator` has seen, per thread key (capped).
 
@@ -187,6 +203,9 @@ def unread_counts(index: IndexCore, operator: str, keys: Sequence[ThreadKey]) ->
     out: dict[str, int] = {}
     with index.engine.connect() as conn:
         for key in keys:
+            if key.conversation:
+                out[key.encode()] = _unread_in_conversation(conn, operator, key)
+                continue
             params = {
                 "operator": operator,
                 "thread": key.encode(),

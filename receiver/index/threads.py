@@ -10,10 +10,17 @@ A status change moves neither the last activity nor a count, and the row
 shows the last message read by reference, so its status is always current.
 `rebuild` fills the table from the messages (start-up backfill of an older
 index); `refresh` recomputes one thread after a message is erased.
+
+A Conversations conversation is one thread keyed by its `CH…` SID (no "~", so
+it never collides with a `<ours>~<customer>` key): its inbound messages are
+stored with the conversation as their recipient (`to_channel`
+"conversations"), and a send into it keeps the SID as the outbound row's
+`to_addr`. Neither makes a `<ours>~<customer>` thread.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,17 +34,34 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from receiver.index.schema import messages, meta, outbound_messages, thread_summary
+from receiver.index.schema import (
+    conversation_messages,
+    messages,
+    meta,
+    outbound_messages,
+    thread_summary,
+)
 
 SEPARATOR = "~"
-#: receiver_meta key set once the table has been filled from older messages.
-BACKFILLED = "thread_summary_backfilled"
+#: receiver_meta key set once the table has been filled from older messages. Renamed
+#: when conversations became threads of their own, so an index keyed the old way
+#: (a conversation message under "<ours>~<author>") is rebuilt once more.
+BACKFILLED = "thread_summary_backfilled_conversations"
+#: The `to_channel` of an inbound Conversations message (its `to_addr` is the CH… SID).
+CONVERSATION_CHANNEL = "conversations"
+CONVERSATION_SID = re.compile(r"CH[0-9a-fA-F]{32}")
+
+
+def is_conversation_key(key: str) -> bool:
+    """Whether a thread key names a Conversations conversation."""
+    return bool(CONVERSATION_SID.fullmatch(key))
 
 
 def _address(channel: Any, address: Any) -> Any:
@@ -63,18 +87,43 @@ def ours_out() -> Any:
     return func.coalesce(outbound_messages.c.messaging_service_sid, outbound_messages.c.from_addr)
 
 
+def key_in() -> Any:
+    """The thread key of an inbound row, in SQL (the rule of `inbound_key`)."""
+    return case(
+        (messages.c.to_channel == CONVERSATION_CHANNEL, messages.c.to_addr),
+        else_=ours_in() + SEPARATOR + customer_in(),
+    )
+
+
+def _conversation_out() -> Any:
+    # Customer addresses start with "+" or a channel prefix, never with "CH".
+    return outbound_messages.c.to_addr.like("CH%")
+
+
+def key_out() -> Any:
+    """The thread key of an outbound row, in SQL (the rule of `outbound_key`)."""
+    return case(
+        (_conversation_out(), outbound_messages.c.to_addr),
+        else_=ours_out() + SEPARATOR + outbound_messages.c.to_addr,
+    )
+
+
 def _py_address(channel: str, address: str) -> str:
     return address if channel == "sms" else f"{channel}:{address}"
 
 
 def inbound_key(row: Mapping[Any, Any]) -> str:
     """The thread key of an inbound message row (the rule of `ours_in`/`customer_in`)."""
+    if row["to_channel"] == CONVERSATION_CHANNEL:
+        return str(row["to_addr"])
     ours = row.get("messaging_service_sid") or _py_address(row["to_channel"], row["to_addr"])
     return f"{ours}{SEPARATOR}{_py_address(row['from_channel'], row['from_addr'])}"
 
 
 def outbound_key(row: Mapping[str, Any]) -> str | None:
     """The thread key of an outbound row, or None when it names no sender of ours."""
+    if CONVERSATION_SID.fullmatch(row["to_addr"] or ""):
+        return str(row["to_addr"])
     ours = row.get("messaging_service_sid") or row.get("from_addr")
     return f"{ours}{SEPARATOR}{row['to_addr']}" if ours else None
 
@@ -139,7 +188,7 @@ def _summaries(inbound_where: list[Any], outbound_where: list[Any]) -> Any:
     """SELECT of summary rows (one per thread) computed from the messages themselves."""
     activity = union_all(
         select(
-            (ours_in() + SEPARATOR + customer_in()).label("key"),
+            key_in().label("key"),
             messages.c.received_at.label("at"),
             messages.c.sid.label("sid"),
             cast(null(), Integer).label("oid"),
@@ -147,13 +196,13 @@ def _summaries(inbound_where: list[Any], outbound_where: list[Any]) -> Any:
             literal(0).label("n_out"),
         ).where(*inbound_where),
         select(
-            (ours_out() + SEPARATOR + outbound_messages.c.to_addr).label("key"),
+            key_out().label("key"),
             outbound_messages.c.created_at.label("at"),
             cast(null(), String).label("sid"),
             outbound_messages.c.id.label("oid"),
             literal(0).label("n_in"),
             literal(1).label("n_out"),
-        ).where(ours_out().is_not(None), *outbound_where),
+        ).where(or_(ours_out().is_not(None), _conversation_out()), *outbound_where),
     ).subquery("activity")
     ranked = select(
         activity.c.key,
@@ -198,24 +247,43 @@ def backfill_once(conn: Connection) -> None:
 
 
 def inbound_where(ours: str, customer: str) -> list[Any]:
-    """Conditions selecting a thread's inbound rows."""
+    """Conditions selecting a thread's inbound rows (`customer` "": conversation `ours`)."""
+    if not customer:
+        # Through `ix_conversation_messages_idx`: `messages` has no index on the recipient.
+        return [
+            messages.c.sid.in_(
+                select(conversation_messages.c.message_sid).where(
+                    conversation_messages.c.conversation_sid == ours
+                )
+            ),
+            messages.c.to_channel == CONVERSATION_CHANNEL,
+        ]
     return inbound_match(customer.rpartition(":")[2], customer, ours)
 
 
 def inbound_match(bare: Any, customer: Any, ours: Any) -> list[Any]:
-    """A thread's inbound rows, from values or bound parameters (statements built once)."""
+    """A customer thread's inbound rows, from values or bound parameters (statements built
+    once)."""
     # The bare sender address first: `ix_messages_from_received` finds the thread's rows.
-    return [messages.c.from_addr == bare, customer_in() == customer, ours_in() == ours]
+    return [
+        messages.c.from_addr == bare,
+        customer_in() == customer,
+        ours_in() == ours,
+        # A conversation's messages belong to its own thread only.
+        messages.c.to_channel != CONVERSATION_CHANNEL,
+    ]
 
 
 def outbound_where(ours: str, customer: str) -> list[Any]:
     """Conditions selecting a thread's outbound rows (through `ix_outbound_to_created`)."""
+    if not customer:
+        return [outbound_messages.c.to_addr == ours]
     return [outbound_messages.c.to_addr == customer, ours_out() == ours]
 
 
 def refresh(conn: Connection, key: str) -> None:
     """Recompute thread `key` from its messages (after one was erased)."""
-    ours, _, customer = key.partition(SEPARATOR)
+    ours, _, customer = (key, "", "") if is_conversation_key(key) else key.partition(SEPARATOR)
     conn.execute(delete(thread_summary).where(thread_summary.c.key == key))
     conn.execute(
         insert(thread_summary).from_select(

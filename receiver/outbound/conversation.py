@@ -128,13 +128,9 @@ class ConversationSender:
             if row.sid:
                 return Sender._result(row, duplicate=True)
             self.outbound_index.retry(row.id)
-        opted = [a for a in members.addresses if self.index.is_opted_out(a, members.senders)]
+        opted = self.conversations.opted_out_members(sid)
         if opted:
-            message = (
-                f"{', '.join(mask_number(a) for a in opted)} opted out (replied STOP); a group "
-                "message reaches every member, so nothing was sent: remove them from the "
-                "conversation, or wait until they text START"
-            )
+            message = opted_out_message(opted)
             self.outbound_index.finish(
                 row.id, "refused", error_code=OPTED_OUT_ERROR, error_message=message
             )
@@ -387,6 +383,15 @@ class ConversationSender:
             except OutboundError:
                 waiting += 1
         return resolved, waiting
+
+
+def opted_out_message(addresses: list[str]) -> str:
+    """Why nothing can be sent into a conversation some members opted out of."""
+    return (
+        f"{', '.join(mask_number(a) for a in addresses)} opted out (replied STOP); a group "
+        "message reaches every member, so nothing was sent: remove them from the "
+        "conversation, or wait until they text START"
+    )
 
 
 def _parts(prepared: PreparedMessage) -> list[tuple[str | None, str | None]]:

@@ -55,6 +55,20 @@ class MediaLinks:
         key = outbound_key(rand, extension, when=moment)
         return key, f"{moment:%Y%m}.{rand}.{extension}"
 
+    def sign_key(self, key: str, expires_at: int) -> str | None:
+        """A token for a prepared file already stored under `key` (the inverse of
+        `new_key`), or None when `key` is not such a file's."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "outbound" or parts[3].count(".") != 1:
+            return None
+        rand, extension = parts[3].split(".")
+        stem = f"{parts[1]}{parts[2]}.{rand}.{extension}"
+        token = self.sign(stem, expires_at)
+        try:
+            return token if self.verify(token) == key else None
+        except ValueError:
+            return None
+
     def sign(self, stem: str, expires_at: int) -> str:
         """The token for `stem` valid until the Unix time `expires_at`."""
         payload = f"{stem}.{_base36(expires_at)}"

@@ -8,6 +8,11 @@ policy, fitting, hosting, the idempotent create. What this module adds is
 only what a reply has and a send has not: the inbound caps on uploads,
 stored files of the thread, a check that our side of the thread is still a
 number or Messaging Service of the account, and who sent it.
+
+A reply into a conversation thread is a request with `conversation_sid`: the
+same core sends it through `ConversationSender` (files uploaded to MCS, then
+the message created), and refuses it when a member opted out, as
+`send --conversation` does.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from receiver.errors import OutboundError
+from receiver.index.conversations import ConversationIndex
 from receiver.index.inbox import ThreadKey, thread_entries
 from receiver.index.replies import Operator, ReplyIndex, StoredFile
+from receiver.outbound.conversation import opted_out_message
 from receiver.outbound.prepare import PreparedMedia
 from receiver.outbound.request import OutboundRequest, validate_request
 from receiver.outbound.send import SendResult
@@ -120,8 +127,11 @@ class InboxReplies:
         store: ObjectStore,
         outbound: Outbound,
         rest: Callable[[], TwilioRest],
+        conversations: ConversationIndex | None = None,
     ) -> None:
         self.settings = settings
+        #: Where a conversation thread's members (and their opt-outs) are kept.
+        self.conversations = conversations or ConversationIndex(index.engine, begin=index.begin)
         self.index = index
         self.replies = replies
         self.store = store
@@ -169,14 +179,24 @@ class InboxReplies:
             )
         ours = reply.thread.ours
         service = bool(_SERVICE_SID.fullmatch(ours))
-        request = OutboundRequest(
-            to=reply.thread.customer,
-            from_=None if service else ours,
-            messaging_service_sid=ours if service else None,
-            body=reply.body,
-            idempotency_key=KEY_PREFIX + reply.key if reply.key else None,
-            allow_files=True,
-        )
+        key = KEY_PREFIX + reply.key if reply.key else None
+        if reply.thread.conversation:
+            request = OutboundRequest(
+                to="",
+                conversation_sid=reply.thread.conversation,
+                body=reply.body,
+                idempotency_key=key,
+                allow_files=True,
+            )
+        else:
+            request = OutboundRequest(
+                to=reply.thread.customer,
+                from_=None if service else ours,
+                messaging_service_sid=ours if service else None,
+                body=reply.body,
+                idempotency_key=key,
+                allow_files=True,
+            )
         count = len(reply.uploads) + len(reply.stored)
         # The core's rules (body length, file count, addresses) on placeholders first.
         validate_request(replace(request, media=tuple(f"file{i}" for i in range(count))))
@@ -191,8 +211,20 @@ class InboxReplies:
                 "no_such_thread",
             )
 
+    def opted_out_reason(self, thread: ThreadKey) -> str | None:
+        """Why a conversation thread cannot be answered (members opted out), or None."""
+        if not thread.conversation:
+            return None
+        opted = self.conversations.opted_out_members(thread.conversation)
+        return opted_out_message(opted) if opted else None
+
     def _check_opt_out(self, thread: ThreadKey) -> None:
         """Refuse before anything is recorded; the core refuses again at send time."""
+        if thread.conversation:
+            reason = self.opted_out_reason(thread)
+            if reason:
+                raise OutboundError(reason, "opted_out")
+            return
         if self.index.is_opted_out(thread.customer, [thread.ours]):
             raise OutboundError(
                 f"{thread.customer} opted out (replied STOP) of messages from {thread.ours}; "

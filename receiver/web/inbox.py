@@ -7,6 +7,8 @@ them as `GET /api/stream` announces changes. Thread queries live in
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, abort, render_template, request, url_for
@@ -83,13 +85,25 @@ def render_thread(key: ThreadKey, status: int = 200, **extra: Any) -> ResponseRe
         # Up to the newest message shown, not "now": one arriving meanwhile stays unread.
         mark_seen(svc.index, operator(), key, max(seen))
     keys = [e.outbound.get("idempotency_key") for e in entries if e.outbound]
+    conversation = None
+    if key.conversation:
+        index = svc.conversations.index
+        sids = [e.outbound["sid"] for e in entries if e.outbound and e.outbound.get("sid")]
+        record = index.get(key.conversation)
+        conversation = {
+            "title": (record.friendly_name if record else None) or "Conversation",
+            "participants": index.participants(key.conversation),
+            "receipts": index.receipts(sids),
+        }
     page = render_template(
         "thread.html",
         key=key,
         entries=[_entry(e.inbound or e.outbound) for e in entries],
         opted_out=thread_opted_out(svc.index, key),
+        opted_out_reason=svc.inbox_replies.opted_out_reason(key),
         authors=svc.inbox_replies.replies.authors(keys),
         live_after=after,
+        conversation=conversation,
         **extra,
     )
     return page, status
@@ -105,4 +119,37 @@ def _entry(item: MessageRecord | dict[str, Any] | None) -> dict[str, Any] | None
         return None
     if isinstance(item, MessageRecord):
         return {"direction": "inbound", **message_view(item)}
-    return {"direction": "outbound", "row": item}
+    return {"direction": "outbound", "row": item, "files": sent_files(item)}
+
+
+#: How long a thread page's links to sent files stay valid.
+SENT_LINK_TTL = 3600
+
+
+def sent_files(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files an outbound row sent, from its prepared media, each with a short-lived
+    signed `/m/<token>` link when the prepared copy is stored here (a file sent into a
+    conversation went to Twilio's MCS instead and is named only)."""
+    try:
+        items = json.loads(row.get("media") or "[]")
+    except (TypeError, ValueError):
+        return []
+    links = services().links
+    expires = int(time.time()) + SENT_LINK_TTL
+    files = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not item.get("content_type"):
+            continue  # reserved, not yet prepared: only its source is known
+        key = item.get("key")
+        token = links.sign_key(key, expires) if isinstance(key, str) else None
+        source = str(item.get("source") or "")
+        files.append(
+            {
+                "name": item.get("filename") or source.rsplit("/", 1)[-1] or "file",
+                "kind": item.get("kind") or "file",
+                "content_type": item.get("content_type"),
+                "size": item.get("size"),
+                "url": url_for("media_links.media_link", token=token) if token else None,
+            }
+        )
+    return files

@@ -272,7 +272,8 @@ _THREAD = {
     "name": "thread",
     "in": "path",
     "required": True,
-    "description": "The thread key `<our number or MG...>~<customer>`, as /inbox links it.",
+    "description": "The thread key `<our number or MG...>~<customer>`, or a conversation's "
+    "`CH...` SID, as /inbox links it.",
     "schema": {"type": "string", "maxLength": 520},
 }
 _FORM_SCHEMA = {"$ref": "#/components/schemas/ReplyForm"}
@@ -328,8 +329,8 @@ _REFUSALS: dict[str, Any] = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "404": {"$ref": "#/components/responses/NotFound"},
     "409": {
-        "description": "The customer opted out (replied STOP), our number is no longer the "
-        "account's, or this key is being sent right now.",
+        "description": "The customer (or, in a conversation, a member) opted out (replied "
+        "STOP), our number is no longer the account's, or this key is being sent right now.",
         "content": _ERROR,
     },
     "413": {"description": "A file or the files over the inbound caps.", "content": _ERROR},

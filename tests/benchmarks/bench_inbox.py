@@ -11,9 +11,12 @@ and a year, then the thread summary is filled with `threads.rebuild` (the
 start-up backfill; its time is printed). Timed, p50 / p99: `GET /inbox`
 (first page and a page 100 pages deep, through the Flask test client:
 routing, session, queries, template) and `GET /inbox/<thread>` for random
-threads, plus the list query alone. The baseline, in the same run, is the
-list's previous shape: one GROUP BY over the union of inbound and outbound
-messages per page. Target: under 50 ms p99.
+threads, plus the list query alone. One message in twenty more goes into one
+of `threads / 20` Conversations conversations (three members each, one reply
+in four ours), so pages list conversation threads too, and
+`GET /inbox/<CH...>` is timed for random conversations. The baseline, in the
+same run, is the list's previous shape: one GROUP BY over the union of
+inbound and outbound messages per page. Target: under 50 ms p99.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ from receiver.index.inbox import (  # noqa: E402
     encode_cursor,
     list_threads,
 )
-from receiver.index.schema import media, messages, outbound_messages  # noqa: E402
+from receiver.index.schema import (  # noqa: E402
+    conversation_messages,
+    conversation_participants,
+    conversations,
+    media,
+    messages,
+    outbound_messages,
+)
 from receiver.index.threads import customer_in, ours_in, ours_out, rebuild  # noqa: E402
 from receiver.web import auth  # noqa: E402
 from tests.benchmarks.bench_list import database, make_app, timed  # noqa: E402
@@ -118,10 +128,105 @@ def make_rows(total: int, threads: int, seed: int = 11) -> tuple[list[dict[str, 
     return msgs, items, outs
 
 
+def conversation_sid(n: int) -> str:
+    return f"CH{n:032x}"
+
+
+def make_conversations(total: int, count: int, seed: int = 13) -> tuple[list[dict[str, Any]], ...]:
+    """`total` messages in `count` conversations: rows of messages, media (none),
+    outbound_messages, conversations, conversation_participants, conversation_messages."""
+    rnd = random.Random(seed)
+    span = 365 * 86_400
+    convs = [
+        {
+            "sid": conversation_sid(c),
+            "account_sid": ACCOUNT,
+            "chat_service_sid": "IS" + "2" * 32,
+            "friendly_name": f"Job {c}",
+            "removed": False,
+            "created_at": START,
+            "updated_at": START,
+        }
+        for c in range(count)
+    ]
+    people = [
+        {
+            "sid": f"MB{c:030d}{m:02d}",
+            "conversation_sid": conversation_sid(c),
+            "address": f"+1666{c:05d}{m:02d}",
+            "proxy_address": OURS,
+            "removed": False,
+            "created_at": START,
+            "updated_at": START,
+        }
+        for c in range(count)
+        for m in range(3)
+    ]
+    msgs: list[dict[str, Any]] = []
+    outs: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    for n in range(total):
+        at = START + timedelta(seconds=span * n / total + rnd.random())
+        c = rnd.randrange(count)
+        if rnd.random() < 0.25:
+            outs.append(
+                {
+                    "idempotency_key": f"reply:conv:{n}",
+                    "sid": f"IM{n:032d}",
+                    "to_addr": conversation_sid(c),
+                    "from_addr": None,
+                    "body": "a technician is on the way",
+                    "media": "[]",
+                    "status": "sent",
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+            continue
+        sid = f"IM{n + total:032d}"
+        author = f"+1666{c:05d}{rnd.randrange(3):02d}"
+        msgs.append(
+            {
+                "sid": sid,
+                "account_sid": ACCOUNT,
+                "from_addr": author,
+                "from_channel": "sms",
+                "to_addr": conversation_sid(c),
+                "to_channel": "conversations",
+                "body": "roof photo",
+                "num_media": 0,
+                "params": json.dumps([["MessageSid", sid]]),
+                "state": "complete",
+                "received_at": at,
+                "updated_at": at,
+            }
+        )
+        links.append(
+            {
+                "message_sid": sid,
+                "conversation_sid": conversation_sid(c),
+                "author": author,
+                "idx": n,
+                "removed": False,
+            }
+        )
+    return msgs, [], outs, convs, people, links
+
+
+TABLES = (
+    messages,
+    media,
+    outbound_messages,
+    conversations,
+    conversation_participants,
+    conversation_messages,
+)
+
+
 def bulk_insert(engine: Any, rows: tuple[list[dict[str, Any]], ...]) -> float:
     """Insert the rows, then fill the summary as start-up does; the backfill's seconds."""
     with engine.begin() as conn:
-        for table, batch in zip((messages, media, outbound_messages), rows, strict=True):
+        for table, batch in zip(TABLES, rows, strict=True):
             for i in range(0, len(batch), 5000):
                 conn.execute(insert(table), batch[i : i + 5000])
     began = time.perf_counter()
@@ -193,11 +298,16 @@ def run_backend(backend: str, total: int, n_threads: int, repeats: int) -> list[
     with tempfile.TemporaryDirectory() as tmpdir, database(backend, Path(tmpdir)) as url:
         app = make_app(url, Path(tmpdir))
         index = app.extensions["receiver"].index
-        rows = make_rows(total, n_threads)
+        n_conversations = max(1, n_threads // 20)
+        group = make_conversations(total // 20, n_conversations)
+        rows = tuple(
+            a + b for a, b in zip((*make_rows(total, n_threads), [], [], []), group, strict=True)
+        )
         seconds = bulk_insert(index.engine, rows)
         print(
             f"[{backend}] {len(rows[0]):,} inbound, {len(rows[2]):,} outbound, "
-            f"{len(rows[1]):,} media; thread summary backfilled in {seconds:.1f} s",
+            f"{len(rows[1]):,} media, {n_conversations:,} conversations; "
+            f"thread summary backfilled in {seconds:.1f} s",
             flush=True,
         )
         client = app.test_client()
@@ -218,6 +328,9 @@ def run_backend(backend: str, total: int, n_threads: int, repeats: int) -> list[
         rnd = random.Random(3)
         keys = [f"{OURS}~+1555{rnd.randrange(n_threads):07d}" for _ in range(200)]
         picks = iter(keys * (repeats + 2))
+        groups = iter(
+            [conversation_sid(rnd.randrange(n_conversations)) for _ in range(200)] * (repeats + 2)
+        )
 
         base = timed(lambda: group_by_page(index.engine), max(3, repeats // 6))
         row("list query, first page", timed(lambda: list_threads(index, limit=PAGE), repeats), base)
@@ -232,6 +345,11 @@ def run_backend(backend: str, total: int, n_threads: int, repeats: int) -> list[
         row(
             "GET /inbox/<thread> (random)",
             timed(lambda: get_ok(client, f"/inbox/{next(picks)}"), repeats),
+            None,
+        )
+        row(
+            "GET /inbox/<CH...> (random)",
+            timed(lambda: get_ok(client, f"/inbox/{next(groups)}"), repeats),
             None,
         )
         app.extensions["receiver"].close()

@@ -344,9 +344,20 @@ def test_open_streams_and_slow_drops_are_in_the_metrics(make_app: Any) -> None:
     app = make_app()
     client = app.test_client()
     hub = app.extensions["receiver"].live
+
+    def figures() -> tuple[float, float]:
+        # The figures are per process (multiprocess mode), which other tests' apps share:
+        # compare before and after instead of reading absolute values.
+        text = client.get("/metrics").get_data(as_text=True)
+        streams = re.search(r"^mmsr_live_streams ([0-9.]+)$", text, re.M)
+        dropped = re.search(r"^mmsr_live_streams_dropped_total ([0-9.]+)$", text, re.M)
+        assert streams is not None and dropped is not None, text
+        return float(streams[1]), float(dropped[1])
+
     hub.reserve()
     hub.reserve()
+    open_before, dropped_before = figures()
     hub.release(dropped_slow=True)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert "mmsr_live_streams 1.0" in text
-    assert "mmsr_live_streams_dropped_total 1.0" in text
+    open_after, dropped_after = figures()
+    assert open_after == open_before - 1 == hub.open_streams()
+    assert dropped_after == dropped_before + 1

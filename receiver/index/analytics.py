@@ -308,10 +308,7 @@ def _from_rows(index: IndexCore, rng: DateRange) -> Analytics:
         media_by_kind=dict(sorted(kinds.items())),
         media_by_size=sizes,
         funnel=funnel,
-        error_codes=[
-            {"code": int(code), "count": int(n), "description": describe(int(code), message)}
-            for code, n, message in error_rows
-        ],
+        error_codes=_error_codes(error_rows),
         cost_by_batch=[
             {"batch": name or SINGLE_SENDS, "messages": int(n), "cost": _money(_cost(price))}
             for name, n, price in batch_rows
@@ -430,10 +427,7 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
         media_by_kind=dict(sorted(kinds.items())),
         media_by_size=sizes,
         funnel=funnel,
-        error_codes=[
-            {"code": int(code), "count": int(n), "description": describe(int(code), message)}
-            for code, n, message in error_rows
-        ],
+        error_codes=_error_codes(error_rows),
         cost_by_batch=[
             {
                 "batch": name or SINGLE_SENDS,
@@ -446,6 +440,14 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
         cost_unit="/".join(units) or None,
         totals=_totals(per_bucket),
     )
+
+
+def _error_codes(rows: Any) -> list[dict[str, Any]]:
+    """Error codes with their counts and Twilio's descriptions, as the rows give them."""
+    return [
+        {"code": int(code), "count": int(n), "description": describe(int(code), message)}
+        for code, n, message in rows
+    ]
 
 
 def _cost(price: Any) -> float:

@@ -173,10 +173,7 @@ def media_playable(media_id: str) -> BaseResponse:
             return chosen
         return serve_media.send(svc.store, row, chosen)
     except StorageError as exc:
-        log.error("serving the playable copy of media %s failed in storage: %s", row.id, exc)
-        return serve_media.problem(
-            503, "storage_unavailable", "the object store is unavailable; retry later"
-        )
+        return _storage_down("the playable copy of media", row.id, exc)
 
 
 @bp.get("/media/<media_id>/similar")
@@ -233,10 +230,7 @@ def _serve(raw_id: str, which: str) -> BaseResponse:
             return chosen
         return serve_media.send(svc.store, row, chosen)
     except StorageError as exc:
-        log.error("serving media %s failed in storage: %s", row.id, exc)
-        return serve_media.problem(
-            503, "storage_unavailable", "the object store is unavailable; retry later"
-        )
+        return _storage_down("media", row.id, exc)
 
 
 def _poster_coming(row: MediaItem) -> bool:
@@ -247,3 +241,10 @@ def _poster_coming(row: MediaItem) -> bool:
         return False
     copy = services().index.playable(row.id)
     return copy is None or copy.state == "pending"
+
+
+def _storage_down(what: str, media_id: int, exc: StorageError) -> Response:
+    log.error("serving %s %s failed in storage: %s", what, media_id, exc)
+    return serve_media.problem(
+        503, "storage_unavailable", "the object store is unavailable; retry later"
+    )

@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlencode
 
 import requests
 
 from receiver.twilio.signature import compute_signature
+from tests.support.loopback import handler_server
 
 #: Conversations waits this long for a webhook's answer.
 WEBHOOK_TIMEOUT = 5.0
@@ -105,18 +105,7 @@ class FlakyFront:
         #: How many requests reached the service through this front.
         self.forwarded = 0
         self._lock = threading.Lock()
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                front._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server, self._thread = handler_server(self._handle, get=False)
 
     @property
     def url(self) -> str:

@@ -31,13 +31,14 @@ import base64
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
 from receiver.twilio.signature import body_sha256, compute_signature
+from tests.support.loopback import handler_server
 
 TEST_EVENT = "com.twilio.eventstreams.test-event"
 
@@ -59,21 +60,7 @@ class FakeEvents:
         #: The test_id of the last test event sent to each sink.
         self.test_ids: dict[str, str] = {}
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                fake._handle(self)
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server, self._thread = handler_server(self._handle)
 
     @property
     def url(self) -> str:

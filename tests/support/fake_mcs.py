@@ -38,9 +38,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
+
+from tests.support.loopback import handler_server
 
 
 @dataclass(frozen=True)
@@ -79,21 +81,7 @@ class FakeMcs:
         #: succeeded), "drop" (the connection closes before anything is created) or
         #: "drop-after" (the message is created, then the connection closes: a lost answer).
         self.create_faults: list[int | str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                fake._handle(self)
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server, self._thread = handler_server(self._handle)
 
     # -- set-up ------------------------------------------------------------
 

@@ -1,14 +1,17 @@
-"""A WSGI app on a real HTTP server on loopback, served from a background thread.
+"""Real HTTP servers on loopback, served from a background thread.
 
-For tests whose client is not Flask's test client: a browser, schemathesis, the
-fake Twilio posting status callbacks, or media fetched back from the service.
+A WSGI app, for tests whose client is not Flask's test client: a browser,
+schemathesis, the fake Twilio posting status callbacks, or media fetched back
+from the service. And the plain request handler that the fakes of Twilio's
+APIs answer from (`handler_server`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -31,3 +34,26 @@ def serving(app: Any, port: int = 0) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def handler_server(
+    handle: Callable[[BaseHTTPRequestHandler], None], *, get: bool = True
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A server on a free loopback port whose POSTs (and GETs, with `get`) go to `handle`,
+    quietly; and the thread to start it on."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            handle(self)
+
+        if get:
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                handle(self)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    return server, threading.Thread(target=server.serve_forever, daemon=True)

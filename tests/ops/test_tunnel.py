@@ -123,8 +123,14 @@ def test_serve_ngrok_runs_gunicorn_with_the_tunnel_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`serve --ngrok`: the CLI opens the tunnel and hands its URL to the server."""
+    from prometheus_client import values
+
     from receiver import server
 
+    # Building the server switches the process to multiprocess metrics
+    # (`metrics.setup_multiprocess`); undone after the test, for the tests that follow.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
     started: list[Settings] = []
     monkeypatch.setattr(server.ReceiverServer, "run", lambda self: started.append(self.settings))
     monkeypatch.setitem(sys.modules, "ngrok", fake_ngrok())

@@ -340,14 +340,21 @@ def test_servers_that_keep_the_socket_stream_from_the_request_thread(make_app: A
             reader.close()
 
 
-def test_open_streams_and_slow_drops_are_in_the_metrics(make_app: Any) -> None:
+def test_open_streams_and_slow_drops_are_in_the_metrics(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This process's own registry and in-memory values: an earlier test of the session may
+    # have switched the process to multiprocess mode (`metrics.setup_multiprocess`).
+    from prometheus_client import values
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)
     app = make_app()
     client = app.test_client()
     hub = app.extensions["receiver"].live
 
     def figures() -> tuple[float, float]:
-        # The figures are per process (multiprocess mode), which other tests' apps share:
-        # compare before and after instead of reading absolute values.
+        # Other tests' apps in this process share the figures: compare before and after.
         text = client.get("/metrics").get_data(as_text=True)
         streams = re.search(r"^mmsr_live_streams ([0-9.]+)$", text, re.M)
         dropped = re.search(r"^mmsr_live_streams_dropped_total ([0-9.]+)$", text, re.M)

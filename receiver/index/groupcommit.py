@@ -7,7 +7,10 @@ meanwhile are taken together by the next of them, in one transaction: fewer
 lock hand-overs and commits, and no added delay when a write arrives alone.
 
 A batch that fails is retried one write per transaction, so one write's error
-is reported to its own caller only.
+is reported to its own caller only. A write that PostgreSQL chose as a deadlock
+victim (or aborted for a serialization failure) is run again: two processes'
+batches may lock shared rows (a thread's summary, a day's roll-up) in opposite
+orders, and the aborted one succeeds once the other has committed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ from sqlalchemy.engine import Connection
 T = TypeVar("T")
 
 Work = Callable[[Connection], T]
+
+#: Runs of one write when PostgreSQL aborts it as a deadlock victim or for a
+#: serialization failure; the other transaction has committed by then.
+CONFLICT_ATTEMPTS = 3
+#: SQLSTATEs of those aborts (deadlock_detected, serialization_failure).
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a transaction the database aborted only to let another finish."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 class _Job(Generic[T]):
@@ -101,9 +115,13 @@ class GroupCommit:
         return True
 
     def _alone(self, job: _Job[object]) -> None:
-        try:
-            with self._begin() as conn:
-                job.run(conn)
-        except Exception as exc:
-            job.error = exc
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                with self._begin() as conn:
+                    job.run(conn)
+            except Exception as exc:
+                if attempt < CONFLICT_ATTEMPTS and is_transient_conflict(exc):
+                    continue  # rolled back; the transaction it waited for has finished
+                job.error = exc
+            break
         job.done = True

@@ -66,3 +66,48 @@ def test_a_write_failing_in_a_shared_transaction_fails_alone(index: MediaIndex) 
     assert isinstance(results["broken"], ValueError)
     assert results["mark"] == 1
     assert index.media_of(sid(60))[0].size_bytes == 7
+
+
+def test_a_deadlock_victim_is_run_again(pg_url: str) -> None:
+    # Two processes' writes lock two rows in opposite orders; PostgreSQL aborts one
+    # as the deadlock victim, which then runs again and succeeds.
+    first, second = MediaIndex.open(pg_url), MediaIndex.open(pg_url)
+    try:
+        rows = first.insert_message(message(70), media_rows(2), lease_owner="w", lease_seconds=60)
+        assert rows is not None
+        a, b = rows[0].id, rows[1].id
+        both_hold_one = threading.Barrier(2)
+        runs = {"forward": 0, "backward": 0}
+
+        def locking(name: str, order: tuple[int, int]) -> Callable[[Connection], str]:
+            def work(conn: Connection) -> str:
+                runs[name] += 1
+                conn.execute(update(media).where(media.c.id == order[0]).values(detail=name))
+                if runs[name] == 1:
+                    both_hold_one.wait(10)
+                conn.execute(update(media).where(media.c.id == order[1]).values(detail=name))
+                return name
+
+            return work
+
+        results: dict[str, object] = {}
+
+        def run(index: MediaIndex, name: str, order: tuple[int, int]) -> None:
+            try:
+                results[name] = GroupCommit(index.begin).run(locking(name, order))
+            except Exception as exc:  # reported below, in the test's thread
+                results[name] = exc
+
+        threads = [
+            threading.Thread(target=run, args=(first, "forward", (a, b))),
+            threading.Thread(target=run, args=(second, "backward", (b, a))),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == {"forward": "forward", "backward": "backward"}
+        assert sorted(runs.values()) == [1, 2]  # exactly one was the victim, run twice
+    finally:
+        first.close()
+        second.close()

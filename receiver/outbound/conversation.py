@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -59,6 +61,34 @@ log = logging.getLogger(__name__)
 
 #: The key under which a sent message's `Attributes` carry its mark.
 MARK = "mms_receiver"
+
+
+class _TurnsByKey:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[int, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def holding(self, key: int) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+#: Resumes of one outbound row in this process take turns.
+_RESUMING = _TurnsByKey()
 
 
 @dataclass(frozen=True)
@@ -286,8 +316,18 @@ class ConversationSender:
         A create cut off a moment ago may still land, so missing parts of a row
         claimed less than `in_flight_grace` seconds ago are only created once that
         time has passed: with `wait` this waits, otherwise OutboundError
-        ("in_flight") says when to try again.
+        ("in_flight") says when to try again. Resumes of one row in this process
+        take turns; across processes the take-over restarts the grace, so another
+        process sees the row in flight.
         """
+        with _RESUMING.holding(row.id):
+            current = self.outbound_index.get(row.id)
+            if current is None or current.status != "submitting":
+                # A resume that held the turn before this one finished it.
+                return Sender._result(current or row, duplicate=True)
+            return self._resume_held(rest, current, wait=wait)
+
+    def _resume_held(self, rest: TwilioRest, row: OutboundRecord, *, wait: bool) -> SendResult:
         parts = _row_parts(row)
         found = self._parts_in(rest, row)
         missing = [n for n in range(len(parts)) if n not in found]
@@ -300,13 +340,16 @@ class ConversationSender:
                     "in_flight",
                 )
             time.sleep(self.in_flight_grace - age)
+        if missing:
+            if not self.outbound_index.reclaim(row.id, row.updated_at):
+                # Another process (a concurrent `send` or `reconcile`) is finishing it.
+                raise OutboundError(
+                    "another attempt is finishing this message; run again in a minute",
+                    "in_flight",
+                )
+            # Listed again after the take-over: a part created before it is adopted, not sent twice.
             found = self._parts_in(rest, row)
             missing = [n for n in range(len(parts)) if n not in found]
-        if missing and not self.outbound_index.reclaim(row.id, row.updated_at):
-            # Another sender (a concurrent `send` or `reconcile`) is finishing it.
-            raise OutboundError(
-                "another attempt is finishing this message; run again in a minute", "in_flight"
-            )
         for n in missing:
             body, media_sid = parts[n]
             found[n] = self._create(rest, row, n, body, media_sid)

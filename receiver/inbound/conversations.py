@@ -5,7 +5,10 @@ the idempotency key), plus its thread fields; its media rows are committed
 `pending` and handed to the pipeline's pool without waiting, because
 Conversations gives the webhook 5 s in all
 (https://www.twilio.com/docs/conversations/conversations-webhooks).
-Conversation and participant events keep the thread's metadata current. An
+A message we sent ourselves (our mark in its `Attributes`) comes back as an
+`onMessageAdded` too; it is no arrival and is not recorded again (its
+outbound row has it). Conversation and participant events keep the thread's
+metadata current. An
 event may arrive before its conversation's own: a placeholder row is made
 and filled in later.
 """
@@ -22,7 +25,7 @@ from receiver.inbound.pipeline import Pipeline
 from receiver.index.conversations import ConversationIndex
 from receiver.twilio.mcs import mcs_media_url
 from receiver.twilio.rest import TwilioRest, TwilioRestError
-from receiver.twilio.webhook import ConversationEvent, inbound_from_conversation
+from receiver.twilio.webhook import ConversationEvent, inbound_from_conversation, send_mark
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class ConversationOutcome:
     """What handling one event did (for the webhook's log and tests)."""
 
     event_type: str
-    #: recorded, duplicate, updated, "receipt <status>"
+    #: recorded, duplicate, updated, own (a message we sent), "receipt <status>"
     result: str
 
 
@@ -106,6 +109,11 @@ class Conversations:
             sid, body=event.body, attributes=event.attributes
         ):
             return ConversationOutcome(event.event_type, "updated")
+        if send_mark(event.attributes) is not None:
+            # Our own send coming back (Twilio calls the webhook for every message
+            # added, ours too): its outbound row has it; it is not an arrival.
+            log.debug("conversations: %s %s is one we sent", event.event_type, sid)
+            return ConversationOutcome(event.event_type, "own")
         # onMessageAdded, or an update of a message we never saw added: record it.
         service = self._service_of(event)
         msg = inbound_from_conversation(

@@ -52,15 +52,12 @@ from receiver.outbound.send import (
 from receiver.ratelimit import RateLimiter
 from receiver.twilio.mcs import McsClient
 from receiver.twilio.rest import TwilioRest, TwilioRestError
-from receiver.twilio.webhook import RECEIPT_STATUSES
+from receiver.twilio.webhook import RECEIPT_STATUSES, SEND_MARK_KEY, send_mark
 
 if TYPE_CHECKING:
     from receiver.index import MediaIndex
 
 log = logging.getLogger(__name__)
-
-#: The key under which a sent message's `Attributes` carry its mark.
-MARK = "mms_receiver"
 
 
 class _TurnsByKey:
@@ -306,7 +303,7 @@ class ConversationSender:
             author=row.from_addr,
             body=body,
             media_sid=media_sid,
-            attributes=json.dumps({MARK: {"send": _send_mark(row), "part": part}}),
+            attributes=json.dumps({SEND_MARK_KEY: {"send": _send_mark(row), "part": part}}),
         )
 
     def _resume(self, rest: TwilioRest, row: OutboundRecord, *, wait: bool) -> SendResult:
@@ -370,7 +367,7 @@ class ConversationSender:
         since = row.created_at - timedelta(minutes=5)
         found: dict[int, dict[str, Any]] = {}
         for message in rest.list_conversation_messages(row.to_addr):
-            own = _mark_of(message)
+            own = send_mark(message.get("attributes"))
             if own is not None and own[0] == mark:
                 found.setdefault(own[1], message)
             created = _when(message.get("date_created"))
@@ -467,16 +464,6 @@ def _uploaded(row: OutboundRecord) -> bool:
 def _send_mark(row: OutboundRecord) -> str:
     """What marks one row's messages (its id and key, hashed: no key in the attributes)."""
     return hashlib.sha256(f"{row.id}:{row.idempotency_key}".encode()).hexdigest()[:24]
-
-
-def _mark_of(message: dict[str, Any]) -> tuple[str, int] | None:
-    """(send mark, part) from a message's `Attributes` (a JSON string), or None."""
-    try:
-        attributes = json.loads(message.get("attributes") or "{}")
-        mark = attributes[MARK]
-        return str(mark["send"]), int(mark["part"])
-    except (ValueError, TypeError, KeyError):
-        return None
 
 
 def _when(value: Any) -> datetime | None:

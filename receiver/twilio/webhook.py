@@ -496,6 +496,20 @@ class ConversationEvent:
         return _params_dict(self.params)
 
 
+#: The key of the mark a message we send into a conversation carries in its `Attributes`
+#: (a JSON object): {"mms_receiver": {"send": <hash of the outbound row>, "part": <n>}}.
+SEND_MARK_KEY = "mms_receiver"
+
+
+def send_mark(attributes: str | None) -> tuple[str, int] | None:
+    """(send, part) of our mark in a message's `Attributes`, or None: not sent by us."""
+    try:
+        mark = json.loads(attributes or "{}")[SEND_MARK_KEY]
+        return str(mark["send"]), int(mark["part"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def conversation_event_type(params: Iterable[tuple[str, str]]) -> str | None:
     """The `EventType` of a Conversations webhook, or None when absent."""
     return _Fields(params).text("EventType")
@@ -787,6 +801,8 @@ def conversation_from_stream(event: CloudEvent) -> ConversationEvent:
             params.append(("Media", json.dumps(media)))
         elif key == "MessageBody":
             params.append(("Body", _text(value)))
+        elif key == "Attributes":
+            params.append(("Attributes", _text(value)))  # kept whole: the webhook's is JSON text
         elif isinstance(value, dict):
             params.extend((f"{key}.{k}", _text(v)) for k, v in value.items() if v is not None)
         else:

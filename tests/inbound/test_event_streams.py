@@ -180,6 +180,20 @@ def test_same_message_by_webhook_and_stream_is_stored_once(
     assert found["messages"][0]["conversation_sid"] == conversation
 
 
+@pytest.mark.parametrize("as_object", [True, False], ids=["attributes-object", "attributes-text"])
+def test_a_message_we_sent_coming_back_by_stream_is_not_an_arrival(
+    client: Any, as_object: bool
+) -> None:
+    conversation, ours, theirs = new_sid("CH"), new_sid("IM"), new_sid("IM")
+    mark = {"mms_receiver": {"send": "4f1c2b", "part": 0}}
+    echo = message_added(ours, conversation, "on our way")
+    echo["data"]["Attributes"] = mark if as_object else json.dumps(mark)
+    member = message_added(theirs, conversation, "thanks")
+    assert post_events(client, [echo, member]).status_code == 200
+    assert client.get(f"/api/messages/{ours}", headers=AUTH).status_code == 404
+    assert client.get(f"/api/messages/{theirs}", headers=AUTH).status_code == 200
+
+
 def test_stream_media_uses_the_service_of_a_known_conversation(
     make_app: Any,
 ) -> None:

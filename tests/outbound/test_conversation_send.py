@@ -20,12 +20,14 @@ from click.testing import CliRunner
 from receiver.cli import main
 from receiver.errors import OutboundError, TwilioApiError
 from receiver.outbound import Outbound, OutboundRequest
+from receiver.twilio.signature import compute_signature
 from tests.conftest import AUTH
 from tests.outbound.conftest import API_KEY, API_SECRET, RECIPIENT, SENDER, Running, write
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.mediaserver import MediaServer
+from tests.support.webhooks import ACCOUNT_SID, TOKEN, new_sid
 
 SERVICE = "IS" + "c" * 32
 BUSINESS = "+15017122661"
@@ -387,3 +389,42 @@ def test_a_send_stopped_after_its_uploads_sends_them_without_uploading_again(
     assert result.sid is not None and not result.duplicate
     assert [f.get("MediaSid") for _, f in mcs.created] == uploaded
     assert mcs.count(f"/v1/Services/{SERVICE}/Media") == uploads
+
+
+def test_our_own_message_coming_back_is_not_an_arrival(
+    group: Running, mcs: FakeMcs, tmp_path: Path
+) -> None:
+    """Twilio calls onMessageAdded for the messages we create too: ours carry our mark
+    and stay outbound only; a member's message in the same conversation is recorded."""
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    photo = write(tmp_path, "eta.jpg", samples.jpeg(64, 48))
+    result = group.outbound.send(conversation_request(sid, photo))
+    assert result.sid is not None
+    ((_, form),) = [c for c in mcs.created if c[0] == sid]
+    url = f"{group.url}/twilio/conversations"
+
+    def added(message_sid: str, author: str, attributes: str) -> int:
+        params = [
+            ("EventType", "onMessageAdded"),
+            ("AccountSid", ACCOUNT_SID),
+            ("ConversationSid", sid),
+            ("ChatServiceSid", SERVICE),
+            ("MessageSid", message_sid),
+            ("Author", author),
+            ("Body", "Technician on the way"),
+            ("Attributes", attributes),
+            ("Index", "0"),
+            ("RetryCount", "0"),
+        ]
+        signature = compute_signature(TOKEN, url, params)
+        resp = requests.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        return resp.status_code
+
+    assert added(result.sid, "business", form["Attributes"]) == 200
+    api = f"{group.url}/api/messages"
+    assert requests.get(f"{api}/{result.sid}", headers=AUTH).status_code == 404
+    events = group.services.index.list_events(type="message.received", limit=100)
+    assert all(e.data.get("sid") != result.sid for e in events)
+    theirs = new_sid("IM")
+    assert added(theirs, MEMBERS[0], "{}") == 200
+    assert requests.get(f"{api}/{theirs}", headers=AUTH).status_code == 200

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: Standard Webhooks asks senders to time out; 10 s here.
 TIMEOUT = 10.0
 KEEP = 1024
+#: Parsed endpoint URLs kept (endpoints are few; the cache starts over past this).
+TARGETS_KEPT = 256
 #: Seconds a checked address of an endpoint's host is used before looking it up again.
 RESOLVE_TTL = 10.0
 USER_AGENT = "mms-receiver-events/1"
@@ -89,6 +91,7 @@ class HttpSender:
         self.ca_bundle = ca_bundle
         self._pools: dict[str, tuple[tuple[str, str, int, str], HTTPConnectionPool]] = {}
         self._resolved: dict[tuple[str, int], tuple[str, float]] = {}
+        self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
 
     def check(self, url: str) -> Target:
@@ -105,7 +108,7 @@ class HttpSender:
         """POST once; never raises."""
         started = time.monotonic()
         try:
-            target = self.rules.first(url)
+            target = self._target(url)
             address = self._address(target)
         except BlockedHost as exc:
             return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
@@ -156,6 +159,17 @@ class HttpSender:
         else:
             error = f"HTTP {status}"
         return Sent(False, status=status, response=text, error=error, duration_ms=ms)
+
+    def _target(self, url: str) -> Target:
+        """The parsed endpoint URL, parsed once (an endpoint's URL never changes)."""
+        target = self._targets.get(url)
+        if target is None:
+            target = self.rules.first(url)
+            with self._lock:
+                if len(self._targets) >= TARGETS_KEPT:
+                    self._targets.clear()
+                self._targets[url] = target
+        return target
 
     def _address(self, target: Target) -> str:
         """A checked address of the target's host, looked up at most every `RESOLVE_TTL` s.

@@ -8,9 +8,6 @@ RECEIVER_PROXY_HOPS=1 and no RECEIVER_PUBLIC_URL.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,19 +21,13 @@ from receiver.simulate import fake_sid, inbound_params
 from receiver.twilio.signature import compute_signature
 from tests.conftest import ACCOUNT_SID, API_TOKEN, TOKEN, LiveServer, base_env
 from tests.support.mediaserver import make_tls
-from tests.support.services import free_port, port_open, require
+from tests.support.nginx import nginx_binary, start, write_config
+from tests.support.services import free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "receiver.conf"
 PUBLIC_HOST = "mms.example.test"
 PUBLIC_URL = f"https://{PUBLIC_HOST}/twilio/messaging"
-
-
-def nginx_binary() -> str | None:
-    for candidate in (shutil.which("nginx"), "/usr/sbin/nginx"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def site_for_test(upstream_port: int, http_port: int, https_port: int, cert: str, key: str) -> str:
@@ -98,32 +89,12 @@ def run_nginx(nginx: str, tmp_path: Path, server: LiveServer) -> Iterator[Proxy]
     (prefix / "receiver.conf").write_text(
         site_for_test(server.port, http_port, https_port, tls.cert_file, tls.key_file)
     )
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (prefix / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\n"
-        f"pid {prefix}/nginx.pid;\n"
-        f"error_log {prefix}/logs/error.log info;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"  access_log {prefix}/logs/access.log;\n"
-        f"  client_body_temp_path {prefix}/body;\n  proxy_temp_path {prefix}/proxy;\n"
-        f"  fastcgi_temp_path {prefix}/fastcgi;\n  uwsgi_temp_path {prefix}/uwsgi;\n"
-        f"  scgi_temp_path {prefix}/scgi;\n"
-        f"  include {prefix}/receiver.conf;\n"
-        "}\n"
+    conf = write_config(
+        prefix,
+        f"  access_log {prefix}/logs/access.log;\n  include {prefix}/receiver.conf;\n",
     )
-    args = [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
-    check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(
-        [*args, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = start(nginx, conf, https_port)
     try:
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", https_port):
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
         yield Proxy(
             f"https://127.0.0.1:{https_port}",
             f"http://127.0.0.1:{http_port}",

@@ -442,7 +442,8 @@ def _check_ffmpeg() -> None:
     if version is None:
         click.echo(
             "ffmpeg: missing (apt-get install ffmpeg): no playable copies of AMR, 3GPP or "
-            "QuickTime files and no video poster frames; players get the original"
+            "QuickTime files and no video poster frames; players get the original, and "
+            "their `playable` says failed/no_ffmpeg until a process with ffmpeg makes them"
         )
     else:
         click.echo(f"ffmpeg: ok  {version}")

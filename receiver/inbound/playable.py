@@ -21,6 +21,7 @@ from typing import Any
 
 from receiver.inbound.pools import ForkSafePool, lower_thread_priority
 from receiver.index import MediaIndex
+from receiver.index.playable import NO_FFMPEG
 from receiver.index.records import MediaItem
 from receiver.media.playable import (
     Copy,
@@ -51,7 +52,8 @@ _COPY_CHUNK = 1 << 20
 class PlayableCopies:
     """Makes poster frames and playable copies of stored audio and video on one thread.
 
-    With no ffmpeg on PATH it does nothing: no copies, no posters, no rows.
+    With no ffmpeg on PATH it makes nothing and records each copy `failed` with
+    reason `no_ffmpeg`; the sweep of a process that has ffmpeg makes those later.
     """
 
     def __init__(
@@ -76,8 +78,23 @@ class PlayableCopies:
         recorded before (another delivery, another process) is left alone.
         """
         if not self.available:
+            self._record_no_ffmpeg(media_id)
             return None
         return self._pool.executor.submit(self._start, media_id)
+
+    def _record_no_ffmpeg(self, media_id: int) -> None:
+        """Say why this host makes no copy, instead of leaving the item `pending`."""
+        try:
+            if self.index.queue_playable(media_id):
+                self.index.finish_playable(
+                    media_id,
+                    state="failed",
+                    reason=NO_FFMPEG,
+                    detail="ffmpeg is not installed where the file was stored "
+                    "(apt-get install ffmpeg); a process that has it makes the copy",
+                )
+        except Exception as exc:  # the index is down: the sweep of a host with ffmpeg finds it
+            log.warning("playable copy of media %s not recorded: %s", media_id, exc)
 
     def remake_missing(self, limit: int, *, older_than: float) -> None:
         """Queue items that were stored before copies existed or whose copy was abandoned."""
@@ -87,8 +104,12 @@ class PlayableCopies:
             limit, older_than=max(older_than, 1.0), stale_after=self.stale_after
         )
         for row in found:
-            if self.index.queue_playable(row.id) or self.index.claim_stale_playable(
-                row.id, older_than=self.stale_after, max_attempts=MAX_ATTEMPTS
+            if (
+                self.index.queue_playable(row.id)
+                or self.index.claim_playable_without_ffmpeg(row.id)
+                or self.index.claim_stale_playable(
+                    row.id, older_than=self.stale_after, max_attempts=MAX_ATTEMPTS
+                )
             ):
                 self._pool.executor.submit(self._make, row.id)
 

@@ -3,7 +3,9 @@
 A row is written `pending` before the copy is queued, so the playable route
 answers 202 from the first moment; the derivative thread claims it (a lease
 on `updated_at`, so a crashed process's work is taken over by the sweep) and
-finishes it as `ready`, `original` or `failed`.
+finishes it as `ready`, `original` or `failed`. A host without ffmpeg records
+`failed` with reason `no_ffmpeg` at once, and any process that has ffmpeg
+takes such a copy over in its sweep.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from receiver.index.schema import media, playable_media, utcnow
 from receiver.index.serialize import media_event_data
 from receiver.index.texts import select_media
 
-__all__ = ["PlayableIndex", "delete_playable_of"]
+__all__ = ["NO_FFMPEG", "PlayableIndex", "delete_playable_of"]
+
+#: The reason of a copy that failed only because the host that stored its item had no
+#: ffmpeg: a process that has it makes the copy later.
+NO_FFMPEG = "no_ffmpeg"
 
 
 def delete_playable_of(conn: Connection, message_sid: str) -> None:
@@ -117,6 +123,25 @@ class PlayableIndex(IndexCore):
         return not gave_up and bool(claimed)
 
     @translate_db_errors
+    def claim_playable_without_ffmpeg(self, media_id: int) -> bool:
+        """Take a copy that failed for want of ffmpeg back to `pending` (claimed by the
+        caller, which has ffmpeg); False when it is not such a copy any more."""
+        with self.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(playable_media)
+                    .where(
+                        playable_media.c.media_id == media_id,
+                        playable_media.c.state == "failed",
+                        playable_media.c.reason == NO_FFMPEG,
+                    )
+                    .values(
+                        state="pending", reason=None, detail=None, attempts=1, updated_at=utcnow()
+                    )
+                ).rowcount
+            )
+
+    @translate_db_errors
     def finish_playable(
         self,
         media_id: int,
@@ -155,8 +180,9 @@ class PlayableIndex(IndexCore):
     def missing_playable(
         self, limit: int, *, older_than: float, stale_after: float
     ) -> Sequence[MediaItem]:
-        """Audio and video stored over `older_than` seconds ago with no copy row, or with
-        a `pending` one claimed over `stale_after` seconds ago (its process died)."""
+        """Audio and video stored over `older_than` seconds ago with no copy row, with
+        a `pending` one claimed over `stale_after` seconds ago (its process died), or
+        with one that failed because the host that stored it had no ffmpeg."""
         now = utcnow()
         cutoff = now - timedelta(seconds=older_than)
         stale = now - timedelta(seconds=stale_after)
@@ -172,6 +198,10 @@ class PlayableIndex(IndexCore):
                     | (
                         (playable_media.c.state == "pending")
                         & (playable_media.c.updated_at < stale)
+                    )
+                    | (
+                        (playable_media.c.state == "failed")
+                        & (playable_media.c.reason == NO_FFMPEG)
                     ),
                 )
                 .limit(limit)

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from flask import Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from receiver.index.playable import NO_FFMPEG
 from receiver.index.records import MediaItem, PlayableCopy
 from receiver.storage.base import ObjectStore, check_content_type, content_disposition
 from receiver.web.security import file_policy
@@ -131,7 +132,8 @@ def choose_playable(
             f"media {row.id} is {row.kind or 'other'}, not audio or video; it has no playable copy",
             reason="not_audio_video",
         )
-    if row.state != "stored" or copy is None or copy.state == "original":
+    no_ffmpeg = copy is not None and copy.state == "failed" and copy.reason == NO_FFMPEG
+    if row.state != "stored" or copy is None or copy.state == "original" or no_ffmpeg:
         return choose(row, "content", store)
     if copy.state == "pending":
         resp = problem(

@@ -166,7 +166,8 @@ def test_without_ffmpeg_the_original_is_played(
     (item,) = post(app, media_server, [(data, "audio/amr")])["media"]
     resp = playable(app, item["id"])
     assert resp.status_code == 200 and resp.data == data
-    assert app.extensions["receiver"].index.playable(item["id"]) is None
+    copy = app.extensions["receiver"].index.playable(item["id"])
+    assert copy is not None and (copy.state, copy.reason) == ("failed", "no_ffmpeg")
 
 
 def test_the_sweep_makes_copies_of_items_stored_before_copies_existed(
@@ -265,3 +266,40 @@ def test_a_rescan_match_removes_the_playable_copy_too(
         updated.cleanup()
     assert list(store.iter_keys("media/")) == [] and list(store.iter_keys("derived/")) == []
     assert playable(app, item["id"]).status_code == 404
+
+
+def test_without_ffmpeg_the_copy_says_why_and_a_host_with_it_makes_it_later(
+    make_app: Any, media_server: MediaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.inbound.playable import PlayableCopies
+
+    voice_note = avfiles.amr_voice_note(2)  # made with ffmpeg, before it is hidden
+    monkeypatch.setenv("PATH", "/nonexistent")
+    app = make_app(RECEIVER_MEDIA_HOSTS=media_server.host_port)
+    msg = post(app, media_server, [(voice_note, "audio/amr")])
+    (item,) = msg["media"]
+
+    def copy_state() -> dict[str, Any]:
+        got = app.test_client().get(f"/api/messages/{msg['sid']}", headers=AUTH).get_json()
+        state: dict[str, Any] = got["media"][0]["playable"]
+        return state
+
+    assert wait_for(lambda: copy_state()["state"] == "failed")
+    assert copy_state()["reason"] == "no_ffmpeg"
+    original = playable(app, item["id"])  # the original meanwhile, not "being made" forever
+    assert original.status_code == 200 and original.data == voice_note
+    monkeypatch.undo()
+    svc = app.extensions["receiver"]
+    with svc.index.begin() as conn:  # stored before the sweep's grace
+        conn.execute(
+            update(media)
+            .where(media.c.id == item["id"])
+            .values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    with_ffmpeg = PlayableCopies(svc.index, svc.store)
+    try:
+        with_ffmpeg.remake_missing(10, older_than=60)
+        assert wait_for(lambda: copy_state()["state"] == "ready", seconds=60)
+    finally:
+        with_ffmpeg.shutdown()
+    assert playable(app, item["id"]).headers["Content-Type"] == "audio/mp4"

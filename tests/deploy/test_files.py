@@ -411,3 +411,22 @@ def test_hadolint_finds_nothing_in_the_clamd_image() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- packaging ----------------------------------------------------------------------
+
+
+def test_every_package_of_the_source_is_in_the_wheel() -> None:
+    """pyproject lists packages one by one: a new subpackage left out would be missing
+    from the wheel and the image (an editable install would never show it)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "receiver").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found and found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

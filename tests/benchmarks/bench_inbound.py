@@ -245,6 +245,17 @@ def bench_service(
         env,
         f"http://127.0.0.1:{port}/healthz",
     )
+    return measure(proc, port, media, payload, args)
+
+
+def measure(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    media: MediaServer,
+    payload: bytes,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """Load the server running as `proc` on `port`, then stop it; its figures and peak RSS."""
     sampler = RssSampler(proc.pid)
     sampler.start()
     try:
@@ -291,23 +302,7 @@ def bench_baseline(
         {"BASELINE_DIR": str(app_dir / "out")},
         f"http://127.0.0.1:{port}/",
     )
-    sampler = RssSampler(proc.pid)
-    sampler.start()
-    try:
-        figures = load(
-            f"http://127.0.0.1:{port}/twilio/messaging",
-            media,
-            payload,
-            args.messages,
-            args.senders,
-            proc.pid,
-        )
-    finally:
-        sampler.stop.set()
-        proc.terminate()
-        proc.wait(20)
-    figures["peak_rss_mb"] = sampler.peak / 2**20
-    return figures
+    return measure(proc, port, media, payload, args)
 
 
 LARGE_FILE_CHILD = textwrap.dedent(

@@ -60,6 +60,23 @@ def conversation_request(sid: str, *media: str, **kwargs: object) -> OutboundReq
     )
 
 
+def sender_without_grace(group: Running) -> Outbound:
+    """Another sender on the same index (as a later process would be), with no in-flight
+    grace, so it resumes cut-off sends at once."""
+    svc = group.services
+    later = Outbound.build(
+        svc.settings,
+        svc.index,
+        svc.store,
+        outbound_index=svc.outbound_index,
+        links=svc.links,
+        rest=svc.twilio,
+        in_flight_grace=0,
+    )
+    group.built.append(later)
+    return later
+
+
 def test_photos_are_uploaded_to_mcs_and_sent_one_per_message(
     group: Running, mcs: FakeMcs, tmp_path: Path
 ) -> None:
@@ -230,16 +247,7 @@ def test_interrupted_send_is_finished_once_by_the_recovery_path(
     # After the grace period the recovery path (`reconcile`) finds the parts that are in
     # by the mark in their Attributes and creates only the missing ones.
     svc = group.services
-    later = Outbound.build(
-        svc.settings,
-        svc.index,
-        svc.store,
-        outbound_index=svc.outbound_index,
-        links=svc.links,
-        rest=svc.twilio,
-        in_flight_grace=0,
-    )
-    group.built.append(later)
+    later = sender_without_grace(group)
     assert later.resolve_unknown() == (1, 0)
     parts = created_parts(mcs, sid)
     assert [(body is not None, part) for body, _, part in parts] == [(True, 0), (False, 1)]
@@ -263,17 +271,7 @@ def test_the_same_key_resumes_a_cut_off_send_itself(
     with pytest.raises(TwilioApiError) as lost:
         group.outbound.send(request)
     assert lost.value.maybe_sent
-    svc = group.services
-    later = Outbound.build(
-        svc.settings,
-        svc.index,
-        svc.store,
-        outbound_index=svc.outbound_index,
-        links=svc.links,
-        rest=svc.twilio,
-        in_flight_grace=0,
-    )
-    group.built.append(later)
+    later = sender_without_grace(group)
     result = later.send(request)
     # The message was in: adopted, not sent again.
     assert result.duplicate and result.status == "sent"
@@ -343,16 +341,7 @@ def test_concurrent_resumes_create_a_missing_message_once(group: Running, mcs: F
     with pytest.raises(TwilioApiError):
         group.outbound.send(request)
     svc = group.services
-    later = Outbound.build(
-        svc.settings,
-        svc.index,
-        svc.store,
-        outbound_index=svc.outbound_index,
-        links=svc.links,
-        rest=svc.twilio,
-        in_flight_grace=0,
-    )
-    group.built.append(later)
+    later = sender_without_grace(group)
 
     def attempt(_: int) -> str:
         try:

@@ -14,6 +14,7 @@ import pytest
 from receiver.outbound import Outbound, OutboundRequest
 from receiver.services import Services
 from tests.conftest import ACCOUNT_SID, TOKEN, base_env
+from tests.support.fake_mcs import FakeMcs
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
@@ -141,3 +142,26 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
     return str(path)
+
+
+@pytest.fixture
+def mcs() -> Iterator[FakeMcs]:
+    """MCS and the Conversations API, taking the REST API key."""
+    with FakeMcs(API_KEY, API_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def group(
+    serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str], mcs: FakeMcs
+) -> Running:
+    """The service with MCS and Conversations at the fake (its temporary URLs allowed)."""
+    hosts = f"{outbound_env['RECEIVER_MEDIA_HOSTS']},{mcs.host_port}"
+    return serve(
+        {
+            **outbound_env,
+            "TWILIO_MCS_BASE": mcs.url,
+            "TWILIO_CONVERSATIONS_BASE": mcs.url,
+            "RECEIVER_MEDIA_HOSTS": hosts,
+        }
+    )

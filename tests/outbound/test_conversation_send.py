@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from receiver.errors import OutboundError, TwilioApiError
 from receiver.outbound import Outbound, OutboundRequest
 from receiver.twilio.signature import compute_signature
 from tests.conftest import AUTH
-from tests.outbound.conftest import API_KEY, API_SECRET, RECIPIENT, SENDER, Running, write
+from tests.outbound.conftest import API_KEY, RECIPIENT, SENDER, Running, write
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
 from tests.support.fake_twilio import FakeTwilio
@@ -32,21 +31,6 @@ from tests.support.webhooks import ACCOUNT_SID, TOKEN, new_sid
 SERVICE = "IS" + "c" * 32
 BUSINESS = "+15017122661"
 MEMBERS = ["+15551230001", "+15551230002"]
-
-
-@pytest.fixture
-def mcs() -> Iterator[FakeMcs]:
-    """MCS and the Conversations API, taking the REST API key."""
-    with FakeMcs(API_KEY, API_SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def group(
-    serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str], mcs: FakeMcs
-) -> Running:
-    """The service with MCS and Conversations at the fake."""
-    return serve({**outbound_env, "TWILIO_MCS_BASE": mcs.url, "TWILIO_CONVERSATIONS_BASE": mcs.url})
 
 
 def conversation_request(sid: str, *media: str, **kwargs: object) -> OutboundRequest:

@@ -10,13 +10,10 @@ import html
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
-from tests.outbound.conftest import API_KEY, API_SECRET, RECIPIENT, SENDER, Running
+from tests.outbound.conftest import RECIPIENT, SENDER, Running
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
 from tests.support.fake_twilio import FakeTwilio
@@ -27,28 +24,6 @@ from tests.web.conftest import csrf_of, login
 SERVICE = "IS" + "d" * 32
 BUSINESS = "+15017122661"
 MEMBERS = ["+15551230001", "+15551230002"]
-
-
-@pytest.fixture
-def mcs() -> Iterator[FakeMcs]:
-    with FakeMcs(API_KEY, API_SECRET) as server:
-        yield server
-
-
-@pytest.fixture
-def group(
-    serve: Callable[[dict[str, str]], Running], outbound_env: dict[str, str], mcs: FakeMcs
-) -> Running:
-    """The service with MCS and Conversations at the fake (its temporary URLs allowed)."""
-    hosts = f"{outbound_env['RECEIVER_MEDIA_HOSTS']},{mcs.host_port}"
-    return serve(
-        {
-            **outbound_env,
-            "TWILIO_MCS_BASE": mcs.url,
-            "TWILIO_CONVERSATIONS_BASE": mcs.url,
-            "RECEIVER_MEDIA_HOSTS": hosts,
-        }
-    )
 
 
 def _event(conversation: str, **fields: str) -> list[tuple[str, str]]:

@@ -37,7 +37,6 @@ from tests.support.traffic import seed as seed_traffic
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
@@ -116,28 +115,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             app.extensions["receiver"].close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require(
-        os.path.exists(CHROMIUM),
-        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
-def page(browser: Any, site: Site) -> Iterator[Any]:
+def page(chromium: Any, site: Site) -> Iterator[Any]:
     # The pages' CSP forbids injected scripts; only axe's tag needs the bypass.
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
+    context = chromium.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     tab = context.new_page()
     tab.set_default_timeout(15_000)
     try:

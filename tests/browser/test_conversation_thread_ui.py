@@ -14,7 +14,6 @@ import pytest
 
 from receiver.simulate import post_signed
 from tests.browser.test_a11y import AXE, violations
-from tests.browser.test_ui import chromium
 from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, TOKEN, base_env
 from tests.support import samples
 from tests.support.fake_mcs import FakeMcs
@@ -24,7 +23,6 @@ from tests.support.services import free_port
 from tests.support.webhooks import new_sid
 
 pytestmark = pytest.mark.browser
-__all__ = ["chromium"]
 
 OURS = "+15017122661"
 SERVICE = "IS" + "e" * 32

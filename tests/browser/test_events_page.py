@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from receiver.simulate import inbound_params, post_signed
-from tests.browser.test_ui import chromium  # noqa: F401  (the module's browser, shared)
 from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, TOKEN, base_env
 from tests.support.hookserver import HookServer
 from tests.support.loopback import serve_in_thread
@@ -49,7 +48,7 @@ def events_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventsSite
 
 
 def test_a_failed_delivery_is_shown_and_replayed_from_the_page(
-    chromium: Any,  # noqa: F811
+    chromium: Any,
     events_site: EventsSite,
 ) -> None:
     services, hooks = events_site.services, events_site.hooks

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-import tests.browser.test_ui as ui
 from receiver.index import MediaIndex
 from receiver.index.schema import outbound_messages
 from receiver.simulate import SimulatedMedia, inbound_params, post_signed
@@ -27,7 +26,6 @@ from tests.support.webhooks import new_sid
 
 pytestmark = pytest.mark.browser
 
-chromium = ui.chromium
 OURS = "+15017122661"
 CUSTOMER = "+15550009001"
 #: The promise is 2 s after the webhook's answer; the margin is for a loaded CI machine.

@@ -17,12 +17,9 @@ from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, AUTH, TOKEN, base_env
 from tests.support import avfiles
 from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
-from tests.support.services import require
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -81,29 +78,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def page(site: Site) -> Iterator[Any]:
-    require(
-        os.path.exists(CHROMIUM),
-        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
-        )
-        try:
-            tab = browser.new_page()
-            tab.set_default_timeout(15_000)
-            tab.goto(f"{site.url}/messages/{site.sid}")
-            tab.get_by_label("Admin password").fill(ADMIN_PASSWORD)
-            tab.get_by_role("button", name="Log in").click()
-            tab.wait_for_url(re.compile(re.escape(f"{site.url}/messages/{site.sid}")))
-            yield tab
-        finally:
-            browser.close()
+def page(site: Site, chromium: Any) -> Iterator[Any]:
+    tab = chromium.new_page()
+    try:
+        tab.set_default_timeout(15_000)
+        tab.goto(f"{site.url}/messages/{site.sid}")
+        tab.get_by_label("Admin password").fill(ADMIN_PASSWORD)
+        tab.get_by_role("button", name="Log in").click()
+        tab.wait_for_url(re.compile(re.escape(f"{site.url}/messages/{site.sid}")))
+        yield tab
+    finally:
+        tab.close()
 
 
 def test_the_browser_cannot_play_the_originals(page: Any) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from receiver.simulate import inbound_params, post_signed
-from tests.browser.test_ui import chromium
 from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, TOKEN, base_env
 from tests.support import samples
 from tests.support.fake_twilio import FakeTwilio
@@ -27,7 +26,6 @@ from tests.support.services import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
-__all__ = ["chromium"]
 
 OURS = "+15017122661"
 ROOT = Path(__file__).resolve().parents[2]

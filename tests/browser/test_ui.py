@@ -34,13 +34,11 @@ from tests.conftest import ACCOUNT_SID, ADMIN_PASSWORD, AUTH, TOKEN, base_env
 from tests.support import samples
 from tests.support.loopback import serve_in_thread
 from tests.support.mediaserver import MediaServer
-from tests.support.services import require
 from tests.support.traffic import TRAFFIC, Traffic
 from tests.support.traffic import seed as seed_traffic
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "tests" / "fixtures" / "clip.mp4"
 SCREENSHOT = ROOT / "artifacts" / "screenshots" / "messages.png"
@@ -143,34 +141,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             server.shutdown()
             server.server_close()
             app.extensions["receiver"].close()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    require(
-        os.path.exists(CHROMIUM),
-        f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-    )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @dataclass

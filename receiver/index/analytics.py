@@ -302,19 +302,15 @@ def _from_rows(index: IndexCore, rng: DateRange) -> Analytics:
             kinds[str(kind)] = kinds.get(str(kind), 0) + int(n)
         if label is not None:
             sizes[str(label)] += int(n)
-    return Analytics(
-        range=rng,
-        per_bucket=per_bucket,
-        media_by_kind=dict(sorted(kinds.items())),
-        media_by_size=sizes,
-        funnel=funnel,
-        error_codes=_error_codes(error_rows),
-        cost_by_batch=[
-            {"batch": name or SINGLE_SENDS, "messages": int(n), "cost": _money(_cost(price))}
-            for name, n, price in batch_rows
-        ],
-        cost_unit="/".join(sorted(units)) or None,
-        totals=_totals(per_bucket),
+    return _assemble(
+        rng,
+        per_bucket,
+        kinds,
+        sizes,
+        funnel,
+        error_rows,
+        [(name, int(n), _cost(price)) for name, n, price in batch_rows],
+        sorted(units),
     )
 
 
@@ -421,6 +417,29 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
             kinds[str(kind)] = kinds.get(str(kind), 0) + int(n)
         for label, count in zip(labels, per_size, strict=True):
             sizes[label] += int(count or 0)
+    return _assemble(
+        rng,
+        per_bucket,
+        kinds,
+        sizes,
+        funnel,
+        error_rows,
+        [(name, int(n), _cost(int(micros) / MICROS)) for name, n, micros in batch_rows if int(n)],
+        list(units),
+    )
+
+
+def _assemble(
+    rng: DateRange,
+    per_bucket: dict[str, dict[str, float]],
+    kinds: dict[str, int],
+    sizes: dict[str, int],
+    funnel: dict[str, int],
+    error_rows: Any,
+    batches: list[tuple[str | None, int, float]],
+    units: list[str],
+) -> Analytics:
+    """The report from its parts, however they were counted (rows or roll-ups)."""
     return Analytics(
         range=rng,
         per_bucket=per_bucket,
@@ -429,13 +448,8 @@ def _from_rollups(index: IndexCore, rng: DateRange) -> Analytics:
         funnel=funnel,
         error_codes=_error_codes(error_rows),
         cost_by_batch=[
-            {
-                "batch": name or SINGLE_SENDS,
-                "messages": int(n),
-                "cost": _money(_cost(int(micros) / MICROS)),
-            }
-            for name, n, micros in batch_rows
-            if int(n)
+            {"batch": name or SINGLE_SENDS, "messages": n, "cost": _money(cost)}
+            for name, n, cost in batches
         ],
         cost_unit="/".join(units) or None,
         totals=_totals(per_bucket),

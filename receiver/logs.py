@@ -29,6 +29,7 @@ from typing import Any
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
 from receiver.settings import Settings
+from receiver.twilio import sids
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 MASK = "***"
@@ -36,7 +37,7 @@ MASK = "***"
 # `Bearer x`), not inside words: masking every letter "a" would hide the log.
 MIN_SECRET_LENGTH = 6
 
-_MESSAGE_SID = re.compile(r"\b(?:SM|MM)[0-9a-fA-F]{32}\b")
+_MESSAGE_SID = re.compile(rf"\b{sids.MESSAGE.pattern}\b")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization: Basic abc= / Bearer xyz (headers, reprs of header dicts)
     (

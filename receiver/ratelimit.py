@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from receiver.errors import ConfigError
+from receiver.twilio import sids
 
 SENDER_TYPES = ("long_code", "toll_free", "short_code", "messaging_service", "alphanumeric")
 
 _TOLL_FREE = re.compile(r"\+18(00|33|44|55|66|77|88)[0-9]{7}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
-_SERVICE = re.compile(r"MG[0-9a-fA-F]{32}")
 _ALPHANUMERIC = re.compile(r"[A-Za-z0-9 ]{1,11}")
 
 
@@ -35,7 +35,7 @@ def sender_type(sender: str) -> str:
     """Classify a sender: ``long_code``, ``toll_free``, ``short_code``, ``messaging_service``
     or ``alphanumeric``."""
     value = sender.strip()
-    if _SERVICE.fullmatch(value):
+    if sids.MESSAGING_SERVICE.fullmatch(value):
         return "messaging_service"
     if _TOLL_FREE.fullmatch(value):
         return "toll_free"

@@ -4,7 +4,6 @@ webhooks and Event Streams at this service."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -13,8 +12,7 @@ import click
 
 from receiver.commands.common import load_settings
 from receiver.errors import ConfigError, TwilioApiError
-
-_SERVICE_SID = re.compile(r"IS[A-Za-z0-9]{32}")
+from receiver.twilio import sids
 
 
 def register(group: click.Group) -> None:
@@ -44,7 +42,7 @@ def configure_conversations(services: tuple[str, ...], url: str | None, dry_run:
     from receiver.twilio.webhook import CONVERSATION_EVENTS
 
     for sid in services:
-        if not _SERVICE_SID.fullmatch(sid):
+        if not sids.CHAT_SERVICE.fullmatch(sid):
             raise click.BadParameter(
                 f"{sid!r} is not a Conversations Service SID (IS and 32 letters or digits)",
                 param_hint="--service",

@@ -20,7 +20,6 @@ stored with the conversation as their recipient (`to_channel`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +47,7 @@ from receiver.index.schema import (
     outbound_messages,
     thread_summary,
 )
+from receiver.twilio import sids
 
 SEPARATOR = "~"
 #: receiver_meta key set once the table has been filled from older messages. Renamed
@@ -56,12 +56,11 @@ SEPARATOR = "~"
 BACKFILLED = "thread_summary_backfilled_conversations"
 #: The `to_channel` of an inbound Conversations message (its `to_addr` is the CH… SID).
 CONVERSATION_CHANNEL = "conversations"
-CONVERSATION_SID = re.compile(r"CH[0-9a-fA-F]{32}")
 
 
 def is_conversation_key(key: str) -> bool:
     """Whether a thread key names a Conversations conversation."""
-    return bool(CONVERSATION_SID.fullmatch(key))
+    return bool(sids.CONVERSATION.fullmatch(key))
 
 
 def _address(channel: Any, address: Any) -> Any:
@@ -122,7 +121,7 @@ def inbound_key(row: Mapping[Any, Any]) -> str:
 
 def outbound_key(row: Mapping[str, Any]) -> str | None:
     """The thread key of an outbound row, or None when it names no sender of ours."""
-    if CONVERSATION_SID.fullmatch(row["to_addr"] or ""):
+    if sids.CONVERSATION.fullmatch(row["to_addr"] or ""):
         return str(row["to_addr"])
     ours = row.get("messaging_service_sid") or row.get("from_addr")
     return f"{ours}{SEPARATOR}{row['to_addr']}" if ours else None

@@ -38,6 +38,7 @@ from receiver.outbound.prepare import PreparedMedia
 from receiver.outbound.request import OutboundRequest, validate_request
 from receiver.outbound.send import SendResult
 from receiver.replies import human_size
+from receiver.twilio import sids
 from receiver.twilio.rest import TwilioRest, TwilioRestError
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ KEY_PREFIX = "reply:"
 #: How long a positive "this number is ours" answer is trusted.
 OWNERSHIP_TTL = 300.0
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 _NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 20
 
@@ -178,7 +178,7 @@ class InboxReplies:
                 "invalid_key",
             )
         ours = reply.thread.ours
-        service = bool(_SERVICE_SID.fullmatch(ours))
+        service = bool(sids.MESSAGING_SERVICE.fullmatch(ours))
         key = KEY_PREFIX + reply.key if reply.key else None
         if reply.thread.conversation:
             request = OutboundRequest(
@@ -240,13 +240,13 @@ class InboxReplies:
         from being prepared and hosted for nothing. Channel addresses and short
         codes are left to Twilio's own check.
         """
-        if not (_E164.fullmatch(ours) or _SERVICE_SID.fullmatch(ours)):
+        if not (_E164.fullmatch(ours) or sids.MESSAGING_SERVICE.fullmatch(ours)):
             return
         with self._owned_lock:
             if self._owned.get(ours, 0.0) > time.monotonic():
                 return
         rest = self.rest()
-        if _SERVICE_SID.fullmatch(ours):
+        if sids.MESSAGING_SERVICE.fullmatch(ours):
             try:
                 rest.fetch_messaging_service(ours)
                 owned = True

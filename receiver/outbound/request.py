@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from receiver.errors import OutboundError
 from receiver.media.policy import Policy, check_count, mms_policy, whatsapp_policy
+from receiver.twilio import sids
 
 MAX_BODY = 1600
 #: Twilio carries MMS only to US and Canadian numbers, which share the country code +1;
@@ -25,8 +26,6 @@ MMS_PREFIXES = ("+1",)
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _CHANNEL_ADDRESS = re.compile(r"(whatsapp|messenger|rcs):\S{3,}")
-_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
-_CONVERSATION_SID = re.compile(r"CH[0-9a-fA-F]{32}")
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
 _ALPHANUMERIC = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 _GSM7 = set(
@@ -201,7 +200,7 @@ def validate_request(request: OutboundRequest) -> None:
 
 def is_conversation_sid(value: str | None) -> bool:
     """Whether `value` names a Conversation (an outbound row's `to_addr` when sent into one)."""
-    return bool(_CONVERSATION_SID.fullmatch(value or ""))
+    return bool(sids.CONVERSATION.fullmatch(value or ""))
 
 
 def _validate_conversation(request: OutboundRequest) -> None:
@@ -248,7 +247,9 @@ def _validate_addresses(request: OutboundRequest) -> None:
             "use E.164 such as +15017122661",
             "invalid_from",
         )
-    if request.messaging_service_sid and not _SERVICE_SID.fullmatch(request.messaging_service_sid):
+    if request.messaging_service_sid and not sids.MESSAGING_SERVICE.fullmatch(
+        request.messaging_service_sid
+    ):
         raise OutboundError(
             f"--messaging-service {request.messaging_service_sid!r} is not a Messaging Service "
             "SID (MG and 32 hex digits)",

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import requests
 
 from receiver.errors import FetchError, OutboundError
+from receiver.twilio import sids
 
-_MEDIA_PATH = re.compile(r"/v1/Services/IS[A-Za-z0-9]{32}/Media/ME[A-Za-z0-9]{32}")
+_MEDIA_PATH = re.compile(f"/v1/Services/{sids.CHAT_SERVICE.pattern}/Media/{sids.MEDIA.pattern}")
 
 
 def mcs_media_url(base: str, chat_service_sid: str, media_sid: str) -> str:

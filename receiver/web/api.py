@@ -20,6 +20,7 @@ from receiver.index.queries import (
 from receiver.index.records import MediaItem, PlayableCopy
 from receiver.index.serialize import message_json, similar_json
 from receiver.lifecycle import erase_message
+from receiver.twilio import sids
 from receiver.web import openapi, serve_media
 from receiver.web.auth import api_auth
 from receiver.web.hooks import services
@@ -27,7 +28,7 @@ from receiver.web.hooks import services
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-SID = re.compile(r"^(SM|MM|IM)[A-Za-z0-9]{32}$")  # IM: Conversations messages
+SID = sids.sid_pattern("SM", "MM", "IM")  # IM: Conversations messages
 MEDIA_ID = re.compile(r"^[1-9][0-9]{0,9}$")
 MAX_MEDIA_ID = 2**31 - 1
 LIST_PARAMETERS = ("from", "kind", "state", "since", "until", "q", "similar_to")
@@ -50,7 +51,7 @@ AV = ("audio", "video")
 
 def valid_sid(sid: str) -> str:
     """404 for anything that is not a message SID (also stops path tricks)."""
-    if not SID.match(sid):
+    if not SID.fullmatch(sid):
         abort(404, description="no message with that SID")
     return sid
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, abort, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from receiver.index.serialize import conversation_json
+from receiver.twilio import sids
 from receiver.web.auth import api_auth
 from receiver.web.browse import message_view
 from receiver.web.hooks import services
 
 bp = Blueprint("conversations", __name__)
 
-CONVERSATION_SID = re.compile(r"^CH[A-Za-z0-9]{32}$")
 #: Conversations listed by GET /api/conversations (most recently updated first).
 LIST_LIMIT = 200
 
@@ -32,7 +30,7 @@ def list_conversations() -> Response:
 def get_conversation(sid: str) -> Response:
     """One conversation with its participants and its messages in `Index` order."""
     index = services().conversations.index
-    conversation = index.get(sid) if CONVERSATION_SID.match(sid) else None
+    conversation = index.get(sid) if sids.CONVERSATION.fullmatch(sid) else None
     if conversation is None:
         abort(404, description="no conversation with that SID")
     thread = index.thread(sid)
@@ -44,7 +42,7 @@ def get_conversation(sid: str) -> Response:
 def conversation_page(sid: str) -> ResponseReturnValue:
     """One thread: each author's messages and media, and the participants."""
     index = services().conversations.index
-    conversation = index.get(sid) if CONVERSATION_SID.match(sid) else None
+    conversation = index.get(sid) if sids.CONVERSATION.fullmatch(sid) else None
     if conversation is None:
         return render_template("not_found.html", what="conversation", ident=sid), 404
     thread = index.thread(sid)

@@ -15,6 +15,7 @@ from receiver.errors import ConfigError, OutboundError, TwilioApiError
 from receiver.index.analytics import SERIES, InvalidRange
 from receiver.outbound import Outbound, OutboundRequest
 from receiver.services import Services
+from receiver.twilio import sids
 from receiver.web import analytics
 from receiver.web.auth import api_auth
 from receiver.web.openapi import add_paths
@@ -24,7 +25,7 @@ bp = Blueprint("outbound_api", __name__, url_prefix="/api")
 # The largest id either database stores (a signed 64-bit integer).
 MAX_ID = 2**63 - 1
 
-OUTBOUND_REF = re.compile(r"^(?:(?:SM|MM)[A-Za-z0-9]{32}|[1-9][0-9]{0,9})$")
+OUTBOUND_REF = re.compile(rf"{sids.MESSAGE.pattern}|[1-9][0-9]{{0,9}}")
 MAX_LIST = 200
 FORMAT_HELP = "format must be json or csv"
 
@@ -112,7 +113,7 @@ def list_outbound() -> Response:
 @api_auth
 def get_outbound(ref: str) -> Response:
     """One outbound message (by MessageSid or id) with every status event received."""
-    if not OUTBOUND_REF.match(ref):
+    if not OUTBOUND_REF.fullmatch(ref):
         abort(404, description="no outbound message with that SID or id")
     row = outbound().message(ref)
     if row is None:
@@ -158,7 +159,10 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {
             "to": {"type": "string", "description": "E.164 recipient, e.g. +15558675310"},
             "from": {"type": "string", "description": "One of your Twilio numbers"},
-            "messaging_service_sid": {"type": "string", "pattern": "^MG[0-9a-fA-F]{32}$"},
+            "messaging_service_sid": {
+                "type": "string",
+                "pattern": f"^{sids.MESSAGING_SERVICE.pattern}$",
+            },
             "body": {"type": "string", "maxLength": 1600},
             "media": {
                 "type": "array",
@@ -172,7 +176,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "dry_run": {"type": "boolean"},
             "conversation": {
                 "type": "string",
-                "pattern": "^CH[0-9a-fA-F]{32}$",
+                "pattern": f"^{sids.CONVERSATION.pattern}$",
                 "description": "Send into this Conversation (group MMS) instead of `to`: "
                 "each file is uploaded to its Chat Service, one message per file",
             },

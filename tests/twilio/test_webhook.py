@@ -198,6 +198,9 @@ MALFORMED = [
         id="path-MessageSid",
     ),
     pytest.param(minimal(MessageSid="SM" + "é" * 32), "MessageSid", id="non-ascii-MessageSid"),
+    # Twilio's SIDs are 32 hexadecimal digits after the prefix, nothing else.
+    pytest.param(minimal(MessageSid="SM" + "z" * 32), "MessageSid", id="non-hex-MessageSid"),
+    pytest.param(minimal(MessageSid="SM" + "a" * 32 + "\n"), "MessageSid", id="newline-MessageSid"),
     pytest.param(without("AccountSid"), "AccountSid", id="missing-AccountSid"),
     pytest.param(minimal(AccountSid="AC/" + "a" * 31), "AccountSid", id="bad-AccountSid"),
     pytest.param(

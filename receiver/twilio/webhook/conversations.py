@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from receiver.errors import WebhookError
+from receiver.twilio import sids
 from receiver.twilio.webhook.messaging import (
     ACCOUNT_SID,
     MAX_MEDIA,
@@ -25,10 +25,10 @@ from receiver.twilio.webhook.messaging import (
 # them: https://www.twilio.com/docs/conversations/conversations-webhooks
 # (the `Media` parameter is a JSON list of {Sid, ContentType, Filename, Size}).
 
-_CONVERSATION_SID = re.compile(r"CH[A-Za-z0-9]{32}")
-_CHAT_SERVICE_SID = re.compile(r"IS[A-Za-z0-9]{32}")
-_CONVERSATION_MESSAGE_SID = re.compile(r"IM[A-Za-z0-9]{32}")
-_PARTICIPANT_SID = re.compile(r"MB[A-Za-z0-9]{32}")
+_CONVERSATION_SID = sids.CONVERSATION
+_CHAT_SERVICE_SID = sids.CHAT_SERVICE
+_CONVERSATION_MESSAGE_SID = sids.CONVERSATION_MESSAGE
+_PARTICIPANT_SID = sids.PARTICIPANT
 
 #: Post-event types this receiver keeps; any other type is answered 200 and ignored.
 CONVERSATION_EVENTS = frozenset(
@@ -47,7 +47,7 @@ CONVERSATION_EVENTS = frozenset(
 )
 #: Delivery receipt statuses (https://www.twilio.com/docs/conversations/delivery-receipts).
 RECEIPT_STATUSES = frozenset({"sent", "delivered", "read", "failed", "undelivered"})
-_RECEIPT_SID = re.compile(r"DY[A-Za-z0-9]{32}")
+_RECEIPT_SID = sids.RECEIPT
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from receiver.errors import WebhookError
+from receiver.twilio import sids
 
 MAX_MEDIA = 10
 
 # Sids end up in storage keys and file names, so only Twilio's exact shape is accepted.
-MESSAGE_SID = re.compile(r"(?:SM|MM)[A-Za-z0-9]{32}")
-ACCOUNT_SID = re.compile(r"AC[A-Za-z0-9]{32}")
-SERVICE_SID = re.compile(r"MG[A-Za-z0-9]{32}")
-MEDIA_SID = re.compile(r"ME[A-Za-z0-9]{32}")
+MESSAGE_SID = sids.MESSAGE
+ACCOUNT_SID = sids.ACCOUNT
+SERVICE_SID = sids.MESSAGING_SERVICE
+MEDIA_SID = sids.MEDIA
 _CHANNEL = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,31}):(.*)", re.DOTALL)
 _COUNT = re.compile(r"[0-9]{1,6}")
 _ERROR_CODE = re.compile(r"[0-9]{1,9}")

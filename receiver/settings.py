@@ -104,6 +104,9 @@ class Settings:
     event_retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     #: Open live-update streams (GET /api/stream) per server process; beyond: 503.
     stream_max: int = 500
+    #: Who messages we send into a conversation are from when the request names no
+    #: author (`send --author`); empty: Twilio's default, "system".
+    conversation_author: str = ""
 
     def __post_init__(self) -> None:
         if self.public_url:
@@ -137,6 +140,11 @@ class Settings:
             )
         if self.stream_max < 0:
             raise ConfigError("RECEIVER_STREAM_MAX must be 0 (no live updates) or more")
+        if len(self.conversation_author) > 256 or not self.conversation_author.isprintable():
+            raise ConfigError(
+                "RECEIVER_CONVERSATION_AUTHOR must be at most 256 printable characters "
+                "(the business's name or chat identity, e.g. 'Acme Support')"
+            )
         if self.proxy_hops < 0 or self.proxy_hops > 10:
             raise ConfigError("RECEIVER_PROXY_HOPS must be a whole number from 0 to 10")
         if self.max_media_bytes <= 0 or self.max_message_bytes <= 0:
@@ -359,6 +367,7 @@ class Settings:
             event_disable_after=_float(env, "RECEIVER_EVENT_DISABLE_AFTER", DEFAULT_DISABLE_AFTER),
             event_retry_schedule=_schedule(env.get("RECEIVER_EVENT_RETRY_SCHEDULE")),
             stream_max=_int(env, "RECEIVER_STREAM_MAX", 500),
+            conversation_author=(env.get("RECEIVER_CONVERSATION_AUTHOR") or "").strip(),
         )
 
 

@@ -86,6 +86,8 @@ def test_secrets_never_appear_in_repr_or_describe(tmp_path: Path) -> None:
         ("RECEIVER_OCR_TIMEOUT", "soon", "RECEIVER_OCR_TIMEOUT must be a number"),
         ("RECEIVER_STREAM_MAX", "-1", "RECEIVER_STREAM_MAX must be 0"),
         ("RECEIVER_STREAM_MAX", "many", "RECEIVER_STREAM_MAX must be a whole number"),
+        ("RECEIVER_CONVERSATION_AUTHOR", "x" * 257, "RECEIVER_CONVERSATION_AUTHOR must be"),
+        ("RECEIVER_CONVERSATION_AUTHOR", "Acme\x07", "RECEIVER_CONVERSATION_AUTHOR must be"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(

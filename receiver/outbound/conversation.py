@@ -113,6 +113,7 @@ class ConversationSender:
         limiter: RateLimiter,
         *,
         in_flight_grace: float = IN_FLIGHT_GRACE,
+        default_author: str | None = None,
     ) -> None:
         self.index = index
         self.outbound_index = outbound_index
@@ -122,6 +123,8 @@ class ConversationSender:
         self.mcs = mcs
         self.limiter = limiter
         self.in_flight_grace = in_flight_grace
+        #: The `Author` of a message whose request names none (RECEIVER_CONVERSATION_AUTHOR).
+        self.default_author = default_author
 
     def send(
         self, request: OutboundRequest, *, dry_run: bool = False, wait_in_flight: bool = False
@@ -142,7 +145,7 @@ class ConversationSender:
             {
                 "idempotency_key": request.idempotency_key,
                 "to_addr": sid,
-                "from_addr": request.author,
+                "from_addr": request.author or self.default_author,
                 "body": request.body,
                 "media": [{"source": redact(m)} for m in request.media],
                 "fallback": request.fallback,

@@ -129,6 +129,7 @@ class Outbound:
             mcs or McsClient(settings.mcs_base, settings.rest_credentials),
             sender.limiter,
             in_flight_grace=in_flight_grace,
+            default_author=settings.conversation_author or None,
         )
         status = StatusTracker(index, outbound_index, rest)
         return cls(preparer, sender, BulkSender(sender, conversation), status, conversation)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -401,3 +402,24 @@ def test_our_own_message_coming_back_is_not_an_arrival(
     theirs = new_sid("IM")
     assert added(theirs, MEMBERS[0], "{}") == 200
     assert requests.get(f"{api}/{theirs}", headers=AUTH).status_code == 200
+
+
+def test_messages_without_an_author_are_from_the_configured_one(
+    serve: Callable[[dict[str, str]], Running],
+    outbound_env: dict[str, str],
+    mcs: FakeMcs,
+) -> None:
+    running = serve(
+        {
+            **outbound_env,
+            "TWILIO_MCS_BASE": mcs.url,
+            "TWILIO_CONVERSATIONS_BASE": mcs.url,
+            "RECEIVER_CONVERSATION_AUTHOR": "Acme Support",
+        }
+    )
+    sid = mcs.add_conversation(SERVICE, MEMBERS, BUSINESS)
+    unnamed = OutboundRequest(to="", conversation_sid=sid, body="On our way")
+    running.outbound.send(unnamed)
+    running.outbound.send(conversation_request(sid, author="dispatch", body="ETA 10 min"))
+    authors = [form["Author"] for conv, form in mcs.created if conv == sid]
+    assert authors == ["Acme Support", "dispatch"]

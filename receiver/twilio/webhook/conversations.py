@@ -10,10 +10,7 @@ from typing import Any
 from receiver.errors import WebhookError
 from receiver.twilio import sids
 from receiver.twilio.webhook.messaging import (
-    ACCOUNT_SID,
     MAX_MEDIA,
-    MEDIA_SID,
-    SERVICE_SID,
     Address,
     Fields,
     InboundMessage,
@@ -24,11 +21,6 @@ from receiver.twilio.webhook.messaging import (
 # Form-encoded and signed like messaging webhooks; field names as Twilio sends
 # them: https://www.twilio.com/docs/conversations/conversations-webhooks
 # (the `Media` parameter is a JSON list of {Sid, ContentType, Filename, Size}).
-
-_CONVERSATION_SID = sids.CONVERSATION
-_CHAT_SERVICE_SID = sids.CHAT_SERVICE
-_CONVERSATION_MESSAGE_SID = sids.CONVERSATION_MESSAGE
-_PARTICIPANT_SID = sids.PARTICIPANT
 
 #: Post-event types this receiver keeps; any other type is answered 200 and ignored.
 CONVERSATION_EVENTS = frozenset(
@@ -47,7 +39,6 @@ CONVERSATION_EVENTS = frozenset(
 )
 #: Delivery receipt statuses (https://www.twilio.com/docs/conversations/delivery-receipts).
 RECEIPT_STATUSES = frozenset({"sent", "delivered", "read", "failed", "undelivered"})
-_RECEIPT_SID = sids.RECEIPT
 
 
 @dataclass(frozen=True)
@@ -133,18 +124,18 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
     if event_type not in CONVERSATION_EVENTS:
         raise WebhookError(f"EventType {str(event_type)[:40]!r} is not a kept post-event")
     every = f"Twilio sends it with every {event_type}"
-    account_sid = fields.required_sid("AccountSid", ACCOUNT_SID, "AC", every)
-    conversation_sid = fields.required_sid("ConversationSid", _CONVERSATION_SID, "CH", every)
+    account_sid = fields.required_sid("AccountSid", sids.ACCOUNT, "AC", every)
+    conversation_sid = fields.required_sid("ConversationSid", sids.CONVERSATION, "CH", every)
     carried = f"{event_type} always carries it"
     message_sid = (
-        fields.required_sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM", carried)
+        fields.required_sid("MessageSid", sids.CONVERSATION_MESSAGE, "IM", carried)
         if event_type.startswith("onMessage")
-        else fields.sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM")
+        else fields.sid("MessageSid", sids.CONVERSATION_MESSAGE, "IM")
     )
     participant_sid = (
-        fields.required_sid("ParticipantSid", _PARTICIPANT_SID, "MB", carried)
+        fields.required_sid("ParticipantSid", sids.PARTICIPANT, "MB", carried)
         if event_type.startswith("onParticipant")
-        else fields.sid("ParticipantSid", _PARTICIPANT_SID, "MB")
+        else fields.sid("ParticipantSid", sids.PARTICIPANT, "MB")
     )
     receipt = None
     if event_type == "onDeliveryUpdated":
@@ -153,8 +144,8 @@ def parse_conversation_event(params: Iterable[tuple[str, str]]) -> ConversationE
         event_type=event_type,
         account_sid=account_sid,
         conversation_sid=conversation_sid,
-        chat_service_sid=fields.sid("ChatServiceSid", _CHAT_SERVICE_SID, "IS"),
-        messaging_service_sid=fields.sid("MessagingServiceSid", SERVICE_SID, "MG"),
+        chat_service_sid=fields.sid("ChatServiceSid", sids.CHAT_SERVICE, "IS"),
+        messaging_service_sid=fields.sid("MessagingServiceSid", sids.MESSAGING_SERVICE, "MG"),
         message_sid=message_sid,
         participant_sid=participant_sid,
         author=fields.text("Author"),
@@ -180,8 +171,8 @@ def _receipt(fields: Fields, conversation_sid: str, participant_sid: str | None)
     """The receipt fields of `onDeliveryUpdated`
     (https://www.twilio.com/docs/conversations/delivery-receipts)."""
     carried = "onDeliveryUpdated always carries it"
-    sid = fields.required_sid("DeliveryReceiptSid", _RECEIPT_SID, "DY", carried)
-    message_sid = fields.required_sid("MessageSid", _CONVERSATION_MESSAGE_SID, "IM", carried)
+    sid = fields.required_sid("DeliveryReceiptSid", sids.RECEIPT, "DY", carried)
+    message_sid = fields.required_sid("MessageSid", sids.CONVERSATION_MESSAGE, "IM", carried)
     status = (fields.text("Status") or "").lower()
     if status not in RECEIPT_STATUSES:
         raise WebhookError(
@@ -217,7 +208,7 @@ def parse_conversation_media(raw: str | None) -> tuple[ConversationMedia, ...]:
         if not isinstance(item, dict):
             raise WebhookError(f"Media item {n} is not an object")
         sid = item.get("Sid")
-        if not isinstance(sid, str) or not MEDIA_SID.fullmatch(sid):
+        if not isinstance(sid, str) or not sids.MEDIA.fullmatch(sid):
             raise WebhookError(f"Media item {n} has no Media SID (ME and 32 letters or digits)")
         size = item.get("Size")
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):

@@ -18,11 +18,7 @@ from receiver.twilio import sids
 
 MAX_MEDIA = 10
 
-# Sids end up in storage keys and file names, so only Twilio's exact shape is accepted.
-MESSAGE_SID = sids.MESSAGE
-ACCOUNT_SID = sids.ACCOUNT
-SERVICE_SID = sids.MESSAGING_SERVICE
-MEDIA_SID = sids.MEDIA
+# Field shapes (SIDs are in receiver.twilio.sids).
 _CHANNEL = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,31}):(.*)", re.DOTALL)
 _COUNT = re.compile(r"[0-9]{1,6}")
 _ERROR_CODE = re.compile(r"[0-9]{1,9}")
@@ -50,7 +46,7 @@ class MediaRef:
             segment = urlsplit(self.url).path.rsplit("/", 1)[-1]
         except ValueError:
             return None
-        return segment if MEDIA_SID.fullmatch(segment) else None
+        return segment if sids.MEDIA.fullmatch(segment) else None
 
 
 @dataclass(frozen=True)
@@ -140,8 +136,8 @@ def parse_inbound(params: Iterable[tuple[str, str]]) -> InboundMessage:
     """Validate an inbound-message webhook's parameters; WebhookError names what is wrong."""
     fields = Fields(params)
     message_sid = fields.message_sid()
-    account_sid = fields.required_sid("AccountSid", ACCOUNT_SID, "AC", "Twilio always sends it")
-    service_sid = fields.sid("MessagingServiceSid", SERVICE_SID, "MG")
+    account_sid = fields.required_sid("AccountSid", sids.ACCOUNT, "AC", "Twilio always sends it")
+    service_sid = fields.sid("MessagingServiceSid", sids.MESSAGING_SERVICE, "MG")
     from_ = fields.required_address("From")
     to = fields.required_address("To")
     num_media = fields.count("NumMedia") or 0
@@ -190,7 +186,7 @@ def parse_status(params: Iterable[tuple[str, str]]) -> StatusCallback:
     """Validate a status callback's parameters; WebhookError names what is wrong."""
     fields = Fields(params)
     message_sid = fields.message_sid()
-    account_sid = fields.sid("AccountSid", ACCOUNT_SID, "AC")
+    account_sid = fields.sid("AccountSid", sids.ACCOUNT, "AC")
     raw_status = fields.text("MessageStatus")
     if raw_status is None:
         raise WebhookError("MessageStatus is missing; a status callback always carries one")
@@ -227,8 +223,8 @@ def inbound_from_rest(
     pairs = [(str(k), str(v)) for k, v in message.items() if _scalar(k, v)]
     fields = Fields(pairs)
     always = "a Message resource always has one"
-    message_sid = fields.required_sid("sid", MESSAGE_SID, "SM or MM", always)
-    account_sid = fields.required_sid("account_sid", ACCOUNT_SID, "AC", always)
+    message_sid = fields.required_sid("sid", sids.MESSAGE, "SM or MM", always)
+    account_sid = fields.required_sid("account_sid", sids.ACCOUNT, "AC", always)
     from_ = fields.required_address("from")
     to = fields.required_address("to")
     if len(media) > MAX_MEDIA:
@@ -236,7 +232,7 @@ def inbound_from_rest(
     refs = []
     for index, item in enumerate(media):
         media_sid = str(item.get("sid") or "")
-        if not MEDIA_SID.fullmatch(media_sid):
+        if not sids.MEDIA.fullmatch(media_sid):
             raise WebhookError(f"media {index} has no Media SID (ME and 32 letters or digits)")
         url = media_url(message_sid, media_sid)
         _check_media_url(f"media {index}", url)
@@ -246,7 +242,7 @@ def inbound_from_rest(
     return InboundMessage(
         message_sid=message_sid,
         account_sid=account_sid,
-        messaging_service_sid=fields.sid("messaging_service_sid", SERVICE_SID, "MG"),
+        messaging_service_sid=fields.sid("messaging_service_sid", sids.MESSAGING_SERVICE, "MG"),
         from_=from_,
         to=to,
         body=fields.one("body") or "",
@@ -305,7 +301,7 @@ class Fields:
     def message_sid(self) -> str:
         """`MessageSid`, required: the deprecated SmsMessageSid/SmsSid aliases are not enough."""
         return self.required_sid(
-            "MessageSid", MESSAGE_SID, "SM or MM", "SmsMessageSid/SmsSid alone are not accepted"
+            "MessageSid", sids.MESSAGE, "SM or MM", "SmsMessageSid/SmsSid alone are not accepted"
         )
 
     def sid(self, name: str, pattern: re.Pattern[str], prefix: str) -> str | None:
@@ -399,7 +395,7 @@ def _check_media_url(name: str, url: str) -> None:
     if not valid:
         raise WebhookError(f"{name} {url[:100]!r} is not an absolute http(s) URL")
     segment = parts.path.rsplit("/", 1)[-1]
-    if segment.startswith("ME") and not MEDIA_SID.fullmatch(segment):
+    if segment.startswith("ME") and not sids.MEDIA.fullmatch(segment):
         raise WebhookError(f"{name} ends in a malformed Media SID {segment[:40]!r}")
 
 

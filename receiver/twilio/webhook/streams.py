@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from receiver.errors import WebhookError
+from receiver.twilio import sids
 from receiver.twilio.webhook.conversations import ConversationEvent, parse_conversation_event
-from receiver.twilio.webhook.messaging import MESSAGE_SID, StatusCallback, parse_status
+from receiver.twilio.webhook.messaging import StatusCallback, parse_status
 
 # https://www.twilio.com/docs/events/webhook-quickstart : a JSON array of
 # CloudEvents (`specversion`, `type`, `source`, `id`, `time`, `data`), delivered
@@ -93,7 +94,7 @@ STREAM_INBOUND = "com.twilio.messaging.inbound-message.received"
 def inbound_sid_from_stream(event: CloudEvent) -> str:
     """The MessageSid of an inbound-message event; WebhookError when it has none."""
     sid = event.data.get("messageSid")
-    if not isinstance(sid, str) or not MESSAGE_SID.fullmatch(sid):
+    if not isinstance(sid, str) or not sids.MESSAGE.fullmatch(sid):
         raise WebhookError("data.messageSid is missing or not a Message SID (SM or MM)")
     return sid
 

@@ -9,8 +9,11 @@ and only a 2xx answer counts as delivered.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -18,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import certifi
-from urllib3 import HTTPConnectionPool, Timeout
-from urllib3.exceptions import HTTPError, ReadTimeoutError
+from urllib3.util.wait import wait_for_read
 
 from receiver.errors import BlockedHost, ConfigError, FetchError
-from receiver.media.deadline import WatchedHTTPPool, WatchedHTTPSPool, deadline_scope
+from receiver.media.deadline import Deadline, deadline_scope
 from receiver.media.hostrules import HostRules, Target
 from receiver.media.pinning import Resolver, resolve_within, system_resolver
 
@@ -66,12 +68,71 @@ def _event_hosts_message(text: str) -> str:
     return text
 
 
-class HttpSender:
-    """POSTs bodies to http(s) endpoints over one keep-alive connection pool per endpoint.
+class _Connection:
+    """One keep-alive connection to an endpoint's checked address.
 
-    urllib3 directly, not requests: nothing of requests' per-call work
-    (cookies, environment, hooks) is wanted here, and the pool connects to
-    the checked address while TLS checks the endpoint's own name.
+    A request is written whole in one `sendall` and the answer read by the
+    standard library's `http.client.HTTPResponse` (status line, headers,
+    chunked or sized bodies, 1xx, `Connection: close`). urllib3's pool and
+    `http.client.HTTPConnection` cost three times the CPU a POST for what
+    this needs (docs/performance.md). TLS connects to the checked address
+    and checks the certificate against the endpoint's own name.
+    """
+
+    def __init__(self, key: tuple[str, str, int, str], ssl_context: ssl.SSLContext | None) -> None:
+        self.key = key
+        self.ssl_context = ssl_context
+        self.sock: socket.socket | None = None
+        self.busy = threading.Lock()
+
+    def post(self, request: bytes, deadline: Deadline, timeout: float) -> tuple[int, str, bytes]:
+        """Send `request`; the status, the Location header and the first KEEP bytes."""
+        if self.sock is not None and wait_for_read(self.sock, timeout=0.0):
+            # Closed by the endpoint while idle (or it sent unasked-for bytes).
+            self.close()
+        if self.sock is None:
+            _, address, port, name = self.key
+            deadline.watch(self)
+            sock = socket.create_connection((address, port), timeout=timeout)
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=name)
+                except BaseException:
+                    sock.close()
+                    raise
+            self.sock = sock
+        deadline.watch(self)
+        self.sock.settimeout(max(0.001, deadline.remaining()))
+        try:
+            self.sock.sendall(request)
+            resp = http.client.HTTPResponse(self.sock, method="POST")
+            resp.begin()
+            head = resp.read(KEEP)
+            # The answer was read whole (http.client drops its file at the end),
+            # and the endpoint keeps the connection: it carries the next event.
+            reusable = resp.isclosed() and not resp.will_close
+            resp.close()
+        except BaseException:
+            self.close()
+            raise
+        if not reusable:
+            self.close()
+        return resp.status, resp.getheader("Location") or "", head
+
+    def close(self) -> None:
+        """Close the socket (a later `post` connects again)."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class HttpSender:
+    """POSTs bodies to http(s) endpoints over one keep-alive connection per endpoint.
+
+    The connection goes to the checked address while TLS checks the
+    endpoint's own name; the whole attempt runs under one deadline, whose
+    watchdog shuts the socket of an endpoint that answers a byte at a time.
     """
 
     def __init__(
@@ -89,9 +150,10 @@ class HttpSender:
         self.resolver = resolver
         self.timeout = timeout
         self.ca_bundle = ca_bundle
-        self._pools: dict[str, tuple[tuple[str, str, int, str], HTTPConnectionPool]] = {}
+        self._connections: dict[str, _Connection] = {}
         self._resolved: dict[tuple[str, int], tuple[str, float]] = {}
         self._targets: dict[str, Target] = {}
+        self._ssl: ssl.SSLContext | None = None
         self._lock = threading.Lock()
 
     def check(self, url: str) -> Target:
@@ -114,48 +176,38 @@ class HttpSender:
             return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
         except FetchError as exc:
             return Sent(False, error=str(exc), unreachable=True)
-        pool = self._pool(endpoint_id, target, address)
         path = (target.path or "/") + (f"?{target.query}" if target.query else "")
         try:
-            with deadline_scope(self.timeout):
-                resp = pool.urlopen(
-                    "POST",
-                    path,
-                    body=body,
-                    headers={
-                        **headers,
-                        "Host": target.host_header,
-                        "Content-Type": "application/json",
-                        "User-Agent": USER_AGENT,
-                    },
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    preload_content=False,
-                    timeout=Timeout(connect=self.timeout, read=self.timeout),
-                )
-                head = resp.read(KEEP) or b""
-                if resp.length_remaining == 0:
-                    resp.release_conn()  # keep-alive: the answer was read whole
-                else:
-                    resp.close()  # unread answer left: this connection is not reused
-                    resp.release_conn()
-        except (HTTPError, OSError) as exc:
+            request = _request(path, target.host_header, headers, body)
+        except ValueError as exc:
+            return Sent(False, error=f"cannot be sent: {exc}", unreachable=True)
+        connection = self._connection(endpoint_id, target, address)
+        # Another thread (a test send from the API) is using the kept connection:
+        # this attempt gets one of its own.
+        own = connection if connection.busy.acquire(blocking=False) else None
+        used = own or _Connection(connection.key, connection.ssl_context)
+        try:
+            with deadline_scope(self.timeout) as deadline:
+                status, location, head = used.post(request, deadline, self.timeout)
+        except (OSError, http.client.HTTPException) as exc:
             # The deadline's watchdog shuts the socket when the time is up.
-            timed_out = isinstance(exc, ReadTimeoutError | socket.timeout) or (
+            timed_out = isinstance(exc, TimeoutError) or (
                 time.monotonic() - started >= self.timeout * 0.95
             )
             if timed_out:
                 return self._failed(f"timed out after {self.timeout:g} s", started)
             return self._failed(f"connection failed ({_cause(exc)})", started)
+        finally:
+            if own is None:
+                used.close()
+            else:
+                own.busy.release()
         ms = int((time.monotonic() - started) * 1000)
         text = head.decode("utf-8", "replace")
-        status = resp.status
         if 200 <= status < 300:
             return Sent(True, status=status, response=text, duration_ms=ms)
         if 300 <= status < 400:
-            where = resp.headers.get("Location", "")
-            error = f"HTTP {status} redirect to {where[:200]!r} (redirects are not followed)"
+            error = f"HTTP {status} redirect to {location[:200]!r} (redirects are not followed)"
         else:
             error = f"HTTP {status}"
         return Sent(False, status=status, response=text, error=error, duration_ms=ms)
@@ -189,33 +241,24 @@ class HttpSender:
             self._resolved[key] = (address, now + RESOLVE_TTL)
         return address
 
-    def _pool(self, endpoint_id: str, target: Target, address: str) -> HTTPConnectionPool:
-        """The endpoint's pool to `address`; a new one (the old closed) when that changed."""
+    def _connection(self, endpoint_id: str, target: Target, address: str) -> _Connection:
+        """The endpoint's connection to `address`; a new one (the old closed) when that changed."""
         key = (target.scheme, address, target.port, target.host)
         with self._lock:
-            found = self._pools.get(endpoint_id)
-            if found is not None and found[0] == key:
-                return found[1]
-            pool: HTTPConnectionPool
-            if target.scheme == "https":
-                # Connect to the checked address; SNI and the certificate check use the
-                # endpoint's name (an IP endpoint's certificate must name that IP).
-                name = target.host
-                pool = WatchedHTTPSPool(
-                    address,
-                    target.port,
-                    maxsize=1,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=self.ca_bundle or certifi.where(),
-                    server_hostname=None if target.is_ip else name,
-                    assert_hostname=name,
-                )
-            else:
-                pool = WatchedHTTPPool(address, target.port, maxsize=1)
-            self._pools[endpoint_id] = (key, pool)
+            found = self._connections.get(endpoint_id)
+            if found is not None and found.key == key:
+                return found
+            connection = _Connection(key, self._tls() if target.scheme == "https" else None)
+            self._connections[endpoint_id] = connection
         if found is not None:
-            found[1].close()
-        return pool
+            found.close()
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS settings of every https endpoint: certificates checked, names checked."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self.ca_bundle or certifi.where())
+        return self._ssl
 
     def _failed(self, error: str, started: float) -> Sent:
         ms = int((time.monotonic() - started) * 1000)
@@ -224,9 +267,25 @@ class HttpSender:
     def close(self) -> None:
         """Close every keep-alive connection."""
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for _, pool in pools:
-            pool.close()
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            connection.close()
+
+
+def _request(path: str, host: str, headers: Mapping[str, str], body: bytes) -> bytes:
+    """The HTTP/1.1 request head and body as one buffer (one send, one packet)."""
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        f"User-Agent: {USER_AGENT}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    for line in lines:
+        if "\r" in line or "\n" in line or not line.isascii():
+            raise ValueError("the endpoint URL or a header holds a line break or non-ASCII text")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
 class SqsSender:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
 
 from receiver.index.core import IndexCore
 from receiver.index.errors import translate_db_errors
@@ -87,29 +88,72 @@ _GIVE_BACK = (
 )
 
 
+# The statements of every batch, built once: building a statement and its cache
+# key costs more CPU than running it (docs/performance.md, "Events out").
+_NOW = bindparam("_now", type_=event_deliveries.c.next_attempt_at.type)
+_DUE = and_(
+    event_deliveries.c.state == "pending",
+    event_deliveries.c.next_attempt_at
+    <= bindparam("_now", type_=event_deliveries.c.next_attempt_at.type),
+    or_(
+        event_deliveries.c.lease_until.is_(None),
+        event_deliveries.c.lease_until < _NOW,
+    ),
+    event_deliveries.c.endpoint_id.in_(select(endpoints.c.id).where(endpoints.c.enabled.is_(True))),
+)
+_ANY_DUE = select(event_deliveries.c.id).where(_DUE).limit(1)
+_EVENTS_BY_ID = select(events).where(events.c.id.in_(bindparam("_ids", expanding=True)))
+_ENDPOINTS_BY_ID = select(endpoints).where(endpoints.c.id.in_(bindparam("_ids", expanding=True)))
+_HELD_BY = select(event_deliveries.c.id).where(
+    event_deliveries.c.id.in_(bindparam("_ids", expanding=True)),
+    event_deliveries.c.lease_owner == bindparam("_owner"),
+)
+_SUCCEEDED = (
+    update(endpoints)
+    .where(endpoints.c.id.in_(bindparam("_ids", expanding=True)))
+    .values(last_success_at=bindparam("_now", type_=endpoints.c.last_success_at.type))
+)
+
+
+def _claim_statement(dialect: str, limit: int) -> Update:
+    """Lease up to `limit` due deliveries to `_owner` until `_until`, returning them."""
+    pick = (
+        select(event_deliveries.c.id)
+        .where(_DUE)
+        .order_by(event_deliveries.c.next_attempt_at, event_deliveries.c.id)
+        .limit(limit)
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(event_deliveries)
+        .where(event_deliveries.c.id.in_(pick.scalar_subquery()))
+        .values(
+            lease_owner=bindparam("_owner"),
+            lease_until=bindparam("_until", type_=event_deliveries.c.lease_until.type),
+            attempts=event_deliveries.c.attempts + 1,
+        )
+        .returning(
+            event_deliveries.c.id,
+            event_deliveries.c.event_id,
+            event_deliveries.c.endpoint_id,
+            event_deliveries.c.attempts,
+        )
+    )
+
+
+#: Claim statements by (dialect, batch size).
+_CLAIMS: dict[tuple[str, int], Update] = {}
+
+
 class EventQueue(IndexCore):
     """Due deliveries, leased to one process at a time, and how each attempt went."""
 
     @translate_db_errors
     def deliveries_due(self, now: datetime | None = None) -> bool:
         """Whether any delivery is due and unleased (a read, before taking the writer)."""
-        now = now or utcnow()
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(event_deliveries.c.id)
-                .where(
-                    event_deliveries.c.state == "pending",
-                    event_deliveries.c.next_attempt_at <= now,
-                    or_(
-                        event_deliveries.c.lease_until.is_(None),
-                        event_deliveries.c.lease_until < now,
-                    ),
-                    event_deliveries.c.endpoint_id.in_(
-                        select(endpoints.c.id).where(endpoints.c.enabled.is_(True))
-                    ),
-                )
-                .limit(1)
-            )
+            found = conn.execute(_ANY_DUE, {"_now": now or utcnow()})
             return found.first() is not None
 
     @translate_db_errors
@@ -118,50 +162,19 @@ class EventQueue(IndexCore):
     ) -> list[Claimed]:
         """Atomically lease up to `limit` due deliveries of enabled endpoints."""
         now = now or utcnow()
-        due = and_(
-            event_deliveries.c.state == "pending",
-            event_deliveries.c.next_attempt_at <= now,
-            or_(event_deliveries.c.lease_until.is_(None), event_deliveries.c.lease_until < now),
-            event_deliveries.c.endpoint_id.in_(
-                select(endpoints.c.id).where(endpoints.c.enabled.is_(True))
-            ),
-        )
-        pick = (
-            select(event_deliveries.c.id)
-            .where(due)
-            .order_by(event_deliveries.c.next_attempt_at, event_deliveries.c.id)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        stmt = (
-            update(event_deliveries)
-            .where(event_deliveries.c.id.in_(pick.scalar_subquery()))
-            .values(
-                lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=event_deliveries.c.attempts + 1,
-            )
-            .returning(
-                event_deliveries.c.id,
-                event_deliveries.c.event_id,
-                event_deliveries.c.endpoint_id,
-                event_deliveries.c.attempts,
-            )
-        )
+        stmt = _CLAIMS.get((self.dialect, limit))
+        if stmt is None:
+            stmt = _CLAIMS[(self.dialect, limit)] = _claim_statement(self.dialect, limit)
+        until = now + timedelta(seconds=lease_seconds)
         with self.begin_unflushed() as conn:
-            claimed = conn.execute(stmt).all()
+            claimed = conn.execute(stmt, {"_now": now, "_owner": owner, "_until": until}).all()
         if not claimed:
             return []
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(events).where(events.c.id.in_({c[1] for c in claimed}))
-            ).mappings()
-            by_event = {r["id"]: event_record(r) for r in found}
-            points = conn.execute(
-                select(endpoints).where(endpoints.c.id.in_({c[2] for c in claimed}))
-            ).mappings()
-            by_endpoint = {r["id"]: Endpoint.from_row(r) for r in points}
+            found = conn.execute(_EVENTS_BY_ID, {"_ids": sorted({c[1] for c in claimed})})
+            by_event = {r["id"]: event_record(r) for r in found.mappings()}
+            points = conn.execute(_ENDPOINTS_BY_ID, {"_ids": sorted({c[2] for c in claimed})})
+            by_endpoint = {r["id"]: Endpoint.from_row(r) for r in points.mappings()}
         out = [
             Claimed(int(d), int(n), by_event[e], by_endpoint[p])
             for d, e, p, n in claimed
@@ -184,13 +197,9 @@ class EventQueue(IndexCore):
         with self.begin_unflushed() as conn:
             # Which leases this owner still holds (locked on PostgreSQL until commit);
             # then one executemany per kind of outcome, not a statement per delivery.
-            mine_stmt = select(event_deliveries.c.id).where(
-                event_deliveries.c.id.in_([o.delivery_id for o in outcomes]),
-                event_deliveries.c.lease_owner == owner,
-            )
-            if self.dialect == "postgresql":
-                mine_stmt = mine_stmt.with_for_update()
-            mine = set(conn.execute(mine_stmt).scalars())
+            mine_stmt = _HELD_BY.with_for_update() if self.dialect == "postgresql" else _HELD_BY
+            ids = [o.delivery_id for o in outcomes]
+            mine = set(conn.execute(mine_stmt, {"_ids": ids, "_owner": owner}).scalars())
             held = [o for o in outcomes if o.delivery_id in mine]
             untried = [o for o in held if not o.attempted]
             tried = [o for o in held if o.attempted]
@@ -239,11 +248,7 @@ class EventQueue(IndexCore):
                 elif o.disable:
                     disabled[o.endpoint_id] = o.disable
             if succeeded:
-                conn.execute(
-                    update(endpoints)
-                    .where(endpoints.c.id.in_(sorted(succeeded)))
-                    .values(last_success_at=now)
-                )
+                conn.execute(_SUCCEEDED, {"_ids": sorted(succeeded), "_now": now})
             # Last, so deliveries of the batch given back above are abandoned too.
             for endpoint_id, reason in disabled.items():
                 _disable(conn, endpoint_id, reason)

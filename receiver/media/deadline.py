@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -25,6 +25,12 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 __all__ = ["Deadline", "WatchedHTTPPool", "WatchedHTTPSPool", "deadline_scope"]
 
 _current = threading.local()
+
+
+class Watched(Protocol):
+    """What a deadline shuts: anything holding a socket in `sock` (None before connecting)."""
+
+    sock: Any
 
 
 class Deadline:
@@ -35,7 +41,7 @@ class Deadline:
         self.start = time.monotonic()
         self.at = self.start + seconds
         self._lock = threading.Lock()
-        self._connections: set[HTTPConnection] = set()
+        self._connections: set[Watched] = set()
         self._expired = False
         self._finished = False
         _WATCHDOG.schedule(self)
@@ -58,7 +64,7 @@ class Deadline:
         """Seconds since the download started."""
         return time.monotonic() - self.start
 
-    def watch(self, connection: HTTPConnection) -> None:
+    def watch(self, connection: Watched) -> None:
         """Shut `connection` when the time is up (at once if it already is)."""
         with self._lock:
             if self._finished:
@@ -146,7 +152,7 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-def _shut(connection: HTTPConnection) -> None:
+def _shut(connection: Watched) -> None:
     sock = connection.sock
     if sock is None:
         return

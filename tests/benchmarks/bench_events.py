@@ -1,13 +1,17 @@
 """Events out: what one subscribed endpoint costs inbound, event latency, and backlog delivery.
 
-    python tests/benchmarks/bench_events.py [--messages 200] [--senders 8] [--rounds 3]
+    python tests/benchmarks/bench_events.py [--messages 300] [--senders 8] [--rounds 10]
                                             [--backlog 10000] [--skip-inbound]
 
 1. Inbound throughput with one endpoint subscribed to every event type, as
-   a ratio to the same server with none (the baseline, in the same run; the
-   two take turns for `--rounds` rounds and the medians are compared). Each
+   a ratio to the same server with none (the baseline, in the same run).
+   Both servers run side by side and take turns: each round posts a burst of
+   `--messages` to each, in alternating order, while the other is idle; each
+   round's ratio is printed, then the median of the rounds' ratios. Each
    message carries one JPEG from a local media server, posted by `--senders`
-   concurrent senders to `mms-receiver serve`. Target: at least 0.95.
+   concurrent senders to `mms-receiver serve`. Target: at least 0.95. The
+   servers' CPU per message (psutil over each process tree, until it is idle
+   again, so deliveries count) shows what the events cost.
 2. Event latency from commit (the event row's time) to receipt at the
    endpoint, p50 and p99, under that load. Target: p99 < 1 s.
 3. Delivery throughput for a backlog of `--backlog` events to a fast local
@@ -38,7 +42,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench_inbound import wait_up  # noqa: E402
+from bench_inbound import tree_cpu_seconds, wait_idle, wait_up  # noqa: E402
 from nginx_sink import NginxSink, nginx_binary  # noqa: E402
 
 from receiver.events.delivery import HttpSender, Senders, SqsSender  # noqa: E402
@@ -65,8 +69,14 @@ def small_jpeg() -> bytes:
     return buf.getvalue()
 
 
-def post_all(url: str, media: MediaServer, payload: bytes, count: int, senders: int) -> float:
-    """Post `count` signed one-JPEG webhooks (after a warm-up); messages per second."""
+def post_all(
+    url: str, media: MediaServer, payload: bytes, count: int, senders: int, server_pid: int
+) -> tuple[float, float]:
+    """Post `count` signed one-JPEG webhooks (after a warm-up).
+
+    Returns messages per second and the server tree's CPU milliseconds per
+    message, counted until the tree is idle again (so deliveries count).
+    """
     jobs = []
     for _ in range(count + 2 * senders):
         sid = new_sid()
@@ -84,10 +94,13 @@ def post_all(url: str, media: MediaServer, payload: bytes, count: int, senders: 
 
     with ThreadPoolExecutor(senders) as pool:
         list(pool.map(send, warmup))
-        time.sleep(1)
+        wait_idle(server_pid)
+        cpu_before = tree_cpu_seconds(server_pid)
         started = time.perf_counter()
         list(pool.map(send, jobs))
-        return count / (time.perf_counter() - started)
+        rate = count / (time.perf_counter() - started)
+    wait_idle(server_pid)
+    return rate, (tree_cpu_seconds(server_pid) - cpu_before) * 1000 / count
 
 
 Endpoint = HookServer | NginxSink
@@ -103,61 +116,128 @@ def start_endpoint(kind: str) -> Endpoint:
     return HookServer(lean=True).start()
 
 
-def inbound_round(
-    work: Path, media: MediaServer, payload: bytes, args: argparse.Namespace, endpoint: bool
-) -> dict[str, float]:
-    """One server run, with or without a subscribed endpoint."""
-    port = free_port()
-    data = work / ("with" if endpoint else "without")
-    db = f"sqlite:///{data / 'receiver.db'}"
-    data.mkdir(parents=True, mode=0o700)
-    hooks = start_endpoint(args.endpoint) if endpoint else None
-    if hooks is not None:
-        index = MediaIndex.open(db)
-        index.add_endpoint(hooks.url + "/in", secret=new_secret())
-        index.close()
-    env = {
-        "RECEIVER_DATA_DIR": str(data),
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "RECEIVER_MEDIA_HOSTS": media.host_port,
-        "RECEIVER_API_TOKEN": "bench-api-token-0123456789abcdef",
-        "RECEIVER_ADMIN_PASSWORD": "bench-admin-password",
-        "RECEIVER_EVENT_HOSTS": f"127.0.0.1:{hooks.port}" if hooks else "",
-    }
-    cmd = [sys.executable, "-m", "receiver", "serve", "--port", str(port)]
-    cmd += ["--workers", str(args.workers), "--threads", "8"]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_up(f"http://127.0.0.1:{port}/healthz", proc)
-        rate = post_all(
-            f"http://127.0.0.1:{port}/twilio/messaging", media, payload, args.messages, args.senders
-        )
-        figures = {"msgs_per_s": rate}
+class Server:
+    """One `serve` with its own SQLite index, with or without a subscribed endpoint."""
+
+    def __init__(
+        self, work: Path, media: MediaServer, args: argparse.Namespace, hooks: Endpoint | None
+    ) -> None:
+        self.port = free_port()
+        data = work / ("with" if hooks else "without")
+        data.mkdir(parents=True, mode=0o700)
+        self.db = f"sqlite:///{data / 'receiver.db'}"
         if hooks is not None:
-            index = MediaIndex.open(db)
-            deadline = time.monotonic() + 60
-            while index.list_events(state="pending", limit=1) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            created = {e.id: e.created_at for e in index.list_events(limit=1_000_000)}
+            index = MediaIndex.open(self.db)
+            index.add_endpoint(hooks.url + "/in", secret=new_secret())
             index.close()
-            arrived = {r["id"]: r["at"] for r in hooks.received()}
-            latencies = sorted(
-                arrived[i] - at.timestamp() for i, at in created.items() if i in arrived
-            )
-            figures["events"] = len(created)
-            figures["delivered"] = len(latencies)
-            figures["p50_ms"] = statistics.median(latencies) * 1000
-            figures["p99_ms"] = (
-                latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-            )
-        return figures
+        env = {
+            "RECEIVER_DATA_DIR": str(data),
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "RECEIVER_MEDIA_HOSTS": media.host_port,
+            "RECEIVER_API_TOKEN": "bench-api-token-0123456789abcdef",
+            "RECEIVER_ADMIN_PASSWORD": "bench-admin-password",
+            "RECEIVER_EVENT_HOSTS": f"127.0.0.1:{hooks.port}" if hooks else "",
+        }
+        cmd = [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)]
+        cmd += ["--workers", str(args.workers), "--threads", "8"]
+        self.proc = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_up(f"http://127.0.0.1:{self.port}/healthz", self.proc)
+
+    def burst(
+        self, media: MediaServer, payload: bytes, args: argparse.Namespace
+    ) -> dict[str, float]:
+        """Messages per second and server CPU ms per message of one burst."""
+        rate, cpu = post_all(
+            f"http://127.0.0.1:{self.port}/twilio/messaging",
+            media,
+            payload,
+            args.messages,
+            args.senders,
+            self.proc.pid,
+        )
+        return {"msgs_per_s": rate, "cpu_ms_per_msg": cpu}
+
+    def latencies(self, hooks: Endpoint) -> tuple[int, list[float]]:
+        """Events created, and each delivered event's seconds from commit to arrival."""
+        index = MediaIndex.open(self.db)
+        deadline = time.monotonic() + 60
+        while index.list_events(state="pending", limit=1) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        created = {e.id: e.created_at for e in index.list_events(limit=1_000_000)}
+        index.close()
+        arrived = {r["id"]: r["at"] for r in hooks.received()}
+        return len(created), sorted(
+            arrived[i] - at.timestamp()
+            for i, at in created.items()
+            if i in arrived  # type: ignore[operator]
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def inbound(tmp: Path, args: argparse.Namespace) -> None:
+    """Both servers run side by side, idle but for the burst being measured; bursts
+    alternate between them (ABBA), so the machine's drift falls on both alike."""
+    payload = small_jpeg()
+    hooks = start_endpoint(args.endpoint)
+    servers: list[Server] = []
+    pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+    try:
+        with MediaServer() as media:
+            none = Server(tmp / "inbound", media, args, None)
+            servers.append(none)
+            one = Server(tmp / "inbound", media, args, hooks)
+            servers.append(one)
+            for n in range(args.rounds):
+                if n % 2 == 0:
+                    a = none.burst(media, payload, args)
+                    b = one.burst(media, payload, args)
+                else:
+                    b = one.burst(media, payload, args)
+                    a = none.burst(media, payload, args)
+                pairs.append((a, b))
+                print(
+                    f"round {n + 1}: no endpoint {a['msgs_per_s']:.1f} msgs/s, "
+                    f"one endpoint {b['msgs_per_s']:.1f} msgs/s, ratio "
+                    f"{b['msgs_per_s'] / a['msgs_per_s']:.2f}; server CPU "
+                    f"{a['cpu_ms_per_msg']:.1f} vs {b['cpu_ms_per_msg']:.1f} ms/msg",
+                    flush=True,
+                )
+            events, latencies = one.latencies(hooks)
     finally:
-        proc.terminate()
-        proc.wait(30)
-        if hooks is not None:
-            hooks.stop()
+        for server in servers:
+            server.stop()
+        hooks.stop()
+
+    def median(key: str, side: int) -> float:
+        return statistics.median(p[side][key] for p in pairs)
+
+    # Each round's pair ran back to back: its ratio cancels the machine's drift
+    # between rounds, which the ratio of medians does not.
+    paired = statistics.median(p[1]["msgs_per_s"] / p[0]["msgs_per_s"] for p in pairs)
+    cpu_none, cpu_one = median("cpu_ms_per_msg", 0), median("cpu_ms_per_msg", 1)
+    print(
+        f"inbound ({args.rounds} rounds of {args.messages} messages x 1 JPEG, "
+        f"{args.senders} senders): median {median('msgs_per_s', 0):.1f} msgs/s without an "
+        f"endpoint, {median('msgs_per_s', 1):.1f} with one; ratio of medians "
+        f"{median('msgs_per_s', 1) / median('msgs_per_s', 0):.2f}, median of the rounds' "
+        f"ratios {paired:.2f} (target >= 0.95)"
+    )
+    print(
+        f"server CPU per message (median): {cpu_none:.1f} ms without, {cpu_one:.1f} ms "
+        f"with (+{cpu_one - cpu_none:.2f} ms for {events / (args.rounds * args.messages):.0f} "
+        f"events a message)"
+    )
+    print(
+        f"events: {len(latencies)}/{events} delivered; latency from commit to arrival "
+        f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p99 {latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000:.0f} ms "
+        "(target < 1000 ms)"
+    )
 
 
 def backlog(url: str, work: Path, count: int, kind: str) -> dict[str, float]:
@@ -202,10 +282,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", type=int, default=default_workers())
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--skip-inbound", action="store_true")
     parser.add_argument(
@@ -222,34 +302,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_inbound:
-            payload = small_jpeg()
-            rounds = []
-            with MediaServer() as media:
-                for n in range(args.rounds):
-                    work = Path(tmp) / f"round-{n}"
-                    none = inbound_round(work, media, payload, args, endpoint=False)
-                    one = inbound_round(work, media, payload, args, endpoint=True)
-                    rounds.append((none, one))
-                    print(
-                        f"round {n + 1}: no endpoint {none['msgs_per_s']:.1f} msgs/s, "
-                        f"one endpoint {one['msgs_per_s']:.1f} msgs/s, "
-                        f"{one['delivered']:.0f}/{one['events']:.0f} events, "
-                        f"p50 {one['p50_ms']:.0f} ms, p99 {one['p99_ms']:.0f} ms, "
-                        f"ratio {one['msgs_per_s'] / none['msgs_per_s']:.2f}"
-                    )
-            none_rate = statistics.median(r[0]["msgs_per_s"] for r in rounds)
-            one_rate = statistics.median(r[1]["msgs_per_s"] for r in rounds)
-            # Each round's pair ran back to back: its ratio cancels the disk's and the
-            # machine's drift between rounds, which the ratio of medians does not.
-            paired = statistics.median(r[1]["msgs_per_s"] / r[0]["msgs_per_s"] for r in rounds)
-            print(
-                f"inbound ({args.messages} messages x 1 JPEG, {args.senders} senders): "
-                f"median {none_rate:.1f} msgs/s without an endpoint, {one_rate:.1f} with one; "
-                f"ratio of medians {one_rate / none_rate:.2f}, median of the rounds' ratios "
-                f"{paired:.2f} (target >= 0.95); event latency "
-                f"p50 {statistics.median(r[1]['p50_ms'] for r in rounds):.0f} ms, "
-                f"p99 {max(r[1]['p99_ms'] for r in rounds):.0f} ms worst round (target < 1000 ms)"
-            )
+            inbound(Path(tmp), args)
         if args.backlog <= 0:
             return
         url = f"sqlite:///{Path(tmp) / 'backlog.db'}"

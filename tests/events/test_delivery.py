@@ -286,3 +286,73 @@ def test_https_endpoints_get_sni_and_a_checked_certificate(tmp_path: Path) -> No
             assert "certificate" in wrong.error.lower() or "hostname" in wrong.error.lower()
         finally:
             sender.close()
+
+
+def test_kept_connections_are_reused_and_replaced_when_the_endpoint_ends_them(
+    tmp_path: Path,
+) -> None:
+    """Against nginx: one connection carries event after event; a connection the
+    endpoint closed while idle, or after its request limit, is replaced without a
+    failed delivery; a long answer is cut to its first 1 KB and its connection
+    dropped; threads sending at once each get a connection."""
+    import time
+
+    from receiver.events.delivery import KEEP, HttpSender
+    from tests.support import nginx
+    from tests.support.services import free_port, require
+
+    binary = nginx.nginx_binary()
+    require(binary is not None, "nginx is not installed (apt-get install nginx)")
+    assert binary is not None
+    port = free_port()
+    long_answer = "x" * 3000
+    conf = nginx.write_config(
+        tmp_path,
+        "  log_format hooks '$uri $connection $connection_requests';\n"
+        f"  access_log {tmp_path}/access.log hooks;\n"
+        "  keepalive_timeout 1s;\n  keepalive_requests 4;\n"
+        f"  server {{ listen 127.0.0.1:{port};\n"
+        f"    location /long {{ return 202 '{long_answer}'; }}\n"
+        "    location / { return 204; } }\n",
+    )
+    proc = nginx.start(binary, conf, port)
+    sender = HttpSender([f"127.0.0.1:{port}"], timeout=5)
+
+    def send(path: str) -> tuple[bool, int | None, str | None]:
+        sent = sender.send("ep_a", f"http://127.0.0.1:{port}{path}", b'{"n": 1}', {"x-n": "1"})
+        return sent.ok, sent.status, sent.response
+
+    def log() -> list[tuple[str, str, int]]:
+        lines = (tmp_path / "access.log").read_text().split("\n")
+        return [(u, c, int(n)) for u, c, n in (line.split() for line in lines if line)]
+
+    try:
+        assert [send("/in") for _ in range(3)] == [(True, 204, "")] * 3
+        time.sleep(1.5)  # nginx closes the idle connection
+        assert [send("/in") for _ in range(6)] == [(True, 204, "")] * 6
+        ok, status, response = send("/long")
+        assert (ok, status, response) == (True, 202, long_answer[:KEEP])
+        assert send("/in") == (True, 204, "")
+        time.sleep(0.2)  # the access log is written after the answer
+        seen = log()
+        connections = [c for _, c, _ in seen]
+        # 3 on the first connection; after the idle close, 4 (nginx's limit) then 2 on
+        # the next ones; the long answer's connection carries nothing after it.
+        assert [n for _, _, n in seen] == [1, 2, 3, 1, 2, 3, 4, 1, 2, 3, 1]
+        assert len(set(connections)) == 4
+        assert connections[-1] != connections[-2]
+        # Threads sharing the sender: one uses the kept connection, the others their own.
+        results: list[tuple[bool, int | None, str | None]] = []
+        threads = [
+            threading.Thread(target=lambda: results.extend(send("/in") for _ in range(5)))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert results == [(True, 204, "")] * 20
+    finally:
+        sender.close()
+        proc.terminate()
+        proc.wait(10)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import certifi
+from requests.utils import requote_uri
 from urllib3.util.wait import wait_for_read
 
 from receiver.errors import BlockedHost, ConfigError, FetchError
@@ -176,7 +177,8 @@ class HttpSender:
             return Sent(False, error=f"blocked: {_event_hosts_message(str(exc))}", unreachable=True)
         except FetchError as exc:
             return Sent(False, error=str(exc), unreachable=True)
-        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        # Percent-encoded as browsers and requests do (non-ASCII, spaces); existing escapes kept.
+        path = requote_uri((target.path or "/") + (f"?{target.query}" if target.query else ""))
         try:
             request = _request(path, target.host_header, headers, body)
         except ValueError as exc:

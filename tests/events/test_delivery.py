@@ -356,3 +356,26 @@ def test_kept_connections_are_reused_and_replaced_when_the_endpoint_ends_them(
         sender.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_endpoint_paths_are_percent_encoded_and_line_breaks_never_reach_the_wire(
+    hooks: HookServer,
+) -> None:
+    """A non-ASCII path is sent percent-encoded; a header holding a line break is
+    refused with a clear error instead of splitting the request."""
+    from receiver.events.delivery import HttpSender
+
+    sender = HttpSender([f"127.0.0.1:{hooks.port}"], timeout=5)
+    hooks.control(mode="ok", secrets=[])
+    try:
+        sent = sender.send("ep_a", f"{hooks.url}/hooks/caf\u00e9 x", b"{}", {})
+        assert (sent.ok, sent.status) == (True, 204)
+        assert hooks.received()[-1]["path"] == "/hooks/caf%C3%A9%20x"
+        split = sender.send("ep_a", f"{hooks.url}/hooks", b"{}", {"x-a": "1\r\nX-Injected: 1"})
+        assert not split.ok and split.status is None
+        assert split.error == (
+            "cannot be sent: the endpoint URL or a header holds a line break or non-ASCII text"
+        )
+        assert len(hooks.received()) == 1  # nothing of the refused request was sent
+    finally:
+        sender.close()

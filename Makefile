@@ -41,6 +41,7 @@ bench: $(BIN)/python
 	$(BIN)/python tests/benchmarks/bench_analytics.py
 	$(BIN)/python tests/benchmarks/bench_inbox.py
 	$(BIN)/python tests/benchmarks/bench_sse.py
+	$(BIN)/python tests/benchmarks/bench_events.py
 
 reliability: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
